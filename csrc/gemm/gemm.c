@@ -1,0 +1,193 @@
+/*
+ * gemm.c - fnn_gemm_f32 / fnn_gemm_f64: the driver (blocking, packing, threads) around the
+ * microkernel that CPU dispatch selected. The type-generic body is gemm_tmpl.h.
+ */
+#if !defined(_POSIX_C_SOURCE) || _POSIX_C_SOURCE < 200112L
+#undef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200112L
+#endif
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "gemm_internal.h"
+
+/* ---- per-thread packing workspace ---------------------------------------------------------
+ * Each thread (a Python thread calling us, or an OpenMP worker) keeps one 64-byte aligned
+ * buffer for its packed A and B blocks, grown when a call needs more and freed when the
+ * thread exits. Nothing is shared between threads, so concurrent calls need no locks. */
+typedef struct {
+    void *p;
+    size_t size;
+} fnn_gemm_ws;
+
+static pthread_key_t ws_key;
+static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
+static int ws_key_ok;
+
+static void ws_free(void *v)
+{
+    fnn_gemm_ws *w = (fnn_gemm_ws *)v;
+    if (w) {
+        free(w->p);
+        free(w);
+    }
+}
+
+static void ws_init(void)
+{
+    ws_key_ok = (pthread_key_create(&ws_key, ws_free) == 0);
+}
+
+static void *fnn_gemm_workspace(size_t bytes)
+{
+    pthread_once(&ws_once, ws_init);
+    if (!ws_key_ok)
+        return NULL;
+    fnn_gemm_ws *w = (fnn_gemm_ws *)pthread_getspecific(ws_key);
+    if (w == NULL) {
+        w = (fnn_gemm_ws *)calloc(1, sizeof(*w));
+        if (w == NULL)
+            return NULL;
+        if (pthread_setspecific(ws_key, w) != 0) {
+            free(w);
+            return NULL;
+        }
+    }
+    if (w->size < bytes) {
+        /* Grow by at least half so a sequence of slightly larger calls reallocates rarely. */
+        size_t want = bytes + bytes / 2;
+        want = (want + 4095) & ~(size_t)4095;
+        void *p = NULL;
+        free(w->p);
+        w->p = NULL;
+        w->size = 0;
+        if (posix_memalign(&p, 64, want) != 0)
+            return NULL;
+        w->p = p;
+        w->size = want;
+    }
+    return w->p;
+}
+
+/* ---- thread partition ---------------------------------------------------------------------
+ * Below this many multiply-adds per thread, waking another thread costs more than it saves
+ * (an OpenMP fork/join is a few microseconds; 2^18 MACs take ~4 us at ~150 GFLOP/s). */
+#define FNN_GEMM_MIN_MACS_PER_THREAD ((int64_t)1 << 18)
+
+/* Picks the number of threads and a tm x tn grid of C blocks (in whole MR x NR tiles) that
+ * minimises the busiest thread's cost: its share of the product plus the packing it does
+ * (a thread packs all the A rows and all the B columns of its block, so a grid of 2 x 1
+ * packs B twice, 1 x 2 packs A twice). */
+static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int n_threads, int *tm_out,
+                            int *tn_out)
+{
+    int nt = n_threads < 1 ? 1 : n_threads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    const int64_t macs = m * n * k;
+    if (nt > 1) {
+        int64_t cap = macs / FNN_GEMM_MIN_MACS_PER_THREAD;
+        if (cap < nt)
+            nt = cap < 1 ? 1 : (int)cap;
+    }
+    const int64_t tiles_m = (m + mr - 1) / mr, tiles_n = (n + nr - 1) / nr;
+    if (nt > tiles_m * tiles_n)
+        nt = (int)(tiles_m * tiles_n);
+    *tm_out = 1;
+    *tn_out = 1;
+    if (nt <= 1)
+        return 1;
+
+    /* Packing one element costs about as much as 16 multiply-adds in the kernel. */
+    const double pack_cost = 16.0;
+    double best = 0;
+    int best_tm = 1, best_tn = 1;
+    for (int tm = 1; tm <= nt; tm++) {
+        int tn = nt / tm;
+        if (tm > tiles_m || tn > tiles_n)
+            continue;
+        double rows = (double)((tiles_m + tm - 1) / tm * mr);
+        double cols = (double)((tiles_n + tn - 1) / tn * nr);
+        double cost = rows * cols + pack_cost * (rows + cols);
+        if (best == 0 || cost < best * 0.999) {
+            best = cost;
+            best_tm = tm;
+            best_tn = tn;
+        }
+    }
+    *tm_out = best_tm;
+    *tn_out = best_tn;
+    return best_tm * best_tn;
+}
+
+/* ---- the two instantiations --------------------------------------------------------------- */
+#define FNN_T float
+#define FNN_DESC fnn_gemm_desc_f32
+#define FNN_EPI fnn_gemm_epi_f32
+#define FNN_ARGS gemm_args_f32
+#define FNN_NAME(x) x##_f32
+#include "gemm_tmpl.h"
+#undef FNN_T
+#undef FNN_DESC
+#undef FNN_EPI
+#undef FNN_ARGS
+#undef FNN_NAME
+
+#define FNN_T double
+#define FNN_DESC fnn_gemm_desc_f64
+#define FNN_EPI fnn_gemm_epi_f64
+#define FNN_ARGS gemm_args_f64
+#define FNN_NAME(x) x##_f64
+#include "gemm_tmpl.h"
+#undef FNN_T
+#undef FNN_DESC
+#undef FNN_EPI
+#undef FNN_ARGS
+#undef FNN_NAME
+
+static const fnn_gemm_desc_f32 *gemm_desc_f32(void)
+{
+    switch (fnn_arch_get()) {
+#if FNN_X86
+    case FNN_ARCH_AVX2: return &fnn_gemm_desc_avx2_f32;
+#endif
+#if FNN_X86
+    case FNN_ARCH_AVX512: return &fnn_gemm_desc_avx512_f32;
+#endif
+    default: return &fnn_gemm_desc_ref_f32;
+    }
+}
+
+static const fnn_gemm_desc_f64 *gemm_desc_f64(void)
+{
+    switch (fnn_arch_get()) {
+#if FNN_X86
+    case FNN_ARCH_AVX2: return &fnn_gemm_desc_avx2_f64;
+#endif
+#if FNN_X86
+    case FNN_ARCH_AVX512: return &fnn_gemm_desc_avx512_f64;
+#endif
+    default: return &fnn_gemm_desc_ref_f64;
+    }
+}
+
+int fnn_gemm_f32(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, const float *bias, float *c, int64_t ldc,
+                 int n_threads)
+{
+    return gemm_f32(gemm_desc_f32(), flags, m, n, k, alpha, beta, a, lda, b, ldb, bias, c, ldc,
+                    n_threads);
+}
+
+int fnn_gemm_f64(int flags, int64_t m, int64_t n, int64_t k, double alpha, double beta, const double *a,
+                 int64_t lda, const double *b, int64_t ldb, const double *bias, double *c, int64_t ldc,
+                 int n_threads)
+{
+    return gemm_f64(gemm_desc_f64(), flags, m, n, k, alpha, beta, a, lda, b, ldb, bias, c, ldc,
+                    n_threads);
+}

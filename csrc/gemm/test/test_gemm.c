@@ -1,0 +1,241 @@
+/*
+ * test_gemm.c - standalone correctness test of fnn_gemm_f32/f64 (not part of the package).
+ * Every kernel variant the CPU supports is checked against a naive double-precision
+ * reference, and results must be bit-identical for 1, 2, 3 and 4 threads.
+ * Build and run: make -C csrc/gemm/test test
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../include/fastnn.h"
+
+static int n_fail, n_checks;
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static double urand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        if (n_fail < 30) {                                                                         \
+            printf("FAIL [%s] ", fnn_arch_name(fnn_arch_get()));                                   \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
+        n_fail++;                                                                                  \
+    } while (0)
+
+/* Reference and comparison, written once per type by a macro-free pair of functions. */
+#define DEFINE_CHECK(T, SUF, GEMM, EPS)                                                            \
+    static int check_##SUF(int flags, int64_t m, int64_t n, int64_t k, double alpha, double beta, \
+                           int64_t pad_a, int64_t pad_b, int64_t pad_c, int use_bias, int nan_c) \
+    {                                                                                              \
+        const int ta = flags & FNN_TRANS_A, tb = flags & FNN_TRANS_B;                              \
+        const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;          \
+        const int64_t lda = ac + pad_a, ldb = bc + pad_b, ldc = n + pad_c;                         \
+        const int64_t blen = (flags & FNN_BIAS_ROW) ? m : n;                                       \
+        T *a = malloc(sizeof(T) * (size_t)(ar * lda + 1));                                         \
+        T *b = malloc(sizeof(T) * (size_t)(br * ldb + 1));                                         \
+        T *c0 = malloc(sizeof(T) * (size_t)(m * ldc + 1));                                         \
+        T *c = malloc(sizeof(T) * (size_t)(m * ldc + 1));                                          \
+        T *c2 = malloc(sizeof(T) * (size_t)(m * ldc + 1));                                         \
+        T *bias = malloc(sizeof(T) * (size_t)(blen + 1));                                          \
+        for (int64_t i = 0; i < ar * lda; i++) a[i] = (T)urand();                                  \
+        for (int64_t i = 0; i < br * ldb; i++) b[i] = (T)urand();                                  \
+        for (int64_t i = 0; i < m * ldc; i++) c0[i] = nan_c ? (T)NAN : (T)urand();                 \
+        for (int64_t i = 0; i < blen; i++) bias[i] = (T)urand();                                   \
+        int bad = 0;                                                                               \
+        for (int nt = 1; nt <= 4 && !bad; nt++) {                                                  \
+            memcpy(c, c0, sizeof(T) * (size_t)(m * ldc));                                          \
+            int st = GEMM(flags, m, n, k, (T)alpha, (T)beta, a, lda, b, ldb,                       \
+                          use_bias ? bias : NULL, c, ldc, nt);                                     \
+            n_checks++;                                                                            \
+            if (st != FNN_OK) {                                                                    \
+                FAIL(#SUF " status %d flags=%d m=%lld n=%lld k=%lld", st, flags, (long long)m,     \
+                     (long long)n, (long long)k);                                                  \
+                bad = 1;                                                                           \
+                break;                                                                             \
+            }                                                                                      \
+            if (nt == 1) {                                                                         \
+                for (int64_t i = 0; i < m && !bad; i++)                                            \
+                    for (int64_t j = 0; j < ldc && !bad; j++) {                                    \
+                        T got = c[i * ldc + j];                                                    \
+                        if (j >= n) { /* padding must be untouched */                              \
+                            T want = c0[i * ldc + j];                                              \
+                            if (memcmp(&got, &want, sizeof(T)) != 0) {                             \
+                                FAIL(#SUF " wrote padding i=%lld j=%lld", (long long)i,            \
+                                     (long long)j);                                                \
+                                bad = 1;                                                           \
+                            }                                                                      \
+                            continue;                                                              \
+                        }                                                                          \
+                        double s = 0, sa = 0;                                                      \
+                        for (int64_t p = 0; p < k; p++) {                                          \
+                            double x = ta ? a[p * lda + i] : a[i * lda + p];                       \
+                            double y = tb ? b[j * ldb + p] : b[p * ldb + j];                       \
+                            s += x * y;                                                            \
+                            sa += fabs(x * y);                                                     \
+                        }                                                                          \
+                        double r = alpha * s, scale = fabs(alpha) * sa;                            \
+                        if (beta != 0) {                                                           \
+                            r += beta * c0[i * ldc + j];                                           \
+                            scale += fabs(beta * c0[i * ldc + j]);                                 \
+                        }                                                                          \
+                        if (use_bias) {                                                            \
+                            double bv = (flags & FNN_BIAS_ROW) ? bias[i] : bias[j];                \
+                            r += bv;                                                               \
+                            scale += fabs(bv);                                                     \
+                        }                                                                          \
+                        if ((flags & FNN_EPI_RELU) && r < 0) r = 0;                                \
+                        double tol = (double)(k + 4) * EPS * scale + 1e-300;                       \
+                        if (!(fabs(got - r) <= tol)) {                                             \
+                            FAIL(#SUF " flags=%d m=%lld n=%lld k=%lld alpha=%g beta=%g bias=%d "   \
+                                 "pads=%lld,%lld,%lld C[%lld,%lld]=%.9g want %.9g",                \
+                                 flags, (long long)m, (long long)n, (long long)k, alpha, beta,     \
+                                 use_bias, (long long)pad_a, (long long)pad_b, (long long)pad_c,   \
+                                 (long long)i, (long long)j, (double)got, r);                      \
+                            bad = 1;                                                               \
+                        }                                                                          \
+                    }                                                                              \
+                memcpy(c2, c, sizeof(T) * (size_t)(m * ldc));                                      \
+            } else if (memcmp(c, c2, sizeof(T) * (size_t)(m * ldc)) != 0) {                        \
+                FAIL(#SUF " n_threads=%d differs from 1 thread: flags=%d m=%lld n=%lld k=%lld",    \
+                     nt, flags, (long long)m, (long long)n, (long long)k);                         \
+                bad = 1;                                                                           \
+            }                                                                                      \
+        }                                                                                          \
+        free(a); free(b); free(c0); free(c); free(c2); free(bias);                                 \
+        return bad;                                                                                \
+    }
+
+DEFINE_CHECK(float, f32, fnn_gemm_f32, 1.2e-7)
+DEFINE_CHECK(double, f64, fnn_gemm_f64, 2.3e-16)
+
+static void check_both(int flags, int64_t m, int64_t n, int64_t k, double alpha, double beta,
+                       int64_t pa, int64_t pb, int64_t pc, int use_bias, int nan_c)
+{
+    check_f32(flags, m, n, k, alpha, beta, pa, pb, pc, use_bias, nan_c);
+    check_f64(flags, m, n, k, alpha, beta, pa, pb, pc, use_bias, nan_c);
+}
+
+static void test_args(void)
+{
+    float a[16] = {0}, b[16] = {0}, c[16] = {0};
+    double ad[16] = {0}, bd[16] = {0}, cd[16] = {0};
+#define EXPECT(expr, want)                                                                         \
+    do {                                                                                           \
+        int st_ = (expr);                                                                          \
+        n_checks++;                                                                                \
+        if (st_ != (want)) FAIL("%s returned %d, want %d", #expr, st_, want);                      \
+    } while (0)
+    EXPECT(fnn_gemm_f32(0, -1, 2, 2, 1, 0, a, 2, b, 2, NULL, c, 2, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(0, 2, -1, 2, 1, 0, a, 2, b, 2, NULL, c, 2, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(0, 2, 2, -1, 1, 0, a, 2, b, 2, NULL, c, 2, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(16, 2, 2, 2, 1, 0, a, 2, b, 2, NULL, c, 2, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(0, 2, 3, 4, 1, 0, a, 3, b, 3, NULL, c, 3, 1), FNN_ERR_ARG);  /* lda < k */
+    EXPECT(fnn_gemm_f32(FNN_TRANS_A, 2, 3, 4, 1, 0, a, 1, b, 3, NULL, c, 3, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(FNN_TRANS_A, 2, 3, 4, 1, 0, a, 2, b, 3, NULL, c, 3, 1), FNN_OK);
+    EXPECT(fnn_gemm_f32(0, 2, 3, 4, 1, 0, a, 4, b, 2, NULL, c, 3, 1), FNN_ERR_ARG);  /* ldb < n */
+    EXPECT(fnn_gemm_f32(FNN_TRANS_B, 2, 3, 4, 1, 0, a, 4, b, 3, NULL, c, 3, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(FNN_TRANS_B, 2, 3, 4, 1, 0, a, 4, b, 4, NULL, c, 3, 1), FNN_OK);
+    EXPECT(fnn_gemm_f32(0, 2, 3, 4, 1, 0, a, 4, b, 3, NULL, c, 2, 1), FNN_ERR_ARG);  /* ldc < n */
+    EXPECT(fnn_gemm_f32(0, 2, 3, 4, 1, 0, NULL, 4, b, 3, NULL, c, 3, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(0, 2, 3, 4, 1, 0, a, 4, NULL, 3, NULL, c, 3, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f32(0, 2, 3, 4, 1, 0, a, 4, b, 3, NULL, NULL, 3, 1), FNN_ERR_ARG);
+    /* empty outputs are no-ops whatever the pointers; k == 0 reads neither A nor B */
+    EXPECT(fnn_gemm_f32(0, 0, 3, 4, 1, 0, NULL, 0, NULL, 0, NULL, NULL, 0, 1), FNN_OK);
+    EXPECT(fnn_gemm_f32(0, 3, 0, 4, 1, 0, NULL, 0, NULL, 0, NULL, NULL, 0, 1), FNN_OK);
+    EXPECT(fnn_gemm_f32(0, 2, 3, 0, 1, 0, NULL, 0, NULL, 0, NULL, c, 3, 1), FNN_OK);
+    EXPECT(fnn_gemm_f64(0, -1, 2, 2, 1, 0, ad, 2, bd, 2, NULL, cd, 2, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f64(32, 2, 2, 2, 1, 0, ad, 2, bd, 2, NULL, cd, 2, 1), FNN_ERR_ARG);
+    EXPECT(fnn_gemm_f64(0, 2, 3, 4, 1, 0, ad, 4, bd, 3, NULL, cd, 3, 0), FNN_OK);
+    EXPECT(fnn_gemm_f64(0, 2, 3, 4, 1, 0, ad, 4, bd, 3, NULL, cd, 3, -5), FNN_OK);
+    EXPECT(fnn_arch_set(7), FNN_ERR_ARG);
+    EXPECT(fnn_arch_set(-1), FNN_ERR_ARG);
+    /* k == 0: C = beta*C + bias, relu; beta == 0 ignores NaN in C */
+    {
+        float cc[6] = {NAN, NAN, NAN, NAN, NAN, NAN}, bias[3] = {1, -2, 3};
+        EXPECT(fnn_gemm_f32(FNN_EPI_RELU, 2, 3, 0, 1, 0, NULL, 0, NULL, 0, bias, cc, 3, 2), FNN_OK);
+        n_checks++;
+        if (cc[0] != 1 || cc[1] != 0 || cc[2] != 3 || cc[3] != 1 || cc[4] != 0 || cc[5] != 3)
+            FAIL("k == 0 with bias and relu: %g %g %g %g %g %g", cc[0], cc[1], cc[2], cc[3], cc[4],
+                 cc[5]);
+        float c2[4] = {1, 2, 3, 4}, br[2] = {10, 20};
+        EXPECT(fnn_gemm_f32(FNN_BIAS_ROW, 2, 2, 0, 1, 2, NULL, 0, NULL, 0, br, c2, 2, 1), FNN_OK);
+        n_checks++;
+        if (c2[0] != 12 || c2[1] != 14 || c2[2] != 26 || c2[3] != 28)
+            FAIL("k == 0 with beta 2 and row bias: %g %g %g %g", c2[0], c2[1], c2[2], c2[3]);
+    }
+#undef EXPECT
+}
+
+static void test_variant(int quick)
+{
+    static const int64_t sizes[] = {1, 2, 7, 15, 17, 31, 33, 63, 65, 129};
+    const int ns = (int)(sizeof(sizes) / sizeof(sizes[0]));
+    for (int flags = 0; flags < 16; flags++) {
+        /* all transposes x bias row/col x relu, a few sizes each */
+        for (int si = 0; si < ns; si++) {
+            int64_t m = sizes[si], n = sizes[(si * 3 + 1) % ns], k = sizes[(si * 7 + 2) % ns];
+            check_both(flags, m, n, k, 1.0, 0.0, 0, 0, 0, flags & 4 ? 1 : (si & 1), si & 1);
+            if (!quick)
+                check_both(flags, n, k, m, -0.5, 1.5, 3, 1, 5, 1, 0);
+        }
+    }
+    /* every size in every dimension, all four transposes, alpha/beta, padded leading dims */
+    for (int t = 0; t < 4; t++)
+        for (int si = 0; si < ns; si++)
+            for (int sj = 0; sj < ns; sj += quick ? 3 : 1) {
+                check_both(t, sizes[si], sizes[sj], 33, 0.75, 0.0, 1, 2, 3, 0, 1);
+                check_both(t, sizes[si], 17, sizes[sj], 1.0, 1.0, 0, 5, 0, 1, 0);
+                check_both(t | FNN_EPI_RELU, 31, sizes[si], sizes[sj], 2.0, -1.0, 7, 0, 1, 1, 0);
+            }
+    /* degenerate shapes and large ones: m, n or k = 1, and 1023 (several KC blocks) */
+    for (int t = 0; t < 4; t++) {
+        check_both(t, 1, 1, 1, 1.0, 0.0, 0, 0, 0, 1, 1);
+        check_both(t, 1, 300, 200, 1.0, 0.5, 0, 0, 0, 1, 0);
+        check_both(t, 300, 1, 200, 1.0, 0.0, 0, 0, 0, 1, 1);
+        check_both(t, 300, 200, 1, 1.0, 0.0, 0, 0, 0, 1, 1);
+        check_both(t | FNN_BIAS_ROW | FNN_EPI_RELU, 130, 77, 1023, 1.0, 0.0, 1, 1, 1, 1, 1);
+        check_both(t, 1023, 65, 129, 1.0, 2.0, 0, 0, 0, 0, 0);
+        if (!quick) {
+            check_both(t, 129, 1023, 17, 1.0, 0.0, 0, 0, 0, 1, 1);
+            check_both(t, 257, 260, 1023, 0.5, 0.25, 2, 2, 2, 1, 0);
+        }
+    }
+    /* alpha == 0: C = beta*C + bias */
+    check_both(0, 17, 33, 65, 0.0, 0.5, 0, 0, 0, 1, 0);
+}
+
+int main(int argc, char **argv)
+{
+    int quick = argc > 1 && strcmp(argv[1], "quick") == 0;
+    printf("openmp %d, max threads %d, best arch %s, current %s\n", fnn_openmp_enabled(),
+           fnn_max_threads(), fnn_arch_name(fnn_arch_best()), fnn_arch_name(fnn_arch_get()));
+    test_args();
+    for (int arch = FNN_ARCH_GENERIC; arch <= FNN_ARCH_AVX512; arch++) {
+        int st = fnn_arch_set(arch);
+        if (arch > fnn_arch_best()) {
+            n_checks++;
+            if (st != FNN_ERR_ARCH)
+                FAIL("fnn_arch_set(%d) = %d on a CPU without it", arch, st);
+            continue;
+        }
+        if (st != FNN_OK) {
+            FAIL("fnn_arch_set(%d) = %d", arch, st);
+            continue;
+        }
+        int before = n_fail;
+        test_variant(quick);
+        printf("%-8s %s\n", fnn_arch_name(arch), n_fail == before ? "ok" : "FAILED");
+    }
+    printf("%d checks, %d failures\n", n_checks, n_fail);
+    return n_fail != 0;
+}

@@ -1,0 +1,26 @@
+/* SGD and Adam updates: float and double from optim_tmpl.h. */
+#include <math.h>
+#include "../core/internal.h"
+
+#include "optim_tmpl.h"
+#define FNN_DOUBLE
+#include "optim_tmpl.h"
+#undef FNN_DOUBLE
+
+int fnn_sgd_step_f32(int nesterov, int first, int64_t n, float lr, float momentum, float weight_decay,
+                     const float *grad, float *param, float *buf, int n_threads) {
+    return sgd_step_f32(nesterov, first, n, lr, momentum, weight_decay, grad, param, buf, n_threads);
+}
+int fnn_sgd_step_f64(int nesterov, int first, int64_t n, double lr, double momentum, double weight_decay,
+                     const double *grad, double *param, double *buf, int n_threads) {
+    return sgd_step_f64(nesterov, first, n, lr, momentum, weight_decay, grad, param, buf, n_threads);
+}
+int fnn_adam_step_f32(int64_t t, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                      const float *grad, float *param, float *m, float *v, int n_threads) {
+    return adam_step_f32(t, n, lr, beta1, beta2, eps, weight_decay, grad, param, m, v, n_threads);
+}
+int fnn_adam_step_f64(int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
+                      double weight_decay, const double *grad, double *param, double *m, double *v,
+                      int n_threads) {
+    return adam_step_f64(t, n, lr, beta1, beta2, eps, weight_decay, grad, param, m, v, n_threads);
+}

@@ -1,0 +1,136 @@
+/* Softmax and the fused losses; included once per type by softmax.c. */
+#include "tmpl_types.h"
+
+static void FNN_(softmax_row)(int64_t k, const FNN_T *x, FNN_T *y) {
+    FNN_T mx = x[0];
+    for (int64_t j = 1; j < k; j++) mx = x[j] > mx ? x[j] : mx;
+    FNN_T s = 0;
+    for (int64_t j = 0; j < k; j++) {
+        y[j] = FNN_EXP(x[j] - mx);
+        s += y[j];
+    }
+    FNN_T inv = (FNN_T)1 / s;
+    for (int64_t j = 0; j < k; j++) y[j] *= inv;
+}
+
+static int FNN_(softmax_fwd)(int64_t m, int64_t k, const FNN_T *x, FNN_T *y, int nt) {
+    if (m < 0 || k < 0 || (m > 0 && k > 0 && (!x || !y))) return FNN_ERR_ARG;
+    if (k == 0) return FNN_OK;
+    nt = fnn_threads_for(m * k, FNN_PAR_MIN_ELEMS / 4, nt);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t i = 0; i < m; i++) FNN_(softmax_row)(k, x + i * k, y + i * k);
+    return FNN_OK;
+}
+
+static int FNN_(softmax_bwd)(int64_t m, int64_t k, const FNN_T *y, const FNN_T *dy, FNN_T *dx, int nt) {
+    if (m < 0 || k < 0 || (m > 0 && k > 0 && (!y || !dy || !dx))) return FNN_ERR_ARG;
+    nt = fnn_threads_for(m * k, FNN_PAR_MIN_ELEMS / 4, nt);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t i = 0; i < m; i++) {
+        const FNN_T *yi = y + i * k, *gi = dy + i * k;
+        FNN_T *oi = dx + i * k;
+        FNN_T dot = 0;
+        for (int64_t j = 0; j < k; j++) dot += yi[j] * gi[j];
+        for (int64_t j = 0; j < k; j++) oi[j] = yi[j] * (gi[j] - dot);
+    }
+    return FNN_OK;
+}
+
+/* One row of softmax cross-entropy; returns the row loss (accumulated in double). */
+static double FNN_(xent_row)(int64_t k, FNN_T scale, const FNN_T *z, int64_t label, const FNN_T *t,
+                             FNN_T *g, FNN_T *p) {
+    FNN_T mx = z[0];
+    for (int64_t j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
+    FNN_T s = 0;
+    for (int64_t j = 0; j < k; j++) s += FNN_EXP(z[j] - mx);
+    FNN_T lse = mx + FNN_LOG(s), inv = (FNN_T)1 / s;
+    double loss;
+    if (t) {
+        double tz = 0, tsum = 0;
+        for (int64_t j = 0; j < k; j++) {
+            tz += (double)t[j] * z[j];
+            tsum += t[j];
+        }
+        loss = tsum * lse - tz;
+    } else {
+        loss = (double)lse - z[label];
+    }
+    if (g || p) {
+        for (int64_t j = 0; j < k; j++) {
+            FNN_T pj = FNN_EXP(z[j] - mx) * inv;
+            if (p) p[j] = pj;
+            if (g) g[j] = (pj - (t ? t[j] : (FNN_T)(j == label))) * scale;
+        }
+    }
+    return loss;
+}
+
+static int FNN_(softmax_xent)(int64_t m, int64_t k, FNN_T scale, const FNN_T *z, const int64_t *labels,
+                              const FNN_T *onehot, FNN_T *loss, FNN_T *grad, FNN_T *prob, int nt) {
+    if (m < 0 || k < 1 || !loss || (m > 0 && (!z || (!labels && !onehot)))) return FNN_ERR_ARG;
+    if (labels)
+        for (int64_t i = 0; i < m; i++)
+            if (labels[i] < 0 || labels[i] >= k) return FNN_ERR_LABEL;
+    double part[FNN_REDUCE_CHUNKS] = {0};
+    nt = fnn_threads_for(m * k, FNN_PAR_MIN_ELEMS / 8, nt);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) {
+        int64_t i0 = m * c / FNN_REDUCE_CHUNKS, i1 = m * (c + 1) / FNN_REDUCE_CHUNKS;
+        double s = 0;
+        for (int64_t i = i0; i < i1; i++)
+            s += FNN_(xent_row)(k, scale, z + i * k, labels ? labels[i] : 0, onehot ? onehot + i * k : NULL,
+                                grad ? grad + i * k : NULL, prob ? prob + i * k : NULL);
+        part[c] = s;
+    }
+    double total = 0;
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
+    *loss = m > 0 ? (FNN_T)(total / (double)m) : 0;
+    return FNN_OK;
+}
+
+static int FNN_(sigmoid_bce)(int64_t n, FNN_T scale, const FNN_T *z, const FNN_T *t, FNN_T *loss, FNN_T *grad,
+                             FNN_T *prob, int nt) {
+    if (n < 0 || !loss || (n > 0 && (!z || !t))) return FNN_ERR_ARG;
+    double part[FNN_REDUCE_CHUNKS] = {0};
+    nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 8, nt);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) {
+        int64_t i0 = n * c / FNN_REDUCE_CHUNKS, i1 = n * (c + 1) / FNN_REDUCE_CHUNKS;
+        double s = 0;
+        for (int64_t i = i0; i < i1; i++) {
+            FNN_T x = z[i];
+            /* log(1 + exp(-|x|)) never overflows; max(x,0) - x t completes the stable form. */
+            FNN_T e = FNN_EXP(-FNN_FABS(x));
+            s += (double)((x > 0 ? x : 0) - x * t[i] + FNN_LOG1P(e));
+            FNN_T p = x >= 0 ? (FNN_T)1 / ((FNN_T)1 + e) : e / ((FNN_T)1 + e);
+            if (prob) prob[i] = p;
+            if (grad) grad[i] = (p - t[i]) * scale;
+        }
+        part[c] = s;
+    }
+    double total = 0;
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
+    *loss = n > 0 ? (FNN_T)(total / (double)n) : 0;
+    return FNN_OK;
+}
+
+static int FNN_(mse)(int64_t n, FNN_T scale, const FNN_T *y, const FNN_T *t, FNN_T *loss, FNN_T *grad, int nt) {
+    if (n < 0 || !loss || (n > 0 && (!y || !t))) return FNN_ERR_ARG;
+    double part[FNN_REDUCE_CHUNKS] = {0};
+    nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 2, nt);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) {
+        int64_t i0 = n * c / FNN_REDUCE_CHUNKS, i1 = n * (c + 1) / FNN_REDUCE_CHUNKS;
+        double s = 0;
+        for (int64_t i = i0; i < i1; i++) {
+            FNN_T d = y[i] - t[i];
+            s += (double)d * d;
+            if (grad) grad[i] = 2 * d * scale;
+        }
+        part[c] = s;
+    }
+    double total = 0;
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
+    *loss = n > 0 ? (FNN_T)(total / (double)n) : 0;
+    return FNN_OK;
+}

@@ -1,0 +1,199 @@
+/*
+ * gemm_avx2.c - AVX2 + FMA GEMM microkernels. Compiled with -mavx2 -mfma; called only when
+ * dispatch selected FNN_ARCH_AVX2.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../gemm/gemm_internal.h"
+
+#if defined(__GNUC__)
+#define FNN_INLINE static inline __attribute__((always_inline))
+#else
+#define FNN_INLINE static inline
+#endif
+
+/* Edge tiles (mr < MR or nr < NR) are computed in full from the zero-padded panels and
+ * written through a small tile buffer: the valid part of C (and of the bias) is copied in,
+ * the same vector epilogue as for full tiles runs on the buffer, and the valid part is
+ * copied back. AVX2 has no cheap masked stores, and this keeps the rounding of every
+ * element independent of where the tile lies. */
+
+/* ---- float: 6 x 16 ----------------------------------------------------------------------
+ * 12 ymm accumulators + 2 B vectors + 1 broadcast of the 16 registers; 12 independent FMA
+ * chains cover the 4-5 cycle latency on two FMA ports. */
+#define MR_F32 6
+#define NR_F32 16
+
+FNN_INLINE void epi_f32(const __m256 acc[MR_F32][2], float *c, int64_t ldc, const fnn_gemm_epi_f32 *epi,
+                        const float *bias)
+{
+    const __m256 alpha = _mm256_set1_ps(epi->alpha), beta = _mm256_set1_ps(epi->beta);
+    const __m256 zero = _mm256_setzero_ps();
+    const int flags = epi->flags;
+    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
+    __m256 bc0 = zero, bc1 = zero;
+    if (bias && !bias_row) {
+        bc0 = _mm256_loadu_ps(bias);
+        bc1 = _mm256_loadu_ps(bias + 8);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F32; i++) {
+        float *ci = c + i * ldc;
+        __m256 r0 = _mm256_mul_ps(alpha, acc[i][0]);
+        __m256 r1 = _mm256_mul_ps(alpha, acc[i][1]);
+        if (!(flags & FNN_GEMM_E_BETA0)) {
+            r0 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(ci), r0);
+            r1 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(ci + 8), r1);
+        }
+        if (bias_row) {
+            const __m256 bi = _mm256_set1_ps(bias[i]);
+            r0 = _mm256_add_ps(r0, bi);
+            r1 = _mm256_add_ps(r1, bi);
+        } else if (bias) {
+            r0 = _mm256_add_ps(r0, bc0);
+            r1 = _mm256_add_ps(r1, bc1);
+        }
+        if (flags & FNN_GEMM_E_RELU) {
+            r0 = _mm256_max_ps(zero, r0); /* max(0, NaN) = NaN */
+            r1 = _mm256_max_ps(zero, r1);
+        }
+        _mm256_storeu_ps(ci, r0);
+        _mm256_storeu_ps(ci + 8, r1);
+    }
+}
+
+static void ukr_f32_6x16(int64_t k, const float *restrict a, const float *restrict b, float *restrict c,
+                         int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *restrict bias)
+{
+    __m256 acc[MR_F32][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F32; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR_F32; i++) {
+            const __m256 ai = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += MR_F32;
+        b += NR_F32;
+    }
+    if (mr == MR_F32 && nr == NR_F32) {
+        epi_f32(acc, c, ldc, epi, bias);
+        return;
+    }
+    float t[MR_F32 * NR_F32], tb[NR_F32];
+    const float *tbias = NULL;
+    memset(t, 0, sizeof(t));
+    if (!(epi->flags & FNN_GEMM_E_BETA0))
+        for (int i = 0; i < mr; i++)
+            memcpy(t + i * NR_F32, c + i * ldc, sizeof(float) * (size_t)nr);
+    if (bias) {
+        const int len = (epi->flags & FNN_GEMM_E_BIASROW) ? mr : nr;
+        memset(tb, 0, sizeof(tb));
+        memcpy(tb, bias, sizeof(float) * (size_t)len);
+        tbias = tb;
+    }
+    epi_f32(acc, t, NR_F32, epi, tbias);
+    for (int i = 0; i < mr; i++)
+        memcpy(c + i * ldc, t + i * NR_F32, sizeof(float) * (size_t)nr);
+}
+
+/* ---- double: 6 x 8 (same structure, 4 lanes per ymm) ------------------------------------ */
+#define MR_F64 6
+#define NR_F64 8
+
+FNN_INLINE void epi_f64(const __m256d acc[MR_F64][2], double *c, int64_t ldc, const fnn_gemm_epi_f64 *epi,
+                        const double *bias)
+{
+    const __m256d alpha = _mm256_set1_pd(epi->alpha), beta = _mm256_set1_pd(epi->beta);
+    const __m256d zero = _mm256_setzero_pd();
+    const int flags = epi->flags;
+    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
+    __m256d bc0 = zero, bc1 = zero;
+    if (bias && !bias_row) {
+        bc0 = _mm256_loadu_pd(bias);
+        bc1 = _mm256_loadu_pd(bias + 4);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F64; i++) {
+        double *ci = c + i * ldc;
+        __m256d r0 = _mm256_mul_pd(alpha, acc[i][0]);
+        __m256d r1 = _mm256_mul_pd(alpha, acc[i][1]);
+        if (!(flags & FNN_GEMM_E_BETA0)) {
+            r0 = _mm256_fmadd_pd(beta, _mm256_loadu_pd(ci), r0);
+            r1 = _mm256_fmadd_pd(beta, _mm256_loadu_pd(ci + 4), r1);
+        }
+        if (bias_row) {
+            const __m256d bi = _mm256_set1_pd(bias[i]);
+            r0 = _mm256_add_pd(r0, bi);
+            r1 = _mm256_add_pd(r1, bi);
+        } else if (bias) {
+            r0 = _mm256_add_pd(r0, bc0);
+            r1 = _mm256_add_pd(r1, bc1);
+        }
+        if (flags & FNN_GEMM_E_RELU) {
+            r0 = _mm256_max_pd(zero, r0);
+            r1 = _mm256_max_pd(zero, r1);
+        }
+        _mm256_storeu_pd(ci, r0);
+        _mm256_storeu_pd(ci + 4, r1);
+    }
+}
+
+static void ukr_f64_6x8(int64_t k, const double *restrict a, const double *restrict b, double *restrict c,
+                        int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *restrict bias)
+{
+    __m256d acc[MR_F64][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F64; i++) {
+        acc[i][0] = _mm256_setzero_pd();
+        acc[i][1] = _mm256_setzero_pd();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        const __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR_F64; i++) {
+            const __m256d ai = _mm256_broadcast_sd(a + i);
+            acc[i][0] = _mm256_fmadd_pd(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_pd(ai, b1, acc[i][1]);
+        }
+        a += MR_F64;
+        b += NR_F64;
+    }
+    if (mr == MR_F64 && nr == NR_F64) {
+        epi_f64(acc, c, ldc, epi, bias);
+        return;
+    }
+    double t[MR_F64 * NR_F64], tb[NR_F64];
+    const double *tbias = NULL;
+    memset(t, 0, sizeof(t));
+    if (!(epi->flags & FNN_GEMM_E_BETA0))
+        for (int i = 0; i < mr; i++)
+            memcpy(t + i * NR_F64, c + i * ldc, sizeof(double) * (size_t)nr);
+    if (bias) {
+        const int len = (epi->flags & FNN_GEMM_E_BIASROW) ? mr : nr;
+        memset(tb, 0, sizeof(tb));
+        memcpy(tb, bias, sizeof(double) * (size_t)len);
+        tbias = tb;
+    }
+    epi_f64(acc, t, NR_F64, epi, tbias);
+    for (int i = 0; i < mr; i++)
+        memcpy(c + i * ldc, t + i * NR_F64, sizeof(double) * (size_t)nr);
+}
+
+/* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
+ * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
+const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
+    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, 0, 0, 0,
+};
+const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
+    MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, 0, 0, 0,
+};
+#endif

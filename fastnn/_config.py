@@ -1,0 +1,88 @@
+"""Process-wide settings: thread count, default dtype and the seeded random generator."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+_lock = threading.Lock()
+_state = {
+    "threads": None,           # None: resolved lazily from the environment / CPU count
+    "dtype": np.dtype(np.float32),
+    "rng": None,
+    "seed": None,
+}
+
+
+def _default_threads() -> int:
+    for var in ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads the C kernels use (at least 1).
+
+    Results are bit-identical for any thread count: every reduction in the kernels uses a fixed
+    chunking and a fixed-order sum (see the README's notes on determinism).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: expected n >= 1, got {n}")
+    _state["threads"] = int(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads the C kernels use."""
+    if _state["threads"] is None:
+        _state["threads"] = _default_threads()
+    return _state["threads"]
+
+
+def seed(s: int) -> None:
+    """Seed initialisers, dropout masks and shuffling.
+
+    The same seed, model and data give the same weights, masks, shuffles and so the same
+    trained model (for any thread count: see the README).
+    """
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        raise TypeError(f"seed: expected an int, got {type(s).__name__}")
+    if s < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {s}")
+    with _lock:
+        _state["seed"] = int(s)
+        _state["rng"] = np.random.default_rng(int(s))
+
+
+def rng() -> np.random.Generator:
+    """The generator behind initialisers, dropout seeds and shuffles (OS entropy until seeded)."""
+    with _lock:
+        if _state["rng"] is None:
+            _state["rng"] = np.random.default_rng()
+        return _state["rng"]
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the dtype of models and layers created without one ("float32" or "float64")."""
+    _state["dtype"] = as_float_dtype(dtype)
+
+
+def get_default_dtype() -> np.dtype:
+    return _state["dtype"]
+
+
+def as_float_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}") from err
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected 'float32' or 'float64', got {dt.name!r}")
+    return dt

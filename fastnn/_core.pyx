@@ -1,0 +1,351 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Cython bindings of the fastnn C kernels.
+
+Every function checks the shapes of its memoryviews against each other before it releases the GIL
+and calls C, so no call from Python can make the C code read or write out of bounds. The Python
+layer above (``fastnn.backend.cpu``) checks user-facing things (dtypes, finiteness, labels) and
+names the layer in its messages; the checks here are the last line of defence.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t, uint64_t
+
+from fastnn cimport _kernels as c
+
+ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_TANH, ACT_LEAKY_RELU = 0, 1, 2, 3, 4
+
+
+class KernelError(RuntimeError):
+    """A C kernel returned an error status (a bug in the checks above it)."""
+
+
+cdef int _check(int status) except -1:
+    if status == c.FNN_OK:
+        return 0
+    msg = c.fnn_strerror(status).decode()
+    if status == c.FNN_ERR_NOMEM:
+        raise MemoryError(msg)
+    if status == c.FNN_ERR_LABEL:
+        raise ValueError(msg)
+    raise KernelError(msg)
+
+
+cdef inline void _same(Py_ssize_t got, Py_ssize_t want, str what) except *:
+    if got != want:
+        raise ValueError(f"{what}: expected size {want}, got {got}")
+
+
+cdef inline int64_t _ld(const floating[:, :] x, str what) except -1:
+    """Leading dimension of a row-major view (rows may be further apart than the width)."""
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return max(x.shape[1], 1)
+    if x.strides[1] != sizeof(floating) or x.strides[0] < x.shape[1] * <Py_ssize_t>sizeof(floating) \
+            or x.strides[0] % sizeof(floating) != 0:
+        raise ValueError(f"{what}: rows must be contiguous with a positive row stride")
+    return x.strides[0] // sizeof(floating)
+
+
+# ---- dispatch and threads -------------------------------------------------------------------
+
+ARCH_NAMES = ("generic", "avx2", "avx512")
+
+
+def arch_best() -> str:
+    return c.fnn_arch_name(c.fnn_arch_best()).decode()
+
+
+def arch_get() -> str:
+    return c.fnn_arch_name(c.fnn_arch_get()).decode()
+
+
+def arch_set(str name) -> None:
+    if name not in ARCH_NAMES:
+        raise ValueError(f"arch: expected one of {ARCH_NAMES}, got {name!r}")
+    if c.fnn_arch_set(ARCH_NAMES.index(name)) != c.FNN_OK:
+        raise ValueError(f"arch: this CPU does not support {name!r} (best: {arch_best()!r})")
+
+
+def openmp_enabled() -> bool:
+    return bool(c.fnn_openmp_enabled())
+
+
+def max_threads() -> int:
+    return c.fnn_max_threads()
+
+
+# ---- GEMM -----------------------------------------------------------------------------------
+
+def gemm(const floating[:, :] a, const floating[:, :] b, floating[:, :] out, bint trans_a=False,
+         bint trans_b=False, double alpha=1.0, double beta=0.0, const floating[::1] bias=None,
+         bint bias_row=False, bint relu=False, int n_threads=1):
+    """out = relu?(alpha * op(a) @ op(b) + beta * out + bias)."""
+    cdef int64_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef int64_t n = b.shape[0] if trans_b else b.shape[1]
+    if kb != k:
+        raise ValueError(f"matmul: inner dimensions differ ({k} vs {kb})")
+    if out.shape[0] != m or out.shape[1] != n:
+        raise ValueError(f"matmul: out has shape ({out.shape[0]}, {out.shape[1]}), expected ({m}, {n})")
+    if bias is not None:
+        _same(bias.shape[0], m if bias_row else n, "matmul bias")
+    cdef int64_t lda = _ld(a, "matmul a"), ldb = _ld(b, "matmul b"), ldc = _ld(out, "matmul out")
+    cdef int flags = (c.FNN_TRANS_A if trans_a else 0) | (c.FNN_TRANS_B if trans_b else 0) \
+        | (c.FNN_BIAS_ROW if bias_row else 0) | (c.FNN_EPI_RELU if relu else 0)
+    cdef const floating *pb = NULL
+    cdef int status
+    if bias is not None and bias.shape[0] > 0:
+        pb = &bias[0]
+    if m == 0 or n == 0:
+        return
+    cdef const floating *pa = &a[0, 0] if k > 0 else NULL
+    cdef const floating *pbm = &b[0, 0] if k > 0 else NULL
+    with nogil:
+        if floating is float:
+            status = c.fnn_gemm_f32(flags, m, n, k, <float>alpha, <float>beta, pa, lda, pbm, ldb, pb,
+                                    &out[0, 0], ldc, n_threads)
+        else:
+            status = c.fnn_gemm_f64(flags, m, n, k, alpha, beta, pa, lda, pbm, ldb, pb,
+                                    &out[0, 0], ldc, n_threads)
+    _check(status)
+
+
+def bias_grad(const floating[:, ::1] dy, floating[::1] db, bint accumulate=False, int n_threads=1):
+    """db (+)= dy.sum(axis=0), in a fixed order."""
+    _same(db.shape[0], dy.shape[1], "bias_grad db")
+    cdef int status
+    if db.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_bias_grad_f32(accumulate, dy.shape[0], dy.shape[1],
+                                         &dy[0, 0] if dy.shape[0] > 0 else NULL, &db[0], n_threads)
+        else:
+            status = c.fnn_bias_grad_f64(accumulate, dy.shape[0], dy.shape[1],
+                                         &dy[0, 0] if dy.shape[0] > 0 else NULL, &db[0], n_threads)
+    _check(status)
+
+
+# ---- elementwise ----------------------------------------------------------------------------
+
+def act_fwd(int act, const floating[::1] x, floating[::1] y, double alpha=0.0, int n_threads=1):
+    _same(y.shape[0], x.shape[0], "activation output")
+    if act < 0 or act > 4:
+        raise ValueError(f"activation: unknown code {act}")
+    cdef int status
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_act_fwd_f32(act, x.shape[0], <float>alpha, &x[0], &y[0], n_threads)
+        else:
+            status = c.fnn_act_fwd_f64(act, x.shape[0], alpha, &x[0], &y[0], n_threads)
+    _check(status)
+
+
+def act_bwd(int act, const floating[::1] y, const floating[::1] dy, floating[::1] dx, double alpha=0.0,
+            int n_threads=1):
+    _same(dy.shape[0], y.shape[0], "activation gradient")
+    _same(dx.shape[0], y.shape[0], "activation input gradient")
+    if act < 0 or act > 4:
+        raise ValueError(f"activation: unknown code {act}")
+    cdef int status
+    if y.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_act_bwd_f32(act, y.shape[0], <float>alpha, &y[0], &dy[0], &dx[0], n_threads)
+        else:
+            status = c.fnn_act_bwd_f64(act, y.shape[0], alpha, &y[0], &dy[0], &dx[0], n_threads)
+    _check(status)
+
+
+def mul(const floating[::1] a, const floating[::1] b, floating[::1] out, int n_threads=1):
+    _same(b.shape[0], a.shape[0], "mul b")
+    _same(out.shape[0], a.shape[0], "mul out")
+    cdef int status
+    if a.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_mul_f32(a.shape[0], &a[0], &b[0], &out[0], n_threads)
+        else:
+            status = c.fnn_mul_f64(a.shape[0], &a[0], &b[0], &out[0], n_threads)
+    _check(status)
+
+
+def dropout_fwd(const floating[::1] x, floating[::1] y, floating[::1] mask, double rate, uint64_t seed,
+                uint64_t offset, int n_threads=1):
+    _same(y.shape[0], x.shape[0], "dropout output")
+    _same(mask.shape[0], x.shape[0], "dropout mask")
+    if not (0.0 <= rate < 1.0):
+        raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
+    cdef int status
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_dropout_fwd_f32(x.shape[0], rate, seed, offset, &x[0], &y[0], &mask[0], n_threads)
+        else:
+            status = c.fnn_dropout_fwd_f64(x.shape[0], rate, seed, offset, &x[0], &y[0], &mask[0], n_threads)
+    _check(status)
+
+
+# ---- softmax and losses ---------------------------------------------------------------------
+
+def softmax_fwd(const floating[:, ::1] x, floating[:, ::1] y, int n_threads=1):
+    _same(y.shape[0], x.shape[0], "softmax rows")
+    _same(y.shape[1], x.shape[1], "softmax columns")
+    cdef int status
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_softmax_fwd_f32(x.shape[0], x.shape[1], &x[0, 0], &y[0, 0], n_threads)
+        else:
+            status = c.fnn_softmax_fwd_f64(x.shape[0], x.shape[1], &x[0, 0], &y[0, 0], n_threads)
+    _check(status)
+
+
+def softmax_bwd(const floating[:, ::1] y, const floating[:, ::1] dy, floating[:, ::1] dx, int n_threads=1):
+    for v, w in ((dy, "softmax gradient"), (dx, "softmax input gradient")):
+        _same(v.shape[0], y.shape[0], w)
+        _same(v.shape[1], y.shape[1], w)
+    cdef int status
+    if y.shape[0] == 0 or y.shape[1] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_softmax_bwd_f32(y.shape[0], y.shape[1], &y[0, 0], &dy[0, 0], &dx[0, 0], n_threads)
+        else:
+            status = c.fnn_softmax_bwd_f64(y.shape[0], y.shape[1], &y[0, 0], &dy[0, 0], &dx[0, 0], n_threads)
+    _check(status)
+
+
+def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const floating[:, ::1] onehot=None,
+                 floating[:, ::1] grad=None, floating[:, ::1] prob=None, double scale=1.0, int n_threads=1):
+    """Mean softmax cross-entropy of logits z; fills grad = (softmax - t) * scale and prob."""
+    cdef int64_t m = z.shape[0], k = z.shape[1]
+    if k < 1:
+        raise ValueError("softmax cross-entropy: need at least one class")
+    if (labels is None) == (onehot is None):
+        raise ValueError("softmax cross-entropy: give exactly one of labels and onehot")
+    if labels is not None:
+        _same(labels.shape[0], m, "labels")
+    else:
+        _same(onehot.shape[0], m, "targets rows")
+        _same(onehot.shape[1], k, "targets columns")
+    for v, w in ((grad, "loss gradient"), (prob, "probabilities")):
+        if v is not None:
+            _same(v.shape[0], m, w)
+            _same(v.shape[1], k, w)
+    cdef floating loss = 0
+    cdef const int64_t *pl = NULL
+    cdef const floating *po = NULL
+    cdef floating *pg = NULL
+    cdef floating *pp = NULL
+    cdef int status
+    if m == 0:
+        return 0.0
+    if labels is not None:
+        pl = &labels[0]
+    else:
+        po = &onehot[0, 0]
+    if grad is not None:
+        pg = &grad[0, 0]
+    if prob is not None:
+        pp = &prob[0, 0]
+    with nogil:
+        if floating is float:
+            status = c.fnn_softmax_xent_f32(m, k, <float>scale, &z[0, 0], pl, po, &loss, pg, pp, n_threads)
+        else:
+            status = c.fnn_softmax_xent_f64(m, k, scale, &z[0, 0], pl, po, &loss, pg, pp, n_threads)
+    _check(status)
+    return float(loss)
+
+
+def sigmoid_bce(const floating[::1] z, const floating[::1] t, floating[::1] grad=None, floating[::1] prob=None,
+                double scale=1.0, int n_threads=1):
+    """Mean sigmoid binary cross-entropy of logits z; fills grad = (sigmoid - t) * scale and prob."""
+    _same(t.shape[0], z.shape[0], "targets")
+    if grad is not None:
+        _same(grad.shape[0], z.shape[0], "loss gradient")
+    if prob is not None:
+        _same(prob.shape[0], z.shape[0], "probabilities")
+    cdef floating loss = 0
+    cdef floating *pg = NULL
+    cdef floating *pp = NULL
+    cdef int status
+    if z.shape[0] == 0:
+        return 0.0
+    if grad is not None:
+        pg = &grad[0]
+    if prob is not None:
+        pp = &prob[0]
+    with nogil:
+        if floating is float:
+            status = c.fnn_sigmoid_bce_f32(z.shape[0], <float>scale, &z[0], &t[0], &loss, pg, pp, n_threads)
+        else:
+            status = c.fnn_sigmoid_bce_f64(z.shape[0], scale, &z[0], &t[0], &loss, pg, pp, n_threads)
+    _check(status)
+    return float(loss)
+
+
+def mse(const floating[::1] y, const floating[::1] t, floating[::1] grad=None, double scale=1.0,
+        int n_threads=1):
+    """Mean squared error; fills grad = 2 (y - t) * scale."""
+    _same(t.shape[0], y.shape[0], "targets")
+    if grad is not None:
+        _same(grad.shape[0], y.shape[0], "loss gradient")
+    cdef floating loss = 0
+    cdef floating *pg = NULL
+    cdef int status
+    if y.shape[0] == 0:
+        return 0.0
+    if grad is not None:
+        pg = &grad[0]
+    with nogil:
+        if floating is float:
+            status = c.fnn_mse_f32(y.shape[0], <float>scale, &y[0], &t[0], &loss, pg, n_threads)
+        else:
+            status = c.fnn_mse_f64(y.shape[0], scale, &y[0], &t[0], &loss, pg, n_threads)
+    _check(status)
+    return float(loss)
+
+
+# ---- optimizers -----------------------------------------------------------------------------
+
+def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] buf, double lr, double momentum,
+             double weight_decay, bint nesterov, bint first, int n_threads=1):
+    _same(grad.shape[0], param.shape[0], "sgd gradient")
+    _same(buf.shape[0], param.shape[0], "sgd momentum buffer")
+    cdef int status
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_sgd_step_f32(nesterov, first, param.shape[0], <float>lr, <float>momentum,
+                                        <float>weight_decay, &grad[0], &param[0], &buf[0], n_threads)
+        else:
+            status = c.fnn_sgd_step_f64(nesterov, first, param.shape[0], lr, momentum, weight_decay,
+                                        &grad[0], &param[0], &buf[0], n_threads)
+    _check(status)
+
+
+def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, floating[::1] v, int64_t t,
+              double lr, double beta1, double beta2, double eps, double weight_decay, int n_threads=1):
+    _same(grad.shape[0], param.shape[0], "adam gradient")
+    _same(m.shape[0], param.shape[0], "adam first moment")
+    _same(v.shape[0], param.shape[0], "adam second moment")
+    if t < 1:
+        raise ValueError(f"adam: step must be >= 1, got {t}")
+    cdef int status
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            status = c.fnn_adam_step_f32(t, param.shape[0], <float>lr, <float>beta1, <float>beta2, <float>eps,
+                                         <float>weight_decay, &grad[0], &param[0], &m[0], &v[0], n_threads)
+        else:
+            status = c.fnn_adam_step_f64(t, param.shape[0], lr, beta1, beta2, eps, weight_decay,
+                                         &grad[0], &param[0], &m[0], &v[0], n_threads)
+    _check(status)

@@ -1,0 +1,60 @@
+# Declarations of the C kernels (csrc/include/fastnn.h) for Cython.
+from libc.stdint cimport int64_t, uint64_t
+
+cdef extern from "fastnn.h" nogil:
+    int FNN_OK, FNN_ERR_ARG, FNN_ERR_NOMEM, FNN_ERR_ARCH, FNN_ERR_LABEL
+    int FNN_ARCH_GENERIC, FNN_ARCH_AVX2, FNN_ARCH_AVX512
+    int FNN_TRANS_A, FNN_TRANS_B, FNN_BIAS_ROW, FNN_EPI_RELU
+    const char *fnn_strerror(int status)
+    int fnn_arch_best()
+    int fnn_arch_get()
+    int fnn_arch_set(int arch)
+    const char *fnn_arch_name(int arch)
+    int fnn_openmp_enabled()
+    int fnn_max_threads()
+
+    int fnn_gemm_f32(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
+                     const float *a, int64_t lda, const float *b, int64_t ldb,
+                     const float *bias, float *c, int64_t ldc, int n_threads)
+    int fnn_gemm_f64(int flags, int64_t m, int64_t n, int64_t k, double alpha, double beta,
+                     const double *a, int64_t lda, const double *b, int64_t ldb,
+                     const double *bias, double *c, int64_t ldc, int n_threads)
+    int fnn_bias_grad_f32(int accumulate, int64_t m, int64_t n, const float *dy, float *db, int n_threads)
+    int fnn_bias_grad_f64(int accumulate, int64_t m, int64_t n, const double *dy, double *db, int n_threads)
+    int fnn_act_fwd_f32(int act, int64_t n, float alpha, const float *x, float *y, int n_threads)
+    int fnn_act_fwd_f64(int act, int64_t n, double alpha, const double *x, double *y, int n_threads)
+    int fnn_act_bwd_f32(int act, int64_t n, float alpha, const float *y, const float *dy, float *dx, int n_threads)
+    int fnn_act_bwd_f64(int act, int64_t n, double alpha, const double *y, const double *dy, double *dx,
+                        int n_threads)
+    int fnn_softmax_fwd_f32(int64_t m, int64_t k, const float *x, float *y, int n_threads)
+    int fnn_softmax_fwd_f64(int64_t m, int64_t k, const double *x, double *y, int n_threads)
+    int fnn_softmax_bwd_f32(int64_t m, int64_t k, const float *y, const float *dy, float *dx, int n_threads)
+    int fnn_softmax_bwd_f64(int64_t m, int64_t k, const double *y, const double *dy, double *dx, int n_threads)
+    int fnn_softmax_xent_f32(int64_t m, int64_t k, float scale, const float *z, const int64_t *labels,
+                             const float *onehot, float *loss, float *grad, float *prob, int n_threads)
+    int fnn_softmax_xent_f64(int64_t m, int64_t k, double scale, const double *z, const int64_t *labels,
+                             const double *onehot, double *loss, double *grad, double *prob, int n_threads)
+    int fnn_sigmoid_bce_f32(int64_t n, float scale, const float *z, const float *t, float *loss,
+                            float *grad, float *prob, int n_threads)
+    int fnn_sigmoid_bce_f64(int64_t n, double scale, const double *z, const double *t, double *loss,
+                            double *grad, double *prob, int n_threads)
+    int fnn_mse_f32(int64_t n, float scale, const float *y, const float *t, float *loss, float *grad,
+                    int n_threads)
+    int fnn_mse_f64(int64_t n, double scale, const double *y, const double *t, double *loss, double *grad,
+                    int n_threads)
+    int fnn_dropout_fwd_f32(int64_t n, double rate, uint64_t seed, uint64_t offset, const float *x,
+                            float *y, float *mask, int n_threads)
+    int fnn_dropout_fwd_f64(int64_t n, double rate, uint64_t seed, uint64_t offset, const double *x,
+                            double *y, double *mask, int n_threads)
+    int fnn_mul_f32(int64_t n, const float *a, const float *b, float *out, int n_threads)
+    int fnn_mul_f64(int64_t n, const double *a, const double *b, double *out, int n_threads)
+    int fnn_sgd_step_f32(int nesterov, int first, int64_t n, float lr, float momentum, float weight_decay,
+                         const float *grad, float *param, float *buf, int n_threads)
+    int fnn_sgd_step_f64(int nesterov, int first, int64_t n, double lr, double momentum,
+                         double weight_decay, const double *grad, double *param, double *buf, int n_threads)
+    int fnn_adam_step_f32(int64_t t, int64_t n, float lr, float beta1, float beta2, float eps,
+                          float weight_decay, const float *grad, float *param, float *m, float *v,
+                          int n_threads)
+    int fnn_adam_step_f64(int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
+                          double weight_decay, const double *grad, double *param, double *m, double *v,
+                          int n_threads)

@@ -1,0 +1,159 @@
+"""The Layer base class: building, checked forward/backward, weights and planned buffers."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .. import _config, backend
+from .._validate import as_array, check_shape, fail
+
+_counter = itertools.count()
+
+
+class Layer:
+    """Base of all layers.
+
+    A subclass implements ``compute_output_shape``, ``_build`` (allocating ``self.params``),
+    ``_forward(x, training, logits)`` and ``_backward(dy, need_dx)``. The public ``forward``
+    and ``backward`` check their inputs and then call these; ``Sequential`` calls the private
+    ones directly, having checked the model input once.
+
+    Parameters
+    ----------
+    name : str, optional
+        Layer name; a unique one is made from the class name when omitted.
+    """
+
+    #: name of the activation a layer ends with ("softmax"/"sigmoid"), for fused losses
+    output_activation: str | None = None
+
+    def __init__(self, name: str | None = None):
+        if name is not None and not isinstance(name, str):
+            fail(f"{type(self).__name__}(name=...)", "a str", repr(name), TypeError)
+        self.name = name or f"{type(self).__name__.lower()}_{next(_counter)}"
+        self.built = False
+        self.input_shape: tuple | None = None
+        self.output_shape: tuple | None = None
+        self.dtype: np.dtype | None = None
+        self.params: list = []
+        self.grads: list = []
+        self.device = "cpu"
+        self._plan = False          # reuse output/gradient buffers between steps (inside fit)
+        self._bufs: dict = {}
+        self._cache = None          # what backward needs, set by forward(training=True)
+
+    # ---- configuration -------------------------------------------------------------------
+    def get_config(self) -> dict:
+        """Constructor arguments, JSON-serialisable (saved in model files)."""
+        return {"name": self.name}
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def backend(self):
+        return backend.get(self.device)
+
+    # ---- building ------------------------------------------------------------------------
+    def build(self, input_shape, dtype=None) -> None:
+        """Allocate the weights for inputs of ``input_shape`` (without the batch axis)."""
+        try:
+            shape = tuple(int(d) for d in input_shape)
+        except TypeError as err:
+            raise TypeError(f"{self.name}: expected input_shape as a tuple of ints, got {input_shape!r}") from err
+        if any(d < 1 for d in shape):
+            fail(f"{self.name}.build", "positive dimensions in input_shape", shape)
+        self.dtype = _config.as_float_dtype(dtype) if dtype is not None else _config.get_default_dtype()
+        self.output_shape = tuple(self.compute_output_shape(shape))
+        self.input_shape = shape
+        self._build(shape)
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self._bufs = {}
+        self.built = True
+
+    def _build(self, input_shape: tuple) -> None:
+        """Allocate self.params (layers without weights have nothing to do)."""
+
+    # ---- computing -----------------------------------------------------------------------
+    def forward(self, x, training: bool = True):
+        """Compute the layer output for a batch ``x`` and cache what backward needs.
+
+        Builds the layer from ``x.shape[1:]`` on first use.
+        """
+        x = as_array(x, f"{self.name} input", dtype=self.dtype)
+        if not self.built:
+            if x.ndim < 2:
+                fail(f"{self.name} input", "a batch of at least 2 dimensions (N, ...)", f"shape {x.shape}")
+            self.build(x.shape[1:])
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        check_shape(x, self.input_shape, f"{self.name} input")
+        return self._forward(x, bool(training), False)
+
+    def backward(self, dy):
+        """Given dL/dy, store the parameter gradients in ``self.grads`` and return dL/dx."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward called before forward(x, training=True)")
+        dy = as_array(dy, f"{self.name} output gradient", dtype=self.dtype)
+        expected = self._cache_batch_shape()
+        if dy.shape != expected:
+            fail(f"{self.name} output gradient", f"shape {expected}", f"shape {dy.shape}")
+        return self._backward(dy, True)
+
+    def _cache_batch_shape(self) -> tuple:
+        return (self._cache_n,) + tuple(self.output_shape)
+
+    def _forward(self, x, training: bool, logits: bool):
+        raise NotImplementedError
+
+    def _backward(self, dy, need_dx: bool):
+        raise NotImplementedError
+
+    def _remember(self, x, y, **extra) -> None:
+        self._cache_n = x.shape[0]
+        self._cache = (x, y, extra)
+
+    def _buf(self, key: str, shape: tuple):
+        """An output/gradient buffer: reused between training steps inside fit, fresh otherwise
+        (so arrays returned to users and concurrent predict calls never share memory)."""
+        if self._plan:
+            # Keyed by shape too: a final partial batch gets its own set instead of
+            # reallocating the full-batch one every epoch.
+            buf = self._bufs.get((key, shape))
+            if buf is None:
+                buf = self._bufs[(key, shape)] = self.backend.empty(shape, dtype=self.dtype)
+            return buf
+        return self.backend.empty(shape, dtype=self.dtype)
+
+    # ---- weights -------------------------------------------------------------------------
+    def weight_names(self) -> list:
+        return []
+
+    def get_weights(self) -> list:
+        """Copies of the weights, in the order of API.md."""
+        return [np.array(self.backend.to_numpy(p), copy=True) for p in self.params]
+
+    def set_weights(self, weights) -> None:
+        """Set the weights from a list of arrays of the shapes ``get_weights`` returns."""
+        if not self.built:
+            raise RuntimeError(f"{self.name}: build the layer before set_weights")
+        weights = list(weights)
+        if len(weights) != len(self.params):
+            fail(f"{self.name}.set_weights", f"{len(self.params)} arrays", f"{len(weights)}")
+        new = []
+        for i, (p, w) in enumerate(zip(self.params, weights)):
+            w = as_array(w, f"{self.name}.set_weights[{i}]", dtype=self.dtype)
+            if w.shape != p.shape:
+                fail(f"{self.name}.set_weights[{i}]", f"shape {p.shape}", f"shape {w.shape}")
+            if not np.isfinite(w).all():
+                fail(f"{self.name}.set_weights[{i}]", "finite values", "NaN or infinity")
+            new.append(w)
+        for p, w in zip(self.params, new):
+            p[...] = self.backend.asarray(w)
+
+    def count_params(self) -> int:
+        return int(sum(p.size for p in self.params))

@@ -1,0 +1,415 @@
+"""The Sequential model: building, compile/fit/evaluate/predict, weights and devices."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import _config, backend, losses, optimizers
+from . import callbacks as cbks
+from ._progress import ProgressBar
+from ._validate import as_array, check_finite, check_shape, fail, positive_int, real
+from .layers.base import Layer
+
+_ALIGN = 16   # parameter views start on 64-byte boundaries in the flat buffer (float32)
+METRICS = ("accuracy", "acc", "mae", "mse")
+
+
+class Sequential:
+    """A linear stack of layers with a Keras-style training API.
+
+    Parameters
+    ----------
+    layers : list of Layer, optional
+    input_shape : tuple of int, optional
+        Input shape without the batch axis; builds the model at once when given.
+    dtype : {"float32", "float64"}, optional
+        Dtype of every parameter, activation and gradient (default: ``fnn.get_default_dtype()``,
+        float32 unless changed). Inputs of other dtypes are converted.
+    name : str, optional
+
+    Examples
+    --------
+    >>> import numpy as np, fastnn as fnn
+    >>> model = fnn.Sequential([fnn.layers.Dense(16, activation="relu"),
+    ...                         fnn.layers.Dense(3, activation="softmax")], input_shape=(4,))
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    >>> x = np.random.rand(64, 4).astype("float32"); y = np.random.randint(0, 3, 64)
+    >>> hist = model.fit(x, y, epochs=2, verbose=0)
+    >>> model.predict(x).shape
+    (64, 3)
+    """
+
+    def __init__(self, layers=None, input_shape=None, dtype=None, name=None):
+        self.name = name if name is not None else "sequential"
+        if not isinstance(self.name, str):
+            fail("Sequential(name=...)", "a str", repr(name), TypeError)
+        self.dtype = _config.as_float_dtype(dtype) if dtype is not None else _config.get_default_dtype()
+        self.layers: list = []
+        self.built = False
+        self.input_shape = None
+        self.device = "cpu"
+        self.optimizer = None
+        self.loss = None
+        self.metrics: tuple = ()
+        self.stop_training = False
+        self.history = None
+        self._flat_params = None
+        self._flat_grads = None
+        self._grad_views: list = []
+        self._grad_bufs: dict = {}
+        for layer in layers or []:
+            self.add(layer)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # ---- structure ---------------------------------------------------------------------
+    def add(self, layer: Layer) -> None:
+        """Append a layer (rebuilds the model when it is already built)."""
+        if not isinstance(layer, Layer):
+            fail(f"{self.name}.add", "a fastnn Layer", type(layer).__name__, TypeError)
+        if any(existing is layer for existing in self.layers):
+            fail(f"{self.name}.add", "a layer not already in the model", layer.name)
+        self.layers.append(layer)
+        if self.built:
+            self.build(self.input_shape)
+
+    def build(self, input_shape) -> None:
+        """Build every layer for inputs of ``input_shape`` (without the batch axis) and gather
+        all parameters and gradients into one flat buffer each."""
+        if not self.layers:
+            fail(f"{self.name}.build", "at least one layer (use add)", "an empty model")
+        try:
+            shape = tuple(int(d) for d in input_shape)
+        except TypeError as err:
+            raise TypeError(f"{self.name}.build: expected input_shape as a tuple of ints, "
+                            f"got {input_shape!r}") from err
+        for layer in self.layers:
+            if layer.built and (layer.input_shape != shape or layer.dtype != self.dtype):
+                fail(f"{self.name}: layer {layer.name}", f"input shape {layer.input_shape} and dtype "
+                     f"{layer.dtype}", f"input shape {shape} and dtype {self.dtype}")
+            if not layer.built:
+                layer.build(shape, self.dtype)
+            shape = layer.output_shape
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self._flatten_params()
+        self.built = True
+
+    def _flatten_params(self) -> None:
+        be = backend.get(self.device)
+        sizes = [p.size for layer in self.layers for p in layer.params]
+        padded = [(s + _ALIGN - 1) // _ALIGN * _ALIGN for s in sizes]
+        total = int(sum(padded))
+        flat_p = be.zeros((total,), dtype=self.dtype)
+        flat_g = be.zeros((total,), dtype=self.dtype)
+        offset, views = 0, []
+        for layer in self.layers:
+            new_p, new_g = [], []
+            for p in layer.params:
+                n = p.size
+                vp = flat_p[offset:offset + n].reshape(p.shape)
+                vp[...] = p
+                new_p.append(vp)
+                new_g.append(flat_g[offset:offset + n].reshape(p.shape))
+                offset += (n + _ALIGN - 1) // _ALIGN * _ALIGN
+            layer.params, layer.grads = new_p, new_g
+            views += new_g
+        self._flat_params, self._flat_grads, self._grad_views = flat_p, flat_g, views
+        if self.optimizer is not None:
+            self.optimizer.state = {}
+
+    def _check_built(self, where: str) -> None:
+        if not self.built:
+            raise RuntimeError(f"{self.name}.{where}: the model is not built (call build(input_shape), "
+                               f"fit or predict first)")
+
+    @property
+    def output_shape(self):
+        return self.layers[-1].output_shape if self.built else None
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.layers)
+
+    def summary(self) -> str:
+        """A table of layers, output shapes and parameter counts (printed and returned)."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for layer in self.layers:
+            shape = "(None, " + ", ".join(map(str, layer.output_shape)) + ")" if layer.built else "?"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape.replace(", )", ")"),
+                         f"{layer.count_params():,}" if layer.built else "?"))
+        w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        line = "_" * sum(w)
+        out = [f'Model: "{self.name}"', line, "".join(c.ljust(w[i]) for i, c in enumerate(rows[0])), "=" * sum(w)]
+        out += ["".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows[1:]]
+        out += ["=" * sum(w), f"Total params: {self.count_params():,}",
+                f"dtype: {self.dtype.name}, device: {self.device}", line]
+        text = "\n".join(out)
+        print(text)
+        return text
+
+    # ---- weights -----------------------------------------------------------------------
+    def get_weights(self) -> list:
+        """Copies of all weights, layer by layer, in each layer's order."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights) -> None:
+        """Set all weights from a list like the one ``get_weights`` returns."""
+        self._check_built("set_weights")
+        weights = list(weights)
+        expected = sum(len(layer.params) for layer in self.layers)
+        if len(weights) != expected:
+            fail(f"{self.name}.set_weights", f"{expected} arrays", f"{len(weights)}")
+        i = 0
+        for layer in self.layers:
+            n = len(layer.params)
+            layer.set_weights(weights[i:i + n])
+            i += n
+
+    # ---- devices -----------------------------------------------------------------------
+    def to(self, device: str) -> Sequential:
+        """Move the model to "cpu" or "cuda" (returns the model)."""
+        backend.get(device)   # raises for unknown or unavailable devices
+        return self
+
+    # ---- training ----------------------------------------------------------------------
+    def compile(self, optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=("accuracy",)) -> None:
+        """Set the optimizer, loss and metrics ("accuracy", "mae", "mse")."""
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        if metrics is None:
+            metrics = ()
+        if isinstance(metrics, str):
+            metrics = (metrics,)
+        for m in metrics:
+            if m not in METRICS:
+                fail("compile(metrics=...)", f"names in {METRICS}", repr(m))
+        self.metrics = tuple(metrics)
+
+    def _check_compiled(self, where: str) -> None:
+        if self.loss is None:
+            raise RuntimeError(f"{self.name}.{where}: compile the model before {where}")
+
+    def _fused(self) -> bool:
+        """Train on logits when the last activation is the one the loss fuses with."""
+        return self.loss.from_logits or (
+            self.loss.activation is not None and self.layers[-1].output_activation == self.loss.activation)
+
+    def _prepare_x(self, x, where: str, finite: bool):
+        x = as_array(x, f"{self.name}.{where} x", dtype=self.dtype)
+        if x.ndim < 2:
+            fail(f"{self.name}.{where} x", "a batch (N, ...) with at least 2 dimensions", f"shape {x.shape}")
+        if x.shape[0] == 0:
+            fail(f"{self.name}.{where} x", "at least one sample", f"shape {x.shape}")
+        if not self.built:
+            self.build(x.shape[1:])
+        check_shape(x, self.input_shape, f"{self.name}.{where} x (model input)")
+        if finite:
+            check_finite(x, f"{self.name}.{where} x")
+        return x
+
+    def _prepare_xy(self, x, y, where: str):
+        x = self._prepare_x(x, where, finite=True)
+        y = self.loss.check_targets(y, self.output_shape, self.dtype, f"{self.name}.{where} y")
+        if y.shape[0] != x.shape[0]:
+            fail(f"{self.name}.{where}", "as many targets as samples", f"x {x.shape} and y {y.shape}")
+        return x, y
+
+    def _forward(self, x, training: bool, logits: bool):
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer._forward(x, training, logits and i == last)
+        return x
+
+    def _train_step(self, x, y):
+        """Forward, fused loss, backward and one optimizer update on a checked batch."""
+        be = backend.get(self.device)
+        fused = self._fused()
+        layers = self.layers
+        for layer in layers:
+            layer._plan = True
+        try:
+            out = self._forward(x, True, fused)
+            grad = self._grad_bufs.get(out.shape)
+            if grad is None:
+                grad = self._grad_bufs[out.shape] = be.empty(out.shape, dtype=self.dtype)
+            loss = self.loss.compute(be, out, y, grad, logits=fused)
+            first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
+            d = grad
+            for i in range(len(layers) - 1, first - 1, -1):
+                d = layers[i]._backward(d, i > first)
+            self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
+        finally:
+            for layer in layers:
+                layer._plan = False
+        return loss, out, fused
+
+    def train_on_batch(self, x, y) -> float:
+        """One optimizer step on the batch (x, y); returns the batch loss before the step."""
+        self._check_compiled("train_on_batch")
+        x, y = self._prepare_xy(x, y, "train_on_batch")
+        loss, _, _ = self._train_step(x, y)
+        return float(loss)
+
+    def _metric_sums(self, out, y, logits: bool) -> dict:
+        """Per-batch sums of each metric (divided by the sample count at the end)."""
+        sums = {}
+        if not self.metrics:
+            return sums
+        out = backend.get(self.device).to_numpy(out)
+        for m in self.metrics:
+            if m in ("accuracy", "acc"):
+                sums[m] = self._correct(out, y, logits)
+            else:
+                d = out.reshape(out.shape[0], -1) - np.asarray(y, dtype=out.dtype).reshape(out.shape[0], -1)
+                per = np.abs(d) if m == "mae" else d * d
+                sums[m] = float(per.mean(axis=1).sum())
+        return sums
+
+    def _correct(self, out, y, logits: bool) -> float:
+        loss = self.loss
+        if isinstance(loss, losses.SparseCategoricalCrossentropy):
+            return float(np.count_nonzero(out.argmax(axis=1) == y))
+        if isinstance(loss, losses.CategoricalCrossentropy):
+            return float(np.count_nonzero(out.argmax(axis=1) == y.argmax(axis=1)))
+        if out.ndim == 2 and out.shape[1] > 1 and not isinstance(loss, losses.BinaryCrossentropy):
+            return float(np.count_nonzero(out.argmax(axis=1) == np.asarray(y).argmax(axis=1)))
+        threshold = 0.0 if (logits or loss.from_logits) and isinstance(loss, losses.BinaryCrossentropy) else 0.5
+        hit = (out > threshold) == (np.asarray(y) > 0.5)
+        return float(hit.reshape(out.shape[0], -1).mean(axis=1).sum())
+
+    def fit(self, x, y, batch_size=32, epochs=1, validation_data=None, validation_split=0.0, shuffle=True,
+            verbose=1, callbacks=None) -> cbks.History:
+        """Train for ``epochs`` passes over (x, y); returns the History.
+
+        Each epoch reshuffles the samples (``shuffle=True``) with fastnn's seeded generator.
+        ``validation_split`` holds out the last fraction of the samples (before shuffling);
+        ``validation_data`` is an ``(x_val, y_val)`` pair evaluated after every epoch.
+        """
+        self._check_compiled("fit")
+        batch_size = positive_int(batch_size, f"{self.name}.fit(batch_size=...)")
+        epochs = positive_int(epochs, f"{self.name}.fit(epochs=...)", minimum=0)
+        split = real(validation_split, f"{self.name}.fit(validation_split=...)", lo=0.0, hi=1.0, hi_open=True)
+        if verbose not in (0, 1, 2, True, False):
+            fail(f"{self.name}.fit(verbose=...)", "0, 1 or 2", repr(verbose))
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, cbks.Callback):
+                fail(f"{self.name}.fit(callbacks=...)", "Callback instances", type(cb).__name__, TypeError)
+        x, y = self._prepare_xy(x, y, "fit")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                fail(f"{self.name}.fit(validation_data=...)", "a pair (x_val, y_val)", type(validation_data).__name__)
+            val = self._prepare_xy(validation_data[0], validation_data[1], "fit validation_data")
+        elif split > 0:
+            n_val = int(round(x.shape[0] * split))
+            if n_val < 1 or n_val >= x.shape[0]:
+                fail(f"{self.name}.fit(validation_split={split})", "a split leaving samples on both sides",
+                     f"{n_val} of {x.shape[0]} samples for validation")
+            x, val = x[:-n_val], (x[-n_val:], y[-n_val:])
+            y = y[:-n_val]
+
+        history = cbks.History()
+        all_cbs = [history] + callbacks
+        for cb in all_cbs:
+            cb.set_model(self)
+        self.history = history
+        self.stop_training = False
+        n = x.shape[0]
+        rng = _config.rng()
+        xb_full = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype)
+        yb_full = np.empty((min(batch_size, n),) + y.shape[1:], dtype=y.dtype)
+        for cb in all_cbs:
+            cb.on_train_begin()
+        for epoch in range(epochs):
+            for cb in all_cbs:
+                cb.on_epoch_begin(epoch)
+            order = rng.permutation(n) if shuffle else None
+            bar = ProgressBar(n, epoch, epochs) if verbose == 1 else None
+            loss_sum, sums, seen = 0.0, dict.fromkeys(self.metrics, 0.0), 0
+            t0 = time.perf_counter()
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                if order is None:
+                    xb, yb = x[start:stop], y[start:stop]
+                else:
+                    idx = order[start:stop]
+                    xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
+                    yb = np.take(y, idx, axis=0, out=yb_full[:stop - start])
+                loss, out, fused = self._train_step(xb, yb)
+                m = stop - start
+                loss_sum += loss * m
+                seen += m
+                for k, v in self._metric_sums(out, yb, fused).items():
+                    sums[k] += v
+                if bar is not None:
+                    bar.update(seen, {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}})
+            train_seconds = time.perf_counter() - t0
+            logs = {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
+            if val is not None:
+                vlogs = self._evaluate_checked(val[0], val[1], 256)
+                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            if bar is not None:
+                bar.finish(logs, train_seconds)
+            elif verbose == 2:
+                from ._progress import format_logs
+                print(f"Epoch {epoch + 1}/{epochs} - {train_seconds:.2f}s - {format_logs(logs)} - "
+                      f"{n / max(train_seconds, 1e-9):,.0f} samples/s")
+            for cb in all_cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in all_cbs:
+            cb.on_train_end()
+        return history
+
+    # ---- inference ---------------------------------------------------------------------
+    def _evaluate_checked(self, x, y, batch_size: int) -> dict:
+        fused = self._fused()
+        be = backend.get(self.device)
+        loss_sum, sums, n = 0.0, dict.fromkeys(self.metrics, 0.0), x.shape[0]
+        for start in range(0, n, batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out = self._forward(xb, False, fused)
+            loss_sum += self.loss.compute(be, out, yb, None, logits=fused) * xb.shape[0]
+            for k, v in self._metric_sums(out, yb, fused).items():
+                sums[k] += v
+        return {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
+
+    def evaluate(self, x, y, batch_size=256, verbose=0) -> dict:
+        """Mean loss and metrics over (x, y), e.g. ``{"loss": 0.12, "accuracy": 0.97}``."""
+        self._check_compiled("evaluate")
+        batch_size = positive_int(batch_size, f"{self.name}.evaluate(batch_size=...)")
+        x, y = self._prepare_xy(x, y, "evaluate")
+        logs = self._evaluate_checked(x, y, batch_size)
+        if verbose:
+            from ._progress import format_logs
+            print(format_logs(logs))
+        return logs
+
+    def predict(self, x, batch_size=256) -> np.ndarray:
+        """Model outputs for x (probabilities after a final Sigmoid/Softmax).
+
+        Safe to call from many threads at once: inference allocates its own buffers and
+        does not touch the training state.
+        """
+        batch_size = positive_int(batch_size, f"{self.name}.predict(batch_size=...)")
+        x = self._prepare_x(x, "predict", finite=False)
+        n = x.shape[0]
+        if n <= batch_size:
+            out = backend.get(self.device).to_numpy(self._forward(x, False, False))
+            # Shape-only models (Flatten, Dropout at inference) would return a view of x.
+            return out.copy() if np.may_share_memory(out, x) else out
+        out = None
+        for start in range(0, n, batch_size):
+            yb = backend.get(self.device).to_numpy(self._forward(x[start:start + batch_size], False, False))
+            if out is None:
+                out = np.empty((n,) + yb.shape[1:], dtype=yb.dtype)
+            out[start:start + yb.shape[0]] = yb
+        return out
+
+    # ---- files -------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Save architecture, weights and optimizer state to one file (see ``fnn.load_model``)."""
+        from .io import save_model
+        save_model(self, path)

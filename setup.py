@@ -1,0 +1,93 @@
+"""Build of fastnn's one extension module: the Cython bindings over the C kernels in csrc/.
+
+Portable by construction: the common code gets no -march flag, and each SIMD variant folder
+(csrc/x86/avx2, csrc/x86/avx512) is compiled with only its own instruction-set flags; the
+variant is chosen at run time by CPU detection (csrc/core/cpu.c). OpenMP is used when the
+compiler supports it, else the kernels build serial and a warning says so.
+"""
+import os
+import sys
+import tempfile
+import warnings
+from glob import glob
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIMD_FLAGS = {
+    os.path.join("csrc", "x86", "avx2"): ["-mavx2", "-mfma"],
+    os.path.join("csrc", "x86", "avx512"): ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
+                                            "-mavx2", "-mfma"],
+}
+BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wno-unknown-pragmas"]
+X86 = any(m in (os.uname().machine if hasattr(os, "uname") else "x86_64") for m in ("x86", "amd64", "AMD64"))
+
+
+def _rel(path):
+    return os.path.relpath(path, HERE)
+
+
+def c_sources():
+    """Common C sources (csrc/**.c minus the SIMD folders and test harnesses)."""
+    out = []
+    for path in sorted(glob(os.path.join(HERE, "csrc", "**", "*.c"), recursive=True)):
+        rel = _rel(path)
+        if os.sep + "test" + os.sep in rel or any(rel.startswith(d) for d in SIMD_FLAGS):
+            continue
+        out.append(rel)
+    return out
+
+
+def simd_sources():
+    return {d: sorted(_rel(p) for p in glob(os.path.join(HERE, d, "*.c"))) for d in SIMD_FLAGS}
+
+
+class BuildExt(build_ext):
+    def _try_flags(self, flags):
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "omp.c")
+            with open(src, "w") as f:
+                f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
+            try:
+                objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+                self.compiler.link_executable(objs, os.path.join(tmp, "omp"), extra_postargs=flags)
+                return True
+            except Exception:
+                return False
+
+    def build_extension(self, ext):
+        omp = ["-fopenmp"] if self._try_flags(["-fopenmp"]) else []
+        if not omp:
+            warnings.warn("fastnn: the C compiler has no OpenMP; building the kernels single-threaded")
+        simd_defs = []
+        objects = []
+        if X86:
+            for folder, sources in simd_sources().items():
+                if not sources:
+                    continue
+                objects += self.compiler.compile(
+                    sources, output_dir=self.build_temp, include_dirs=ext.include_dirs,
+                    extra_postargs=BASE_FLAGS + omp + SIMD_FLAGS[folder])
+                simd_defs.append(("FNN_HAVE_" + os.path.basename(folder).upper(), "1"))
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        ext.define_macros = list(ext.define_macros or []) + simd_defs
+        ext.extra_compile_args = list(ext.extra_compile_args or []) + BASE_FLAGS + omp
+        ext.extra_link_args = list(ext.extra_link_args or []) + omp
+        super().build_extension(ext)
+
+
+debug = os.environ.get("FASTNN_DEBUG") == "1"
+ext = Extension(
+    "fastnn._core",
+    sources=[os.path.join("fastnn", "_core.pyx")] + c_sources(),
+    include_dirs=[os.path.join("csrc", "include"), "csrc"],
+)
+setup(
+    ext_modules=cythonize(
+        [ext], language_level=3,
+        compiler_directives={"boundscheck": debug, "wraparound": debug, "initializedcheck": debug},
+    ),
+    cmdclass={"build_ext": BuildExt},
+)
