@@ -21,7 +21,7 @@ SIMD_FLAGS = {
     os.path.join("csrc", "x86", "avx512"): ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
                                             "-mavx2", "-mfma"],
 }
-BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wno-unknown-pragmas"]
+BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-Wno-unknown-pragmas"]
 X86 = any(m in (os.uname().machine if hasattr(os, "uname") else "x86_64") for m in ("x86", "amd64", "AMD64"))
 
 

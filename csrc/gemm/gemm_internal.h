@@ -49,6 +49,16 @@ typedef void (*fnn_gemm_ukr_f64)(int64_t k, const double *a, const double *b, do
                                  int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi,
                                  const double *bias);
 
+/* Optional direct kernel for small m with B not transposed: the same computation with a and
+ * b read in place, op(A)[i, p] at a[i*a_rs + p*a_cs] and op(B)[p, j] at b[p*ldb + j], whole
+ * k in one pass, mr <= MR rows; nothing is packed (B is used only once when m <= MR). */
+typedef void (*fnn_gemm_ukd_f32)(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b,
+                                 int64_t ldb, float *c, int64_t ldc, int mr, int nr,
+                                 const fnn_gemm_epi_f32 *epi, const float *bias);
+typedef void (*fnn_gemm_ukd_f64)(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b,
+                                 int64_t ldb, double *c, int64_t ldc, int mr, int nr,
+                                 const fnn_gemm_epi_f64 *epi, const double *bias);
+
 /* Packing routines (optional per variant; NULL selects the portable ones).
  * Pack a w x kc block (w <= W) of a matrix into one zero-padded panel dst[p*W + i]:
  *   copy:  element (i, p) at src[p*ld + i]   (rows of the panel are contiguous in memory)
@@ -67,6 +77,7 @@ typedef struct {
     fnn_gemm_ukr_f32 ukr;
     fnn_gemm_pack_f32 pack_a_copy, pack_a_trans; /* W = mr */
     fnn_gemm_pack_f32 pack_b_copy, pack_b_trans; /* W = nr */
+    fnn_gemm_ukd_f32 ukd;                        /* NULL: always pack */
 } fnn_gemm_desc_f32;
 
 typedef struct {
@@ -75,6 +86,7 @@ typedef struct {
     fnn_gemm_ukr_f64 ukr;
     fnn_gemm_pack_f64 pack_a_copy, pack_a_trans;
     fnn_gemm_pack_f64 pack_b_copy, pack_b_trans;
+    fnn_gemm_ukd_f64 ukd;
 } fnn_gemm_desc_f64;
 
 extern const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32;

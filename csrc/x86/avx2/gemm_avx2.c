@@ -191,9 +191,9 @@ static void ukr_f64_6x8(int64_t k, const double *restrict a, const double *restr
 /* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
  * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
-    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, 0, 0, 0,
+    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, 0, 0, 0, 0,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
-    MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, 0, 0, 0,
+    MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, 0, 0, 0, 0,
 };
 #endif

@@ -8,7 +8,9 @@
 
 #include "../../gemm/gemm_internal.h"
 
-#define FNN_AVX512_MAXMR 16
+#ifndef FNN_PF_B
+#define FNN_PF_B 8
+#endif
 
 #if defined(__GNUC__)
 #define FNN_INLINE static inline __attribute__((always_inline))
@@ -16,36 +18,72 @@
 #define FNN_INLINE static inline
 #endif
 
-/* ---- float: MR x 32 ---------------------------------------------------------------------
- * Two zmm of B per row of the tile: MR*2 accumulators + 2 B vectors + 1 broadcast must fit
- * in 32 zmm registers (MR <= 14). Each step issues 2*MR FMAs against MR+2 loads, enough
- * independent chains (>= 8) to cover the 4-cycle FMA latency on two ports.
- * Edge tiles use column masks and per-row guards: masked-off lanes are never read or
- * written, and every element goes through the same instructions as in a full tile. */
-FNN_INLINE void ukr_f32(const int MR, int64_t k, const float *restrict a, const float *restrict b,
-                        float *restrict c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi,
-                        const float *restrict bias)
+/* ---- float: 12 x 32 tiles ----------------------------------------------------------------
+ * Two zmm of B per tile row: 12*2 accumulators + 2 B vectors + 1 broadcast of the 32 zmm
+ * registers. Each step issues 24 FMAs against 14 loads, and 24 independent chains cover the
+ * 4-cycle FMA latency on both FMA ports.
+ *
+ * kern_f32 is instantiated for every row count R = 1..12 and V = 1 or 2 vectors per row, so
+ * an edge tile does only the rows and vectors it needs (m = 64 is 5 full tiles and one of 4
+ * rows, not 6 x 12). Edge columns use masks: masked-off lanes are never read or written.
+ * Every element goes through the same FMA sequence and epilogue in every instance, so the
+ * result of an element does not depend on the tile it falls in (thread-count invariance).
+ *
+ * direct = 0: a and b are packed panels (a_rs = 1, a_cs = MR, b_rs = NR, aligned).
+ * direct = 1: a and b are read in place with the given strides (small m, B not transposed),
+ *             B rows through masked loads because nothing is padded. */
+#define MR_F32 12
+#define NR_F32 32
+
+FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, const float *restrict a,
+                         const int64_t a_rs, const int64_t a_cs, const float *restrict b, const int64_t b_rs,
+                         float *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f32 *epi,
+                         const float *restrict bias)
 {
-    __m512 acc[FNN_AVX512_MAXMR][2];
+    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    __m512 acc[MR_F32][2];
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < R; i++) {
         acc[i][0] = _mm512_setzero_ps();
         acc[i][1] = _mm512_setzero_ps();
     }
-    for (int64_t p = 0; p < k; p++) {
-        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    /* C rows come from L3 or memory: start fetching them now so the epilogue does not stall
+     * on cold lines. */
 #pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            const __m512 ai = _mm512_set1_ps(a[i]);
-            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    for (int i = 0; i < R; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + nr - 1), _MM_HINT_T0);
+    }
+    for (int64_t p = 0; p < k; p++) {
+        __m512 b0, b1 = _mm512_setzero_ps();
+        if (direct) {
+            _mm_prefetch((const char *)(b + FNN_PF_B * b_rs), _MM_HINT_T0);
+            if (V > 1)
+                _mm_prefetch((const char *)(b + FNN_PF_B * b_rs + nr - 1), _MM_HINT_T0);
+            b0 = _mm512_maskz_loadu_ps(m0, b);
+            if (V > 1)
+                b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        } else {
+            /* B micro-panels stream from L2: fetch FNN_PF_B steps ahead. */
+            _mm_prefetch((const char *)(b + FNN_PF_B * NR_F32), _MM_HINT_T0);
+            if (V > 1)
+                _mm_prefetch((const char *)(b + FNN_PF_B * NR_F32 + 16), _MM_HINT_T0);
+            b0 = _mm512_load_ps(b);
+            if (V > 1)
+                b1 = _mm512_load_ps(b + 16);
         }
-        a += MR;
-        b += 32;
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i * a_rs]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            if (V > 1)
+                acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += a_cs;
+        b += direct ? b_rs : NR_F32;
     }
 
-    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
     const __m512 alpha = _mm512_set1_ps(epi->alpha), beta = _mm512_set1_ps(epi->beta);
     const __m512 zero = _mm512_setzero_ps();
     const int flags = epi->flags;
@@ -53,67 +91,78 @@ FNN_INLINE void ukr_f32(const int MR, int64_t k, const float *restrict a, const 
     __m512 bc0 = zero, bc1 = zero;
     if (bias && !bias_row) {
         bc0 = _mm512_maskz_loadu_ps(m0, bias);
-        bc1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+        if (V > 1)
+            bc1 = _mm512_maskz_loadu_ps(m1, bias + 16);
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-        if (i < mr) {
-            float *ci = c + i * ldc;
-            __m512 r0 = _mm512_mul_ps(alpha, acc[i][0]);
-            __m512 r1 = _mm512_mul_ps(alpha, acc[i][1]);
-            if (!(flags & FNN_GEMM_E_BETA0)) {
-                r0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, ci), r0);
-                r1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
-            }
-            if (bias_row) {
-                const __m512 bi = _mm512_set1_ps(bias[i]);
-                r0 = _mm512_add_ps(r0, bi);
-                r1 = _mm512_add_ps(r1, bi);
-            } else if (bias) {
-                r0 = _mm512_add_ps(r0, bc0);
-                r1 = _mm512_add_ps(r1, bc1);
-            }
-            if (flags & FNN_GEMM_E_RELU) {
-                r0 = _mm512_max_ps(zero, r0); /* max(0, NaN) = NaN */
-                r1 = _mm512_max_ps(zero, r1);
-            }
-            _mm512_mask_storeu_ps(ci, m0, r0);
-            _mm512_mask_storeu_ps(ci + 16, m1, r1);
+    for (int i = 0; i < R; i++) {
+        float *ci = c + i * ldc;
+        for (int v = 0; v < V; v++) {
+            const __mmask16 mv = v ? m1 : m0;
+            __m512 r = _mm512_mul_ps(alpha, acc[i][v]);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mv, ci + 16 * v), r);
+            if (bias_row)
+                r = _mm512_add_ps(r, _mm512_set1_ps(bias[i]));
+            else if (bias)
+                r = _mm512_add_ps(r, v ? bc1 : bc0);
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm512_max_ps(zero, r); /* max(0, NaN) = NaN */
+            _mm512_mask_storeu_ps(ci + 16 * v, mv, r);
         }
     }
 }
 
-static void ukr_f32_12x32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr,
-                          const fnn_gemm_epi_f32 *epi, const float *bias)
-{
-    ukr_f32(12, k, a, b, c, ldc, mr, nr, epi, bias);
-}
+/* ---- double: 12 x 16 tiles (the same structure, 8 lanes per zmm) ------------------------ */
+#define MR_F64 12
+#define NR_F64 16
 
-/* ---- double: MR x 16 (same structure, 8 lanes per zmm) ---------------------------------- */
-FNN_INLINE void ukr_f64(const int MR, int64_t k, const double *restrict a, const double *restrict b,
-                        double *restrict c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi,
-                        const double *restrict bias)
+FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, const double *restrict a,
+                         const int64_t a_rs, const int64_t a_cs, const double *restrict b, const int64_t b_rs,
+                         double *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f64 *epi,
+                         const double *restrict bias)
 {
-    __m512d acc[FNN_AVX512_MAXMR][2];
+    const __mmask8 m0 = (__mmask8)(nr >= 8 ? 0xff : (1u << nr) - 1);
+    const __mmask8 m1 = (__mmask8)(nr >= 16 ? 0xff : nr > 8 ? (1u << (nr - 8)) - 1 : 0);
+    __m512d acc[MR_F64][2];
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < R; i++) {
         acc[i][0] = _mm512_setzero_pd();
         acc[i][1] = _mm512_setzero_pd();
     }
-    for (int64_t p = 0; p < k; p++) {
-        const __m512d b0 = _mm512_load_pd(b), b1 = _mm512_load_pd(b + 8);
 #pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            const __m512d ai = _mm512_set1_pd(a[i]);
-            acc[i][0] = _mm512_fmadd_pd(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_pd(ai, b1, acc[i][1]);
+    for (int i = 0; i < R; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + nr - 1), _MM_HINT_T0);
+    }
+    for (int64_t p = 0; p < k; p++) {
+        __m512d b0, b1 = _mm512_setzero_pd();
+        if (direct) {
+            _mm_prefetch((const char *)(b + FNN_PF_B * b_rs), _MM_HINT_T0);
+            if (V > 1)
+                _mm_prefetch((const char *)(b + FNN_PF_B * b_rs + nr - 1), _MM_HINT_T0);
+            b0 = _mm512_maskz_loadu_pd(m0, b);
+            if (V > 1)
+                b1 = _mm512_maskz_loadu_pd(m1, b + 8);
+        } else {
+            _mm_prefetch((const char *)(b + FNN_PF_B * NR_F64), _MM_HINT_T0);
+            if (V > 1)
+                _mm_prefetch((const char *)(b + FNN_PF_B * NR_F64 + 8), _MM_HINT_T0);
+            b0 = _mm512_load_pd(b);
+            if (V > 1)
+                b1 = _mm512_load_pd(b + 8);
         }
-        a += MR;
-        b += 16;
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++) {
+            const __m512d ai = _mm512_set1_pd(a[i * a_rs]);
+            acc[i][0] = _mm512_fmadd_pd(ai, b0, acc[i][0]);
+            if (V > 1)
+                acc[i][1] = _mm512_fmadd_pd(ai, b1, acc[i][1]);
+        }
+        a += a_cs;
+        b += direct ? b_rs : NR_F64;
     }
 
-    const __mmask8 m0 = (__mmask8)(nr >= 8 ? 0xff : (1u << nr) - 1);
-    const __mmask8 m1 = (__mmask8)(nr >= 16 ? 0xff : nr > 8 ? (1u << (nr - 8)) - 1 : 0);
     const __m512d alpha = _mm512_set1_pd(epi->alpha), beta = _mm512_set1_pd(epi->beta);
     const __m512d zero = _mm512_setzero_pd();
     const int flags = epi->flags;
@@ -121,49 +170,273 @@ FNN_INLINE void ukr_f64(const int MR, int64_t k, const double *restrict a, const
     __m512d bc0 = zero, bc1 = zero;
     if (bias && !bias_row) {
         bc0 = _mm512_maskz_loadu_pd(m0, bias);
-        bc1 = _mm512_maskz_loadu_pd(m1, bias + 8);
+        if (V > 1)
+            bc1 = _mm512_maskz_loadu_pd(m1, bias + 8);
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-        if (i < mr) {
-            double *ci = c + i * ldc;
-            __m512d r0 = _mm512_mul_pd(alpha, acc[i][0]);
-            __m512d r1 = _mm512_mul_pd(alpha, acc[i][1]);
-            if (!(flags & FNN_GEMM_E_BETA0)) {
-                r0 = _mm512_fmadd_pd(beta, _mm512_maskz_loadu_pd(m0, ci), r0);
-                r1 = _mm512_fmadd_pd(beta, _mm512_maskz_loadu_pd(m1, ci + 8), r1);
-            }
-            if (bias_row) {
-                const __m512d bi = _mm512_set1_pd(bias[i]);
-                r0 = _mm512_add_pd(r0, bi);
-                r1 = _mm512_add_pd(r1, bi);
-            } else if (bias) {
-                r0 = _mm512_add_pd(r0, bc0);
-                r1 = _mm512_add_pd(r1, bc1);
-            }
-            if (flags & FNN_GEMM_E_RELU) {
-                r0 = _mm512_max_pd(zero, r0);
-                r1 = _mm512_max_pd(zero, r1);
-            }
-            _mm512_mask_storeu_pd(ci, m0, r0);
-            _mm512_mask_storeu_pd(ci + 8, m1, r1);
+    for (int i = 0; i < R; i++) {
+        double *ci = c + i * ldc;
+        for (int v = 0; v < V; v++) {
+            const __mmask8 mv = v ? m1 : m0;
+            __m512d r = _mm512_mul_pd(alpha, acc[i][v]);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm512_fmadd_pd(beta, _mm512_maskz_loadu_pd(mv, ci + 8 * v), r);
+            if (bias_row)
+                r = _mm512_add_pd(r, _mm512_set1_pd(bias[i]));
+            else if (bias)
+                r = _mm512_add_pd(r, v ? bc1 : bc0);
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm512_max_pd(zero, r);
+            _mm512_mask_storeu_pd(ci + 8 * v, mv, r);
         }
     }
 }
 
-static void ukr_f64_12x16(int64_t k, const double *a, const double *b, double *c, int64_t ldc, int mr,
-                          int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
+/* ---- instances: one function per (rows, vectors); tables indexed [V-1][R-1] ------------- */
+#define FNN_KP(T, SUF, MR, R, V)                                                                   \
+    static void kp_##SUF##_##R##_##V(int64_t k, const T *a, const T *b, T *c, int64_t ldc, int mr, \
+                                     int nr, const fnn_gemm_epi_##SUF *e, const T *bias)           \
+    {                                                                                              \
+        (void)mr;                                                                                  \
+        kern_##SUF(R, V, 0, k, a, 1, MR, b, 0, c, ldc, nr, e, bias);                               \
+    }
+#define FNN_KD(T, SUF, R)                                                                          \
+    static void kd_##SUF##_##R(int64_t k, const T *a, int64_t a_rs, int64_t a_cs, const T *b,      \
+                               int64_t ldb, T *c, int64_t ldc, int mr, int nr,                     \
+                               const fnn_gemm_epi_##SUF *e, const T *bias)                         \
+    {                                                                                              \
+        (void)mr;                                                                                  \
+        kern_##SUF(R, 2, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, e, bias);                        \
+    }
+#define FNN_ROWS(X, ...)                                                                           \
+    X(__VA_ARGS__, 1) X(__VA_ARGS__, 2) X(__VA_ARGS__, 3) X(__VA_ARGS__, 4) X(__VA_ARGS__, 5)     \
+    X(__VA_ARGS__, 6) X(__VA_ARGS__, 7) X(__VA_ARGS__, 8) X(__VA_ARGS__, 9) X(__VA_ARGS__, 10)    \
+    X(__VA_ARGS__, 11) X(__VA_ARGS__, 12)
+#define FNN_KP1(T, SUF, MR, R) FNN_KP(T, SUF, MR, R, 1) FNN_KP(T, SUF, MR, R, 2)
+FNN_ROWS(FNN_KP1, float, f32, MR_F32)
+FNN_ROWS(FNN_KP1, double, f64, MR_F64)
+FNN_ROWS(FNN_KD, float, f32)
+FNN_ROWS(FNN_KD, double, f64)
+
+#define FNN_NAMES(pre, post)                                                                       \
+    { pre##1##post, pre##2##post, pre##3##post, pre##4##post, pre##5##post, pre##6##post,          \
+      pre##7##post, pre##8##post, pre##9##post, pre##10##post, pre##11##post, pre##12##post }
+
+static const fnn_gemm_ukr_f32 kp_f32[2][MR_F32] = {FNN_NAMES(kp_f32_, _1), FNN_NAMES(kp_f32_, _2)};
+static const fnn_gemm_ukr_f64 kp_f64[2][MR_F64] = {FNN_NAMES(kp_f64_, _1), FNN_NAMES(kp_f64_, _2)};
+static const fnn_gemm_ukd_f32 kd_f32[MR_F32] = FNN_NAMES(kd_f32_, );
+static const fnn_gemm_ukd_f64 kd_f64[MR_F64] = FNN_NAMES(kd_f64_, );
+
+static void ukr_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr,
+                    const fnn_gemm_epi_f32 *epi, const float *bias)
 {
-    ukr_f64(12, k, a, b, c, ldc, mr, nr, epi, bias);
+    if (mr == MR_F32 && nr > 16)
+        kern_f32(MR_F32, 2, 0, k, a, 1, MR_F32, b, 0, c, ldc, nr, epi, bias);
+    else
+        kp_f32[nr > 16][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t ldb,
+                    float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    kd_f32[mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukr_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, int mr, int nr,
+                    const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+    if (mr == MR_F64 && nr > 8)
+        kern_f64(MR_F64, 2, 0, k, a, 1, MR_F64, b, 0, c, ldc, nr, epi, bias);
+    else
+        kp_f64[nr > 8][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, int64_t ldb,
+                    double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+    kd_f64[mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
+}
+
+/* ---- packing ----------------------------------------------------------------------------
+ * The portable packers move one element at a time; packing is a sizeable part of the work
+ * for the small products of neural nets (packing A costs as much as ~16 multiply-adds per
+ * element), so these move whole vectors. Transposing packs go through 16 x 16 (float) or
+ * 8 x 8 (double) register transposes. Missing rows and columns (w < W, the kc tail) are
+ * loaded as zeros through masks and never touched in memory. */
+
+static inline __mmask16 mask16(int64_t n)
+{
+    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+}
+
+static inline __mmask8 mask8(int64_t n)
+{
+    return (__mmask8)(n >= 8 ? 0xff : n <= 0 ? 0 : (1u << n) - 1);
+}
+
+/* element (i, p) at src[p*ld + i] */
+FNN_INLINE void pack_copy_f32(const int W, int64_t w, int64_t kc, const float *restrict src, int64_t ld,
+                              float *restrict dst)
+{
+    const __mmask16 v0 = mask16(w), v1 = mask16(w - 16);
+    const __mmask16 s0 = mask16(W), s1 = mask16(W - 16);
+    for (int64_t p = 0; p < kc; p++) {
+        const float *sp = src + p * ld;
+        float *dp = dst + p * W;
+        _mm512_mask_storeu_ps(dp, s0, _mm512_maskz_loadu_ps(v0, sp));
+        if (W > 16)
+            _mm512_mask_storeu_ps(dp + 16, s1, _mm512_maskz_loadu_ps(v1, sp + 16));
+    }
+}
+
+static inline void transpose16_f32(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* element (i, p) at src[i*ld + p] */
+FNN_INLINE void pack_trans_f32(const int W, int64_t w, int64_t kc, const float *restrict src, int64_t ld,
+                               float *restrict dst)
+{
+    for (int g = 0; g < W; g += 16) {
+        const int rows = W - g < 16 ? W - g : 16;
+        const __mmask16 smask = mask16(rows);
+        for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+            const __mmask16 lmask = mask16(kc - p0);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = (i < rows && g + i < w) ? _mm512_maskz_loadu_ps(lmask, src + (g + i) * ld + p0)
+                                               : _mm512_setzero_ps();
+            transpose16_f32(r);
+            const int64_t np = kc - p0 < 16 ? kc - p0 : 16;
+            if (np == 16) {
+                for (int j = 0; j < 16; j++)
+                    _mm512_mask_storeu_ps(dst + (p0 + j) * W + g, smask, r[j]);
+            } else {
+                for (int j = 0; j < np; j++)
+                    _mm512_mask_storeu_ps(dst + (p0 + j) * W + g, smask, r[j]);
+            }
+        }
+    }
+}
+
+FNN_INLINE void pack_copy_f64(const int W, int64_t w, int64_t kc, const double *restrict src, int64_t ld,
+                              double *restrict dst)
+{
+    const __mmask8 v0 = mask8(w), v1 = mask8(w - 8);
+    const __mmask8 s0 = mask8(W), s1 = mask8(W - 8);
+    for (int64_t p = 0; p < kc; p++) {
+        const double *sp = src + p * ld;
+        double *dp = dst + p * W;
+        _mm512_mask_storeu_pd(dp, s0, _mm512_maskz_loadu_pd(v0, sp));
+        if (W > 8)
+            _mm512_mask_storeu_pd(dp + 8, s1, _mm512_maskz_loadu_pd(v1, sp + 8));
+    }
+}
+
+static inline void transpose8_f64(__m512d r[8])
+{
+    const __m512i lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+    const __m512i hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+    __m512d t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) {
+        u[h + 0] = _mm512_permutex2var_pd(t[h], lo, t[h + 2]);
+        u[h + 1] = _mm512_permutex2var_pd(t[h + 1], lo, t[h + 3]);
+        u[h + 2] = _mm512_permutex2var_pd(t[h], hi, t[h + 2]);
+        u[h + 3] = _mm512_permutex2var_pd(t[h + 1], hi, t[h + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f64x2(u[j], u[j + 4], 0x44);
+        r[j + 4] = _mm512_shuffle_f64x2(u[j], u[j + 4], 0xee);
+    }
+}
+
+FNN_INLINE void pack_trans_f64(const int W, int64_t w, int64_t kc, const double *restrict src, int64_t ld,
+                               double *restrict dst)
+{
+    for (int g = 0; g < W; g += 8) {
+        const int rows = W - g < 8 ? W - g : 8;
+        const __mmask8 smask = mask8(rows);
+        for (int64_t p0 = 0; p0 < kc; p0 += 8) {
+            const __mmask8 lmask = mask8(kc - p0);
+            __m512d r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = (i < rows && g + i < w) ? _mm512_maskz_loadu_pd(lmask, src + (g + i) * ld + p0)
+                                               : _mm512_setzero_pd();
+            transpose8_f64(r);
+            const int64_t np = kc - p0 < 8 ? kc - p0 : 8;
+            for (int j = 0; j < np; j++)
+                _mm512_mask_storeu_pd(dst + (p0 + j) * W + g, smask, r[j]);
+        }
+    }
+}
+
+static void pack_a_copy_f32(int64_t w, int64_t kc, const float *src, int64_t ld, float *dst)
+{
+    pack_copy_f32(MR_F32, w, kc, src, ld, dst);
+}
+static void pack_a_trans_f32(int64_t w, int64_t kc, const float *src, int64_t ld, float *dst)
+{
+    pack_trans_f32(MR_F32, w, kc, src, ld, dst);
+}
+static void pack_b_copy_f32(int64_t w, int64_t kc, const float *src, int64_t ld, float *dst)
+{
+    pack_copy_f32(NR_F32, w, kc, src, ld, dst);
+}
+static void pack_b_trans_f32(int64_t w, int64_t kc, const float *src, int64_t ld, float *dst)
+{
+    pack_trans_f32(NR_F32, w, kc, src, ld, dst);
+}
+static void pack_a_copy_f64(int64_t w, int64_t kc, const double *src, int64_t ld, double *dst)
+{
+    pack_copy_f64(MR_F64, w, kc, src, ld, dst);
+}
+static void pack_a_trans_f64(int64_t w, int64_t kc, const double *src, int64_t ld, double *dst)
+{
+    pack_trans_f64(MR_F64, w, kc, src, ld, dst);
+}
+static void pack_b_copy_f64(int64_t w, int64_t kc, const double *src, int64_t ld, double *dst)
+{
+    pack_copy_f64(NR_F64, w, kc, src, ld, dst);
+}
+static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t ld, double *dst)
+{
+    pack_trans_f64(NR_F64, w, kc, src, ld, dst);
 }
 
 /* Blocking (L1d 48 KiB / L2 2 MiB on Sapphire Rapids; 32 KiB / 1 MiB on Zen 4):
  * kc: the 12 x kc A micro-panel (12 KiB float at kc = 256) stays in L1 with room for the
  * B micro-panels streaming through; nc: the kc x nc B block (512 KiB) stays in L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx512_f32 = {
-    12, 32, 96, 256, 512, ukr_f32_12x32, 0, 0, 0, 0,
+    MR_F32, NR_F32, 96, 256, 512, ukr_f32, pack_a_copy_f32, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32,
+    ukd_f32,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx512_f64 = {
-    12, 16, 96, 256, 256, ukr_f64_12x16, 0, 0, 0, 0,
+    MR_F64, NR_F64, 96, 256, 256, ukr_f64, pack_a_copy_f64, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64,
+    ukd_f64,
 };
 #endif

@@ -1,0 +1,100 @@
+"""Shared helpers of the side-by-side benchmarks: interleaved timing, thread control, reporting.
+
+Every measurement runs fastnn and its peer in the same process, alternating blocks after a
+warm-up, with a pause before each block (idle OpenBLAS/OpenMP/PyTorch workers spin for ~0.2 s and
+would steal a core from the next library on a 2-core machine). Reported: median per block and the
+ratio fastnn/peer of throughputs (> 1 means fastnn is faster).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+PAUSE = 0.3
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def set_threads(n: int) -> None:
+    import fastnn as fnn
+    fnn.set_num_threads(n)
+    try:
+        import torch
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def numpy_threads(n: int):
+    """Context manager limiting numpy's BLAS threads (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def time_block(fn, min_seconds: float) -> float:
+    """Seconds per call of fn, running it for at least min_seconds."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
+def interleaved(fns: dict, repeats: int, min_seconds: float) -> dict:
+    """{name: [seconds per call, one per repeat]}, the named functions alternating."""
+    for fn in fns.values():          # warm-up: caches, thread pools, buffers
+        time_block(fn, min_seconds / 2)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            time.sleep(PAUSE)
+            times[name].append(time_block(fn, min_seconds))
+    return times
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+class Report:
+    """Collects rows, prints a table, writes JSON lines."""
+
+    def __init__(self, path: str | None):
+        self.rows = []
+        self.path = path
+        import fastnn as fnn
+        cfg = fnn._info.config()
+        self.meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "fastnn_variant": cfg["kernel_variant"],
+                     "openmp": cfg["openmp"], "python": platform.python_version()}
+        try:
+            import numpy
+            self.meta["numpy"] = numpy.__version__
+            import torch
+            self.meta["torch"] = torch.__version__
+        except ImportError:
+            pass
+
+    def add(self, workload, threads, unit, fastnn_value, peer_name, peer_value, higher_is_better=True, **extra):
+        ratio = fastnn_value / peer_value if higher_is_better else peer_value / fastnn_value
+        row = {"workload": workload, "threads": threads, "unit": unit, "fastnn": fastnn_value,
+               "peer": peer_name, "peer_value": peer_value, "ratio": ratio, **extra, **self.meta}
+        self.rows.append(row)
+        print(f"{workload:<14} {threads:>2} thr  fastnn {fastnn_value:>12,.1f}  {peer_name:<8} {peer_value:>12,.1f} "
+              f"{unit:<12} ratio {ratio:5.2f}", flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")

@@ -1,0 +1,152 @@
+"""Side-by-side benchmarks of fastnn against PyTorch CPU and numpy (shared/BENCHMARKS.md).
+
+    python benchmarks/run.py                         # everything, 1 and 2 threads
+    python benchmarks/run.py --workloads mlp128,gemmnn --threads 2 --repeats 7
+
+Prints one line per (workload, threads) with medians and the ratio fastnn/peer (> 1: fastnn
+faster); --json appends the rows (with CPU model, versions and kernel variant) as JSON lines.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import fastnn as fnn  # noqa: E402
+
+MLP_STEPS = 20           # training steps per timed block (one fit epoch of 20 batches)
+GEMMNN = [(128, 784, 256), (128, 256, 128), (64, 1568, 128), (784, 256, 128), (256, 512, 512)]
+
+
+def mlp_fastnn(dropout=0.2):
+    layers = [fnn.layers.Dense(256, activation="relu")]
+    if dropout:
+        layers.append(fnn.layers.Dropout(dropout))
+    layers += [fnn.layers.Dense(128, activation="relu"), fnn.layers.Dense(10)]
+    model = fnn.Sequential(layers, input_shape=(784,))
+    model.compile(optimizer=fnn.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+                  loss=fnn.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=())
+    return model
+
+
+def mlp_torch(dropout=0.2):
+    import torch
+    from torch import nn
+    mods = [nn.Linear(784, 256), nn.ReLU()]
+    if dropout:
+        mods.append(nn.Dropout(dropout))
+    mods += [nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)]
+    model = nn.Sequential(*mods)
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
+
+
+def bench_mlp(report, batch, threads, repeats, min_seconds):
+    import torch
+    rng = np.random.default_rng(0)
+    n = batch * MLP_STEPS
+    x = rng.standard_normal((n, 784)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    model = mlp_fastnn()
+    tmodel, opt, lossf = mlp_torch()
+    tmodel.train()
+    tx = [torch.from_numpy(x[i:i + batch]) for i in range(0, n, batch)]
+    ty = [torch.from_numpy(y[i:i + batch]) for i in range(0, n, batch)]
+
+    def run_fastnn():
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+
+    def run_torch():
+        for xb, yb in zip(tx, ty):
+            opt.zero_grad()
+            loss = lossf(tmodel(xb), yb)
+            loss.backward()
+            opt.step()
+
+    common.set_threads(threads)
+    t = common.interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
+    report.add(f"mlp{batch}", threads, "samples/s", n / common.median(t["fastnn"]), "torch",
+               n / common.median(t["torch"]))
+
+
+def bench_infer_mlp(report, threads, repeats, min_seconds):
+    import torch
+    model = mlp_fastnn()
+    tmodel, _, _ = mlp_torch()
+    tmodel.eval()
+    x = np.random.default_rng(1).standard_normal((1, 784)).astype(np.float32)
+    tx = torch.from_numpy(x)
+
+    def run_fastnn():
+        model.predict(x)
+
+    def run_torch():
+        with torch.no_grad():
+            tmodel(tx)
+
+    common.set_threads(threads)
+    t = common.interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
+    report.add("infer-mlp", threads, "us/call", common.median(t["fastnn"]) * 1e6, "torch",
+               common.median(t["torch"]) * 1e6, higher_is_better=False)
+
+
+def _gemm_pair(m, k, n, dtype):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = np.empty((m, n), dtype=dtype)
+    return (lambda: fnn.ops.matmul(a, b, out=out)), (lambda: np.matmul(a, b, out=out))
+
+
+def bench_gemm(report, name, shapes, threads, repeats, min_seconds, dtype=np.float32):
+    fnn.set_num_threads(threads)
+    with common.numpy_threads(threads):
+        fast, peer = [], []
+        for m, k, n in shapes:
+            f, p = _gemm_pair(m, k, n, dtype)
+            t = common.interleaved({"fastnn": f, "numpy": p}, repeats, min_seconds)
+            flops = 2.0 * m * k * n
+            fast.append(flops / common.median(t["fastnn"]) / 1e9)
+            peer.append(flops / common.median(t["numpy"]) / 1e9)
+    geo = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
+    suffix = "" if dtype == np.float32 else "-f64"
+    report.add(name + suffix, threads, "GFLOP/s", geo(fast), "numpy", geo(peer),
+               shapes=[list(s) for s in shapes], per_shape_fastnn=fast, per_shape_numpy=peer)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", default="gemm1024,gemmnn,gemm1024-f64,mlp128,mlp32,infer-mlp")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.5, help="minimum seconds per timed block")
+    parser.add_argument("--json", default=None, help="append result rows to this JSON-lines file")
+    args = parser.parse_args(argv)
+    report = common.Report(args.json)
+    print(f"# {report.meta}")
+    fnn.seed(0)
+    for w in args.workloads.split(","):
+        for threads in map(int, args.threads.split(",")):
+            if w == "gemm1024":
+                bench_gemm(report, "gemm1024", [(1024, 1024, 1024)], threads, args.repeats, args.seconds)
+            elif w == "gemm1024-f64":
+                bench_gemm(report, "gemm1024", [(1024, 1024, 1024)], threads, args.repeats, args.seconds,
+                           np.float64)
+            elif w == "gemmnn":
+                bench_gemm(report, "gemmnn", GEMMNN, threads, args.repeats, args.seconds)
+            elif w in ("mlp32", "mlp128"):
+                bench_mlp(report, int(w[3:]), threads, args.repeats, args.seconds)
+            elif w == "infer-mlp":
+                bench_infer_mlp(report, threads, args.repeats, args.seconds)
+            else:
+                parser.error(f"unknown workload {w!r}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
