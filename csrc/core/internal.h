@@ -31,6 +31,28 @@ static inline void fnn_omp_range(int64_t n, int64_t *i0, int64_t *i1) {
     if (*i1 > n) *i1 = n;
 }
 
+/* exp(x) for float in a form the compiler vectorises (no libm call, no branches): x = k ln2 + r
+ * with |r| <= ln2/2 (ln2 split in two for an exact k ln2), Cephes' degree-6 polynomial for e^r
+ * (about 1 ulp), and 2^k assembled in the exponent bits. Below -87.3 (where 2^k would be
+ * subnormal) it returns 0; above 88.3 it saturates near FLT_MAX. */
+static inline float fnn_expf(float x) {
+    float xc = x > 88.3f ? 88.3f : x;
+    xc = xc < -87.3f ? -87.3f : xc;
+    float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = xc - kf * 0.693359375f;
+    r = r - kf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { uint32_t u; float f; } scale;
+    scale.u = (uint32_t)((int32_t)kf + 127) << 23;
+    return x < -87.3f ? 0.0f : p * scale.f;
+}
+
 static inline int fnn_threads_for(int64_t work, int64_t min_per_thread, int n_threads) {
     if (n_threads < 1) n_threads = 1;
     int64_t useful = work / (min_per_thread > 0 ? min_per_thread : 1);

@@ -78,6 +78,17 @@ static void *fnn_gemm_workspace(size_t bytes)
  * (an OpenMP fork/join is a few microseconds; 2^18 MACs take ~4 us at ~150 GFLOP/s). */
 #define FNN_GEMM_MIN_MACS_PER_THREAD ((int64_t)1 << 18)
 
+#ifdef FNN_GEMM_TUNE
+static int64_t tune_env(const char *name, int64_t def)
+{
+    const char *s = getenv(name);
+    return s ? atoll(s) : def;
+}
+#define FNN_GEMM_DIRECT_MAX_M tune_env("FNN_DIRECT_M", 12)
+#else
+#define FNN_GEMM_DIRECT_MAX_M 12
+#endif
+
 /* Picks the number of threads and a tm x tn grid of C blocks (in whole MR x NR tiles) that
  * minimises the busiest thread's cost: its share of the product plus the packing it does
  * (a thread packs all the A rows and all the B columns of its block, so a grid of 2 x 1

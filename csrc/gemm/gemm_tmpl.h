@@ -189,6 +189,55 @@ static void FNN_NAME(gemm_noproduct)(const FNN_ARGS *g)
     }
 }
 
+static void FNN_NAME(gemm_direct_part)(const FNN_ARGS *g, const FNN_EPI *epi, int64_t j0, int64_t j1)
+{
+    const int MR = g->d->mr, NR = g->d->nr;
+    const int64_t a_rs = g->trans_a ? 1 : g->lda, a_cs = g->trans_a ? g->lda : 1;
+    for (int64_t j = j0; j < j1; j += NR) {
+        const int nr = (int)((j1 - j < NR) ? j1 - j : NR);
+        for (int64_t i = 0; i < g->m; i += MR) {
+            const int mr = (int)((g->m - i < MR) ? g->m - i : MR);
+            const FNN_T *tb = g->bias ? (g->bias_row ? g->bias + i : g->bias + j) : NULL;
+            g->d->ukd(g->k, g->a + i * a_rs, a_rs, a_cs, g->b + j, g->ldb, g->c + i * g->ldc + j, g->ldc,
+                      mr, nr, epi, tb);
+        }
+    }
+}
+
+/* m <= MR, B not transposed: column blocks of NR, split between threads in whole blocks. */
+static void FNN_NAME(gemm_direct)(const FNN_ARGS *g, int n_threads)
+{
+    FNN_EPI epi;
+    epi.alpha = g->alpha;
+    epi.beta = g->beta;
+    epi.flags = (g->beta == 0 ? FNN_GEMM_E_BETA0 : 0) | (g->relu ? FNN_GEMM_E_RELU : 0) |
+                (g->bias_row ? FNN_GEMM_E_BIASROW : 0);
+    const int NR = g->d->nr;
+    const int64_t tiles_n = (g->n + NR - 1) / NR;
+    int nt = n_threads < 1 ? 1 : n_threads;
+    const int64_t cap = g->m * g->n * g->k / FNN_GEMM_MIN_MACS_PER_THREAD;
+    if (cap < nt)
+        nt = cap < 1 ? 1 : (int)cap;
+    if (nt > tiles_n)
+        nt = (int)tiles_n;
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            for (int part = tid; part < nt; part += nth) {
+                const int64_t j0 = tiles_n * part / nt * NR;
+                const int64_t j1 = (part + 1 == nt) ? g->n : tiles_n * (part + 1) / nt * NR;
+                if (j0 < j1)
+                    FNN_NAME(gemm_direct_part)(g, &epi, j0, j1);
+            }
+        }
+        return;
+    }
+#endif
+    FNN_NAME(gemm_direct_part)(g, &epi, 0, g->n);
+}
+
 /* Workspace of one thread: the B block then the A block, both 64-byte aligned. */
 static size_t FNN_NAME(gemm_ws_elems)(const FNN_ARGS *g, int64_t rows, int64_t cols, size_t *a_off)
 {
@@ -246,6 +295,13 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
 
     if (k == 0 || alpha == 0) {
         FNN_NAME(gemm_noproduct)(&g);
+        return FNN_OK;
+    }
+
+    /* Few rows and B not transposed: B would be used by one row panel only, so packing it
+     * would triple its memory traffic; the direct kernel streams it in place instead. */
+    if (d->ukd && !trans_b && m <= FNN_GEMM_DIRECT_MAX_M) {
+        FNN_NAME(gemm_direct)(&g, n_threads);
         return FNN_OK;
     }
 

@@ -23,7 +23,7 @@
 #else
 #define FNN_T float
 #define FNN_(name) name##_f32
-#define FNN_EXP expf
+#define FNN_EXP fnn_expf /* vectorisable, ~1 ulp: see core/internal.h */
 #define FNN_LOG logf
 #define FNN_LOG1P log1pf
 #define FNN_TANH tanhf

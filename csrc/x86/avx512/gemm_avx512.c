@@ -283,6 +283,10 @@ FNN_INLINE void pack_copy_f32(const int W, int64_t w, int64_t kc, const float *r
     for (int64_t p = 0; p < kc; p++) {
         const float *sp = src + p * ld;
         float *dp = dst + p * W;
+        /* Rows are ld apart: the hardware prefetchers do not follow this walk well. */
+        _mm_prefetch((const char *)(sp + FNN_PF_B * ld), _MM_HINT_T0);
+        if (W > 16)
+            _mm_prefetch((const char *)(sp + FNN_PF_B * ld + W - 1), _MM_HINT_T0);
         _mm512_mask_storeu_ps(dp, s0, _mm512_maskz_loadu_ps(v0, sp));
         if (W > 16)
             _mm512_mask_storeu_ps(dp + 16, s1, _mm512_maskz_loadu_ps(v1, sp + 16));
@@ -348,6 +352,9 @@ FNN_INLINE void pack_copy_f64(const int W, int64_t w, int64_t kc, const double *
     for (int64_t p = 0; p < kc; p++) {
         const double *sp = src + p * ld;
         double *dp = dst + p * W;
+        _mm_prefetch((const char *)(sp + FNN_PF_B * ld), _MM_HINT_T0);
+        if (W > 8)
+            _mm_prefetch((const char *)(sp + FNN_PF_B * ld + W - 1), _MM_HINT_T0);
         _mm512_mask_storeu_pd(dp, s0, _mm512_maskz_loadu_pd(v0, sp));
         if (W > 8)
             _mm512_mask_storeu_pd(dp + 8, s1, _mm512_maskz_loadu_pd(v1, sp + 8));
