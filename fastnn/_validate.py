@@ -7,6 +7,11 @@ import numbers
 import numpy as np
 
 
+class NotBuiltError(ValueError, RuntimeError):
+    """A model or layer used before it is built (a ValueError as API.md's Errors section asks,
+    and a RuntimeError for callers that catch the state error)."""
+
+
 def fail(where: str, expected: str, got, exc=ValueError):
     raise exc(f"{where}: expected {expected}, got {got}")
 
@@ -24,11 +29,8 @@ def as_array(x, where: str, dtype=None, allow_int: bool = False) -> np.ndarray:
         raise TypeError(f"{where}: expected an array of numbers ({err})") from err
     if arr.dtype.kind not in "biuf" and not (allow_int and arr.dtype.kind == "b"):
         fail(where, "an array of real numbers", f"dtype {arr.dtype}", TypeError)
-    if dtype is not None:
-        arr = np.ascontiguousarray(arr, dtype=dtype)
-    else:
-        arr = np.ascontiguousarray(arr)
-    return arr
+    # np.asarray(order="C"), not np.ascontiguousarray: the latter turns a 0-d array into shape (1,)
+    return np.asarray(arr, dtype=dtype, order="C")
 
 
 def check_finite(x: np.ndarray, where: str) -> None:

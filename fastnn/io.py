@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 
 import numpy as np
 
 from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
+from ._validate import NotBuiltError
 
 FORMAT = "fastnn-model"
 VERSION = 1
@@ -33,7 +33,7 @@ def _config_of(obj) -> dict:
 def save_model(model, path) -> None:
     """Write ``model`` to ``path`` (a ``.npz`` archive; the name is used as given)."""
     if not model.built:
-        raise RuntimeError(f"{model.name}.save: the model is not built (nothing to save)")
+        raise NotBuiltError(f"{model.name}.save: the model is not built (nothing to save)")
     arrays = {}
     layer_entries = []
     for i, layer in enumerate(model.layers):
@@ -66,6 +66,21 @@ def model_backend_numpy(model, buf):
     return backend.get(model.device).to_numpy(buf)
 
 
+def _check_weight_shapes(path, layers, input_shape, data) -> None:
+    """Compare the stored arrays with the shapes the architecture implies, before building: a
+    hostile header (say ``units: 10**9``) must not make the loader allocate huge weights."""
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or any(d < 1 for d in shape):
+        raise ModelFileError(f"{path}: invalid input_shape {input_shape!r}")
+    for i, layer in enumerate(layers):
+        for j, (want, _) in enumerate(layer.param_specs(shape)):
+            got = data.get(f"layer{i}/w{j}")
+            if got is None or tuple(got.shape) != tuple(want):
+                raise ModelFileError(f"{path}: layer {i} ({type(layer).__name__}) weight {j}: expected shape "
+                                     f"{tuple(want)}, file has {None if got is None else got.shape}")
+        shape = tuple(layer.compute_output_shape(shape))
+
+
 def _make(registry: dict, entry, what: str):
     if not isinstance(entry, dict) or not isinstance(entry.get("class"), str) or \
             not isinstance(entry.get("config"), dict):
@@ -90,18 +105,24 @@ def load_model(path):
 
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):   # a bare .npy array, not an archive
+            raise ModelFileError(f"{path}: not a fastnn model file (a single {type(loaded).__name__}, "
+                                 f"not an .npz archive)")
+        with loaded as npz:
             data = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
+    except (FileNotFoundError, ModelFileError, MemoryError):
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+    except Exception as err:   # zipfile and zlib raise many types on hostile bytes
+        # (BadZipFile, NotImplementedError for odd versions/methods, RuntimeError for encrypted
+        # members, zlib.error, struct.error, EOFError, ...): all mean "not a readable file"
         raise ModelFileError(f"{path}: not a readable fastnn model file ({type(err).__name__}: {err})") from err
     if _HEADER not in data:
         raise ModelFileError(f"{path}: not a fastnn model file (no {_HEADER})")
     try:
         header = json.loads(data.pop(_HEADER).tobytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ModelFileError(f"{path}: corrupt model header ({err})") from err
+    except (ValueError, RecursionError) as err:   # UnicodeDecodeError is a ValueError
+        raise ModelFileError(f"{path}: corrupt model header ({type(err).__name__}: {err})") from err
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a fastnn model file (format {header.get('format')!r})"
                              if isinstance(header, dict) else f"{path}: corrupt model header")
@@ -110,9 +131,13 @@ def load_model(path):
                              f"version {VERSION}")
     try:
         layer_entries = list(header["layers"])
+        if header.get("dtype") not in ("float32", "float64"):
+            raise ModelFileError(f"{path}: dtype must be 'float32' or 'float64', got {header.get('dtype')!r}")
         model = Sequential([_make(_layers.REGISTRY, e, "layer") for e in layer_entries],
                            dtype=header["dtype"], name=header["name"])
-        model.build(tuple(header["input_shape"]))
+        input_shape = tuple(header["input_shape"])
+        _check_weight_shapes(path, model.layers, input_shape, data)
+        model.build(input_shape)
         for i, (layer, entry) in enumerate(zip(model.layers, layer_entries)):
             weights = [data[f"layer{i}/w{j}"] for j in range(len(layer.params))]
             layer.set_weights(weights)
@@ -125,7 +150,11 @@ def load_model(path):
                           metrics=tuple(header.get("metrics", ())))
             if opt_entry:
                 opt = model.optimizer
-                opt.iterations = int(opt_entry.get("iterations", 0))
+                iterations = opt_entry.get("iterations", 0)
+                if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+                    raise ModelFileError(f"{path}: optimizer iterations must be an int >= 0, "
+                                         f"got {iterations!r}")
+                opt.iterations = iterations
                 for key in opt_entry.get("slots", []):
                     buf = data[f"optimizer/{key}"]
                     if buf.shape != model._flat_params.shape or buf.dtype != model.dtype:
@@ -134,6 +163,6 @@ def load_model(path):
                     opt.state[key] = np.array(buf, copy=True)
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as err:
         raise ModelFileError(f"{path}: corrupt or incompatible model file ({type(err).__name__}: {err})") from err
     return model

@@ -49,10 +49,13 @@ class Loss:
         if y_pred.ndim < 1:
             fail(f"{self.name} y_pred", "a batch of predictions", f"shape {y_pred.shape}")
         y = self.check_targets(y_true, y_pred.shape[1:], y_pred.dtype, f"{self.name} y_true")
+        _check_batch(y, y_pred.shape[0], f"{self.name} y_true")
         return self.compute(_backend.get("cpu"), y_pred, y, None, self.from_logits)
 
 
 def _check_batch(y, n_expected, where):
+    if y.ndim == 0:
+        fail(where, f"{n_expected} targets", "a scalar")
     if n_expected is not None and y.shape[0] != n_expected:
         fail(where, f"{n_expected} targets", f"{y.shape[0]}")
 
@@ -126,8 +129,10 @@ class BinaryCrossentropy(Loss):
     def check_targets(self, y, out_shape, dtype, where):
         y = as_array(y, where, dtype=dtype)
         y = _match_output(y, out_shape, where)
-        if not np.isfinite(y).all() or (y < 0).any() or (y > 1).any():
-            fail(where, "targets in [0, 1]", f"values in [{np.nanmin(y)}, {np.nanmax(y)}]")
+        if not np.isfinite(y).all():
+            fail(where, "finite targets in [0, 1]", "NaN or infinite values")
+        if (y < 0).any() or (y > 1).any():
+            fail(where, "targets in [0, 1]", f"values in [{y.min()}, {y.max()}]")
         return y
 
     def compute(self, be, out, y, grad=None, logits=False):

@@ -1,6 +1,7 @@
 """The Sequential model: building, compile/fit/evaluate/predict, weights and devices."""
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -8,9 +9,12 @@ import numpy as np
 from . import _config, backend, losses, optimizers
 from . import callbacks as cbks
 from ._progress import ProgressBar
-from ._validate import as_array, check_finite, check_shape, fail, positive_int, real
+from ._validate import NotBuiltError, as_array, check_finite, check_shape, fail, positive_int, real
 from .layers.base import Layer
 
+# Serialises lazy builds: threads that call predict on an unbuilt model at once must not each
+# build (and randomly initialise) it. Module-level so models stay copyable; builds are rare.
+_LAZY_BUILD_LOCK = threading.Lock()
 _ALIGN = 16   # parameter views start on 64-byte boundaries in the flat buffer (float32)
 METRICS = ("accuracy", "acc", "mae", "mse")
 
@@ -120,8 +124,8 @@ class Sequential:
 
     def _check_built(self, where: str) -> None:
         if not self.built:
-            raise RuntimeError(f"{self.name}.{where}: the model is not built (call build(input_shape), "
-                               f"fit or predict first)")
+            raise NotBuiltError(f"{self.name}.{where}: the model is not built (call build(input_shape), "
+                                f"fit or predict first)")
 
     @property
     def output_shape(self):
@@ -159,11 +163,13 @@ class Sequential:
         expected = sum(len(layer.params) for layer in self.layers)
         if len(weights) != expected:
             fail(f"{self.name}.set_weights", f"{expected} arrays", f"{len(weights)}")
-        i = 0
-        for layer in self.layers:
+        per_layer, i = [], 0
+        for layer in self.layers:   # check every layer first: a bad array changes nothing
             n = len(layer.params)
-            layer.set_weights(weights[i:i + n])
+            per_layer.append(layer._checked_weights(weights[i:i + n]))
             i += n
+        for layer, new in zip(self.layers, per_layer):
+            layer.set_weights(new)
 
     # ---- devices -----------------------------------------------------------------------
     def to(self, device: str) -> Sequential:
@@ -201,7 +207,9 @@ class Sequential:
         if x.shape[0] == 0:
             fail(f"{self.name}.{where} x", "at least one sample", f"shape {x.shape}")
         if not self.built:
-            self.build(x.shape[1:])
+            with _LAZY_BUILD_LOCK:
+                if not self.built:
+                    self.build(x.shape[1:])
         check_shape(x, self.input_shape, f"{self.name}.{where} x (model input)")
         if finite:
             check_finite(x, f"{self.name}.{where} x")
@@ -342,6 +350,8 @@ class Sequential:
                 seen += m
                 for k, v in self._metric_sums(out, yb, fused).items():
                     sums[k] += v
+                for cb in callbacks:
+                    cb.on_batch_end(start // batch_size, {"loss": loss, "size": m})
                 if bar is not None:
                     bar.update(seen, {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}})
             train_seconds = time.perf_counter() - t0
@@ -391,7 +401,8 @@ class Sequential:
         """Model outputs for x (probabilities after a final Sigmoid/Softmax).
 
         Safe to call from many threads at once: inference allocates its own buffers and
-        does not touch the training state.
+        does not touch the training state (but do not call it on a model that another thread is
+        training at the same time: training steps reuse the layers' buffers).
         """
         batch_size = positive_int(batch_size, f"{self.name}.predict(batch_size=...)")
         x = self._prepare_x(x, "predict", finite=False)

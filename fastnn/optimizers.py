@@ -66,7 +66,14 @@ class Optimizer:
         for i, (g, (_, p)) in enumerate(zip(grads, pairs)):
             if g.shape != p.shape:
                 fail(f"{type(self).__name__}.apply_gradients[{i}]", f"gradient of shape {p.shape}", g.shape)
-            self._step(be, p.reshape(-1), g.reshape(-1), prefix=f"{i}/")
+            if p.flags.c_contiguous:
+                self._step(be, p.reshape(-1), g.reshape(-1), prefix=f"{i}/")
+            else:
+                # p.reshape(-1) would be a copy and the update would be lost: step a contiguous
+                # copy and write it back into the caller's view.
+                flat = np.ascontiguousarray(p).reshape(-1)
+                self._step(be, flat, g.reshape(-1), prefix=f"{i}/")
+                p[...] = flat.reshape(p.shape)
 
     def step(self, be, param, grad, grad_views) -> None:
         """Clip ``grad_views`` (views into ``grad``), then update the flat ``param``."""

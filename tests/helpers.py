@@ -125,7 +125,8 @@ def check_layer(make_layer, input_shape, rng, *, batch: int = 3, dtype="float64"
     x2 = np.ascontiguousarray(draw_input(rng, x_shape), dtype=dt)
     y2 = layer.forward(x2, training=True)
     assert not np.may_share_memory(y, y2), f"{layer.name}: two forward calls returned aliasing arrays"
-    np.testing.assert_array_equal(y, y_keep, err_msg=f"{layer.name}: a second forward changed the first output")
+    np.testing.assert_array_equal(y, y_keep,
+                                  err_msg=f"{layer.name}: a second forward changed the first output")
     np.testing.assert_array_equal(x, x_keep, err_msg=f"{layer.name}: forward modified its input")
     y_eval = layer.forward(x, training=False)
     if gradcheck:       # deterministic layers compute the same function in both modes

@@ -255,6 +255,20 @@ def test_ops_matmul_column_slices(dtype, rng):
                                rtol=gemm_tol(dtype, 33), atol=gemm_tol(dtype, 33) * 10)
 
 
+def test_ops_matmul_width_one_out_with_column_step(dtype, rng):
+    """A width-1 ``out`` has contiguous rows whatever its column stride (ops.matmul's own check
+    says so); the result must land in it."""
+    a = rng.standard_normal((5, 3)).astype(dtype)
+    b = rng.standard_normal((3, 1)).astype(dtype)
+    holder = np.zeros((5, 8), dtype)
+    out = holder[:, ::2][:, :1]
+    assert out.strides[1] != out.itemsize
+    assert fnn.ops.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(holder[:, 0], (a.astype(np.float64) @ b.astype(np.float64))[:, 0],
+                               rtol=gemm_tol(dtype, 3), atol=gemm_tol(dtype, 3) * 10)
+    np.testing.assert_array_equal(holder[:, 1:], 0)
+
+
 def test_ops_matmul_errors():
     a32, a64 = np.ones((3, 4), np.float32), np.ones((4, 2), np.float64)
     with pytest.raises(TypeError):

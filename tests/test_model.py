@@ -240,7 +240,8 @@ def manual_forward(model, x):
 def test_dropout_off_in_predict_and_evaluate(rng):
     x, y = blobs(rng, n=50, d=6, k=3)
     model = fnn.Sequential([L.Dense(32, activation="relu"), L.Dropout(0.5), L.Dense(16, activation="tanh"),
-                            L.Dropout(0.3), L.Dense(3, activation="softmax")], input_shape=(6,), dtype="float64")
+                            L.Dropout(0.3), L.Dense(3, activation="softmax")],
+                           input_shape=(6,), dtype="float64")
     model.compile("adam")
     model.fit(x, y, epochs=1, verbose=0)
     p1 = model.predict(x)
@@ -270,8 +271,8 @@ def test_dropout_on_in_training(rng):
 def test_dropout_changes_the_training_loss_only(rng):
     x, y = blobs(rng, n=32, d=6)
     for rate, differs in ((0.0, False), (0.7, True)):
-        model = fnn.Sequential([L.Dense(32, activation="relu"), L.Dropout(rate), L.Dense(3, activation="softmax")],
-                               input_shape=(6,), dtype="float64")
+        model = fnn.Sequential([L.Dense(32, activation="relu"), L.Dropout(rate),
+                                L.Dense(3, activation="softmax")], input_shape=(6,), dtype="float64")
         model.compile("sgd")
         eval_loss = model.evaluate(x, y)["loss"]
         train_loss = model.train_on_batch(x, y)          # the loss before the step, under dropout
@@ -437,7 +438,8 @@ def test_summary(capsys):
                             L.Dense(3, name="logits")], input_shape=(5,), name="my_model")
     text = model.summary()
     assert isinstance(text, str)
-    for word in ("my_model", "hidden_layer", "drop", "logits", "Dense", "Dropout", "Total params: 39", "24", "15"):
+    for word in ("my_model", "hidden_layer", "drop", "logits", "Dense", "Dropout", "Total params: 39",
+                 "24", "15"):
         assert word in text, word
     assert "(None, 4)" in text and "(None, 3)" in text
     assert text in capsys.readouterr().out
@@ -580,7 +582,8 @@ def test_mse_accepts_vector_targets_for_one_output(rng):
 def test_sparse_from_logits_with_a_linear_last_layer(rng):
     x, y = blobs(rng, n=120)
     model = fnn.Sequential([L.Dense(16, activation="relu"), L.Dense(3)], input_shape=(4,), dtype="float64")
-    model.compile(optimizers.Adam(learning_rate=0.02), loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizers.Adam(learning_rate=0.02),
+                  loss=losses.SparseCategoricalCrossentropy(from_logits=True))
     hist = model.fit(x, y, batch_size=16, epochs=15, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     z = model.predict(x)                                   # logits, not probabilities
@@ -708,8 +711,8 @@ class MemoryProbe(Callback):
 
 def test_memory_does_not_grow_with_epochs(rng):
     x, y = blobs(rng, n=256, d=32)
-    model = fnn.Sequential([L.Dense(256, activation="relu"), L.Dropout(0.1), L.Dense(3, activation="softmax")],
-                           input_shape=(32,))
+    model = fnn.Sequential([L.Dense(256, activation="relu"), L.Dropout(0.1),
+                            L.Dense(3, activation="softmax")], input_shape=(32,))
     model.compile("adam")
     probe = MemoryProbe()
     tracemalloc.start()
@@ -720,3 +723,77 @@ def test_memory_does_not_grow_with_epochs(rng):
     one_buffer = 64 * 256 * 4                              # one (batch, 256) float32 activation
     growth = probe.current[-1] - probe.current[1]
     assert growth < one_buffer, f"traced memory grew by {growth} bytes over 4 epochs: {probe.current}"
+
+
+# ---- inputs and outputs do not alias ------------------------------------------------------------
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_fit_does_not_modify_the_caller_arrays(rng, shuffle):
+    x = rng.standard_normal((40, 6))
+    y = rng.integers(0, 3, 40)
+    x0, y0 = x.copy(), y.copy()
+    model = fnn.Sequential([L.Dropout(0.5), L.LeakyReLU(0.1), L.Dense(8, activation="relu"), L.Dropout(0.5),
+                            L.Dense(3, activation="softmax")], input_shape=(6,), dtype="float64")
+    model.compile("adam")
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=shuffle, validation_data=(x, y), verbose=0)
+    model.train_on_batch(x, y)
+    model.evaluate(x, y)
+    model.predict(x)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+
+
+@pytest.mark.parametrize("layers, shape", [
+    (lambda: [L.Dense(4), L.Softmax()], (5,)),
+    (lambda: [L.Dropout(0.5)], (5,)),
+    (lambda: [L.Flatten()], (2, 3)),
+    (lambda: [L.Flatten(), L.Dropout(0.2)], (2, 3)),
+])
+@pytest.mark.parametrize("batch_size", [256, 3])
+def test_predict_returns_fresh_arrays(rng, layers, shape, batch_size):
+    model = fnn.Sequential(layers(), input_shape=shape, dtype="float64")
+    x = rng.standard_normal((7,) + shape)
+    p1 = model.predict(x, batch_size=batch_size)
+    assert not np.shares_memory(p1, x)
+    expected = p1.copy()
+    p1[...] = 123.0                                   # the caller owns the result
+    p2 = model.predict(x, batch_size=batch_size)
+    np.testing.assert_array_equal(p2, expected)
+    assert not np.shares_memory(p1, p2)
+
+
+@pytest.mark.parametrize("head, loss", [
+    (lambda: [L.Dense(3), L.Softmax()], "sparse_categorical_crossentropy"),
+    (lambda: [L.Dense(3), L.Softmax()], "categorical_crossentropy"),
+    (lambda: [L.Dense(1), L.Sigmoid()], "binary_crossentropy"),
+    (lambda: [L.Dense(3, activation="sigmoid")], "categorical_crossentropy"),   # not fused
+    (lambda: [L.Dense(2, activation="softmax")], "binary_crossentropy"),        # not fused
+])
+def test_evaluate_matches_predict_for_activation_layers(rng, head, loss):
+    x, y = blobs(rng, n=45)
+    model = fnn.Sequential([L.Dense(8, activation="tanh")] + head(), input_shape=(4,), dtype="float64")
+    model.compile(optimizers.Adam(learning_rate=0.01), loss=loss)
+    k = model.output_shape[0]
+    if loss == "sparse_categorical_crossentropy":
+        t = y
+    elif loss == "categorical_crossentropy":
+        t = np.eye(3)[y]
+    else:
+        t = np.eye(2)[y % 2] if k == 2 else (y % 2).astype(np.float64)
+    hist = model.fit(x, t, batch_size=9, epochs=5, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    p = model.predict(x)
+    logs = model.evaluate(x, t, batch_size=10)
+    assert all(type(v) is float for v in logs.values())
+    if loss == "sparse_categorical_crossentropy":
+        expected = sparse_xent(p, t)
+    elif loss == "categorical_crossentropy":
+        expected = float(-(t * np.log(p)).sum(axis=1).mean())
+    else:
+        expected = bce(p, t.reshape(p.shape))
+    assert logs["loss"] == pytest.approx(expected, rel=1e-8)
+
+
+def test_summary_of_an_unbuilt_model():
+    model = fnn.Sequential([L.Dense(4, name="later")])
+    text = model.summary()
+    assert "later" in text and "Total params: 0" in text

@@ -73,36 +73,42 @@ static void *fnn_gemm_workspace(size_t bytes)
     return w->p;
 }
 
-/* ---- thread partition ---------------------------------------------------------------------
- * Below this many multiply-adds per thread, waking another thread costs more than it saves
- * (an OpenMP fork/join is a few microseconds; 2^18 MACs take ~4 us at ~150 GFLOP/s). */
-#define FNN_GEMM_MIN_MACS_PER_THREAD ((int64_t)1 << 18)
-
 #ifdef FNN_GEMM_TUNE
 static int64_t tune_env(const char *name, int64_t def)
 {
     const char *s = getenv(name);
     return s ? atoll(s) : def;
 }
-#define FNN_GEMM_DIRECT_MAX_M tune_env("FNN_DIRECT_M", 12)
+#define FNN_GEMM_DIRECT_MAX_A_TRAFFIC ((double)tune_env("FNN_DIRECT_A", 4 << 20))
 #else
-#define FNN_GEMM_DIRECT_MAX_M 12
+#define FNN_GEMM_DIRECT_MAX_A_TRAFFIC ((double)(4 << 20))
 #endif
 
+/* ---- thread partition ---------------------------------------------------------------------
+ * Below this many multiply-adds per thread, waking another thread costs more than it saves
+ * (an OpenMP fork/join is a few microseconds; 2^18 MACs take ~4 us at ~150 GFLOP/s). */
+#ifdef FNN_GEMM_TUNE
+#define FNN_GEMM_MIN_MACS_PER_THREAD tune_env("FNN_MIN_MACS", (int64_t)1 << 18)
+#else
+#define FNN_GEMM_MIN_MACS_PER_THREAD ((int64_t)1 << 18)
+#endif
+
+
 /* Picks the number of threads and a tm x tn grid of C blocks (in whole MR x NR tiles) that
- * minimises the busiest thread's cost: its share of the product plus the packing it does
- * (a thread packs all the A rows and all the B columns of its block, so a grid of 2 x 1
- * packs B twice, 1 x 2 packs A twice). */
-static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int n_threads, int *tm_out,
-                            int *tn_out)
+ * minimises the busiest thread's cost: its share of the product, with partial tiles costed
+ * by the rows they really compute, plus the packing it does (with packing, a thread packs
+ * all the A rows and B columns of its block: a 2 x 1 grid packs B twice, 1 x 2 packs A
+ * twice). Ties go to fewer threads. */
+static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int n_threads, int packed,
+                            int *tm_out, int *tn_out)
 {
     int nt = n_threads < 1 ? 1 : n_threads;
 #ifndef _OPENMP
     nt = 1;
 #endif
-    const int64_t macs = m * n * k;
+    (void)k;
     if (nt > 1) {
-        int64_t cap = macs / FNN_GEMM_MIN_MACS_PER_THREAD;
+        const double cap = (double)m * (double)n * (double)k / (double)FNN_GEMM_MIN_MACS_PER_THREAD;
         if (cap < nt)
             nt = cap < 1 ? 1 : (int)cap;
     }
@@ -115,22 +121,25 @@ static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int
         return 1;
 
     /* Packing one element costs about as much as 16 multiply-adds in the kernel. */
-    const double pack_cost = 16.0;
+    const double pack_cost = packed ? 16.0 : 0.0;
     double best = 0;
     int best_tm = 1, best_tn = 1;
-    for (int tm = 1; tm <= nt; tm++) {
-        int tn = nt / tm;
-        if (tm > tiles_m || tn > tiles_n)
-            continue;
-        double rows = (double)((tiles_m + tm - 1) / tm * mr);
-        double cols = (double)((tiles_n + tn - 1) / tn * nr);
-        double cost = rows * cols + pack_cost * (rows + cols);
-        if (best == 0 || cost < best * 0.999) {
-            best = cost;
-            best_tm = tm;
-            best_tn = tn;
+    for (int t = 2; t <= nt; t++)
+        for (int tm = 1; tm <= t; tm++) {
+            const int tn = t / tm;
+            if (tm * tn != t || tm > tiles_m || tn > tiles_n)
+                continue;
+            /* the largest block: ceil(tiles/t) tiles, the last one possibly partial */
+            const int64_t bt_m = (tiles_m + tm - 1) / tm, bt_n = (tiles_n + tn - 1) / tn;
+            const double rows = (double)(bt_m * mr < m ? bt_m * mr : m);
+            const double cols = (double)(bt_n * nr < n ? bt_n * nr : n);
+            const double cost = rows * cols + pack_cost * (rows + cols);
+            if (best == 0 || cost < best * 0.98) {
+                best = cost;
+                best_tm = tm;
+                best_tn = tn;
+            }
         }
-    }
     *tm_out = best_tm;
     *tn_out = best_tn;
     return best_tm * best_tn;

@@ -78,6 +78,7 @@ typedef struct {
     fnn_gemm_pack_f32 pack_a_copy, pack_a_trans; /* W = mr */
     fnn_gemm_pack_f32 pack_b_copy, pack_b_trans; /* W = nr */
     fnn_gemm_ukd_f32 ukd;                        /* NULL: always pack */
+    int nr_wide;                                 /* ukd accepts nr <= nr_wide when mr <= 2 */
 } fnn_gemm_desc_f32;
 
 typedef struct {
@@ -87,6 +88,7 @@ typedef struct {
     fnn_gemm_pack_f64 pack_a_copy, pack_a_trans;
     fnn_gemm_pack_f64 pack_b_copy, pack_b_trans;
     fnn_gemm_ukd_f64 ukd;
+    int nr_wide;
 } fnn_gemm_desc_f64;
 
 extern const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32;

@@ -33,8 +33,8 @@
 /* kc: the 6 x kc A micro-panel (6 KiB at kc = 256 floats) stays in a 32 KiB L1 next to the
  * streamed B micro-panels; nc: the kc x nc B block (512 KiB) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32 = {
-    6, 8, 120, 256, 512, ukr_ref_f32, 0, 0, 0, 0, 0,
+    6, 8, 120, 256, 512, ukr_ref_f32, 0, 0, 0, 0, 0, 0,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_ref_f64 = {
-    6, 4, 120, 256, 256, ukr_ref_f64, 0, 0, 0, 0, 0,
+    6, 4, 120, 256, 256, ukr_ref_f64, 0, 0, 0, 0, 0, 0,
 };

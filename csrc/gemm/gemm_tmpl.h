@@ -117,20 +117,29 @@ static void FNN_NAME(gemm_part)(const FNN_ARGS *g, int64_t i0, int64_t i1, int64
             const int64_t kc = (k - pc < g->kcb) ? k - pc : g->kcb;
             const int first = (pc == 0), last = (pc + kc == k);
 
-            for (int64_t jr = 0; jr < nc; jr += NR) {
-                const int64_t nr = (nc - jr < NR) ? nc - jr : NR;
-                if (g->trans_b) {
+            if (g->trans_b) {
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    const int64_t nr = (nc - jr < NR) ? nc - jr : NR;
                     const FNN_T *src = g->b + (jc + jr) * ldb + pc;
                     if (d->pack_b_trans)
                         d->pack_b_trans(nr, kc, src, ldb, bp + jr * kc);
                     else
                         FNN_NAME(pack_trans)(NR, nr, kc, src, ldb, bp + jr * kc);
-                } else {
-                    const FNN_T *src = g->b + pc * ldb + jc + jr;
-                    if (d->pack_b_copy)
-                        d->pack_b_copy(nr, kc, src, ldb, bp + jr * kc);
-                    else
-                        FNN_NAME(pack_copy)(NR, nr, kc, src, ldb, bp + jr * kc);
+                }
+            } else {
+                /* Bands of 16 rows across all panels: B is read nearly sequentially, which
+                 * the hardware prefetchers follow (a panel at a time strides by ldb). */
+                for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+                    const int64_t pk = (kc - p0 < 16) ? kc - p0 : 16;
+                    for (int64_t jr = 0; jr < nc; jr += NR) {
+                        const int64_t nr = (nc - jr < NR) ? nc - jr : NR;
+                        const FNN_T *src = g->b + (pc + p0) * ldb + jc + jr;
+                        FNN_T *dst = bp + jr * kc + p0 * NR;
+                        if (d->pack_b_copy)
+                            d->pack_b_copy(nr, pk, src, ldb, dst);
+                        else
+                            FNN_NAME(pack_copy)(NR, nr, pk, src, ldb, dst);
+                    }
                 }
             }
 
@@ -189,14 +198,17 @@ static void FNN_NAME(gemm_noproduct)(const FNN_ARGS *g)
     }
 }
 
-static void FNN_NAME(gemm_direct_part)(const FNN_ARGS *g, const FNN_EPI *epi, int64_t j0, int64_t j1)
+static void FNN_NAME(gemm_direct_part)(const FNN_ARGS *g, const FNN_EPI *epi, int64_t i0, int64_t i1,
+                                       int64_t j0, int64_t j1)
 {
-    const int MR = g->d->mr, NR = g->d->nr;
+    const int MR = g->d->mr;
+    const int NR = (g->m <= 2 && g->d->nr_wide > 0) ? g->d->nr_wide : g->d->nr;
     const int64_t a_rs = g->trans_a ? 1 : g->lda, a_cs = g->trans_a ? g->lda : 1;
+    /* A strip of B (k x NR) is reused from cache by every row panel before moving on. */
     for (int64_t j = j0; j < j1; j += NR) {
         const int nr = (int)((j1 - j < NR) ? j1 - j : NR);
-        for (int64_t i = 0; i < g->m; i += MR) {
-            const int mr = (int)((g->m - i < MR) ? g->m - i : MR);
+        for (int64_t i = i0; i < i1; i += MR) {
+            const int mr = (int)((i1 - i < MR) ? i1 - i : MR);
             const FNN_T *tb = g->bias ? (g->bias_row ? g->bias + i : g->bias + j) : NULL;
             g->d->ukd(g->k, g->a + i * a_rs, a_rs, a_cs, g->b + j, g->ldb, g->c + i * g->ldc + j, g->ldc,
                       mr, nr, epi, tb);
@@ -204,38 +216,43 @@ static void FNN_NAME(gemm_direct_part)(const FNN_ARGS *g, const FNN_EPI *epi, in
     }
 }
 
-/* m <= MR, B not transposed: column blocks of NR, split between threads in whole blocks. */
+/* Unpacked path: the whole k in one pass per tile, tiles split between threads on the same
+ * grid as the packed path (nothing is packed, so any grid costs the same reads). */
 static void FNN_NAME(gemm_direct)(const FNN_ARGS *g, int n_threads)
 {
+    const FNN_DESC *d = g->d;
     FNN_EPI epi;
     epi.alpha = g->alpha;
     epi.beta = g->beta;
     epi.flags = (g->beta == 0 ? FNN_GEMM_E_BETA0 : 0) | (g->relu ? FNN_GEMM_E_RELU : 0) |
                 (g->bias_row ? FNN_GEMM_E_BIASROW : 0);
-    const int NR = g->d->nr;
-    const int64_t tiles_n = (g->n + NR - 1) / NR;
-    int nt = n_threads < 1 ? 1 : n_threads;
-    const int64_t cap = g->m * g->n * g->k / FNN_GEMM_MIN_MACS_PER_THREAD;
-    if (cap < nt)
-        nt = cap < 1 ? 1 : (int)cap;
-    if (nt > tiles_n)
-        nt = (int)tiles_n;
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            for (int part = tid; part < nt; part += nth) {
-                const int64_t j0 = tiles_n * part / nt * NR;
-                const int64_t j1 = (part + 1 == nt) ? g->n : tiles_n * (part + 1) / nt * NR;
-                if (j0 < j1)
-                    FNN_NAME(gemm_direct_part)(g, &epi, j0, j1);
-            }
-        }
+    const int NR = (g->m <= 2 && d->nr_wide > 0) ? d->nr_wide : d->nr;
+    int tm = 1, tn = 1;
+    const int nt = fnn_gemm_threads(g->m, g->n, g->k, d->mr, NR, n_threads, 0, &tm, &tn);
+    if (nt <= 1) {
+        FNN_NAME(gemm_direct_part)(g, &epi, 0, g->m, 0, g->n);
         return;
     }
+    const int64_t tiles_m = (g->m + d->mr - 1) / d->mr, tiles_n = (g->n + NR - 1) / NR;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
 #endif
-    FNN_NAME(gemm_direct_part)(g, &epi, 0, g->n);
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        for (int part = tid; part < tm * tn; part += nth) {
+            const int pi = part / tn, pj = part % tn;
+            const int64_t i0 = tiles_m * pi / tm * d->mr;
+            const int64_t i1 = (pi + 1 == tm) ? g->m : tiles_m * (pi + 1) / tm * d->mr;
+            const int64_t j0 = tiles_n * pj / tn * NR;
+            const int64_t j1 = (pj + 1 == tn) ? g->n : tiles_n * (pj + 1) / tn * NR;
+            if (i0 < i1 && j0 < j1)
+                FNN_NAME(gemm_direct_part)(g, &epi, i0, i1, j0, j1);
+        }
+    }
 }
 
 /* Workspace of one thread: the B block then the A block, both 64-byte aligned. */
@@ -298,9 +315,20 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
         return FNN_OK;
     }
 
-    /* Few rows and B not transposed: B would be used by one row panel only, so packing it
-     * would triple its memory traffic; the direct kernel streams it in place instead. */
-    if (d->ukd && !trans_b && m <= FNN_GEMM_DIRECT_MAX_M) {
+    /* Direct (unpacked) kernels when B is not transposed and either
+     *  - m <= MR: B would be used by one row panel only, so packing it would triple its
+     *    memory traffic (stores are the scarce resource when packing), or
+     *  - the small products of neural nets: A is re-read from L2 for every NR-column strip
+     *    of B (and B strips for every row panel), which costs less than both packings
+     *    (about 15% of the time at these sizes) while that re-read traffic stays under a
+     *    few MiB. Transposed A measured faster packed, and so did rows of A a multiple of
+     *    2 KiB apart: the MR rows read at once then fall into one or two of the 64 L1 set
+     *    groups and evict each other. */
+    if (d->ukd && !trans_b &&
+        (m <= d->mr ||
+         (!trans_a && (lda * (int64_t)sizeof(FNN_T)) % 2048 != 0 &&
+          (double)m * (double)k * sizeof(FNN_T) * (double)((n + d->nr - 1) / d->nr) <=
+              FNN_GEMM_DIRECT_MAX_A_TRAFFIC))) {
         FNN_NAME(gemm_direct)(&g, n_threads);
         return FNN_OK;
     }
@@ -316,7 +344,7 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
     }
 
     int tm = 1, tn = 1;
-    int nt = fnn_gemm_threads(m, n, k, d->mr, d->nr, n_threads, &tm, &tn);
+    int nt = fnn_gemm_threads(m, n, k, d->mr, d->nr, n_threads, 1, &tm, &tn);
 
     if (nt <= 1) {
         size_t a_off;

@@ -5,8 +5,8 @@ import itertools
 
 import numpy as np
 
-from .. import _config, backend
-from .._validate import as_array, check_shape, fail
+from .. import _config, backend, initializers
+from .._validate import NotBuiltError, as_array, check_shape, fail
 
 _counter = itertools.count()
 
@@ -14,7 +14,8 @@ _counter = itertools.count()
 class Layer:
     """Base of all layers.
 
-    A subclass implements ``compute_output_shape``, ``_build`` (allocating ``self.params``),
+    A subclass implements ``compute_output_shape``, ``param_specs`` (the shapes and initialisers
+    of its weights; ``_build`` for any other state),
     ``_forward(x, training, logits)`` and ``_backward(dy, need_dx)``. The public ``forward``
     and ``backward`` check their inputs and then call these; ``Sequential`` calls the private
     ones directly, having checked the model input once.
@@ -71,13 +72,20 @@ class Layer:
         self.dtype = _config.as_float_dtype(dtype) if dtype is not None else _config.get_default_dtype()
         self.output_shape = tuple(self.compute_output_shape(shape))
         self.input_shape = shape
+        self.params = [self.backend.asarray(initializers.initialize(init, shape_, self.dtype))
+                       for shape_, init in self.param_specs(shape)]
         self._build(shape)
         self.grads = [np.zeros_like(p) for p in self.params]
         self._bufs = {}
         self.built = True
 
+    def param_specs(self, input_shape: tuple) -> list:
+        """``[(shape, initializer name), ...]`` of the weights for inputs of ``input_shape``, in
+        ``get_weights`` order. Model files are checked against it before anything is allocated."""
+        return []
+
     def _build(self, input_shape: tuple) -> None:
-        """Allocate self.params (layers without weights have nothing to do)."""
+        """Set up state other than the weights (most layers have none)."""
 
     # ---- computing -----------------------------------------------------------------------
     def forward(self, x, training: bool = True):
@@ -139,8 +147,14 @@ class Layer:
 
     def set_weights(self, weights) -> None:
         """Set the weights from a list of arrays of the shapes ``get_weights`` returns."""
+        new = self._checked_weights(weights)
+        for p, w in zip(self.params, new):
+            p[...] = self.backend.asarray(w)
+
+    def _checked_weights(self, weights) -> list:
+        """The arrays ``set_weights`` would assign, converted and checked (nothing is changed)."""
         if not self.built:
-            raise RuntimeError(f"{self.name}: build the layer before set_weights")
+            raise NotBuiltError(f"{self.name}: build the layer before set_weights")
         weights = list(weights)
         if len(weights) != len(self.params):
             fail(f"{self.name}.set_weights", f"{len(self.params)} arrays", f"{len(weights)}")
@@ -152,8 +166,7 @@ class Layer:
             if not np.isfinite(w).all():
                 fail(f"{self.name}.set_weights[{i}]", "finite values", "NaN or infinity")
             new.append(w)
-        for p, w in zip(self.params, new):
-            p[...] = self.backend.asarray(w)
+        return new
 
     def count_params(self) -> int:
         return int(sum(p.size for p in self.params))

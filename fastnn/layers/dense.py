@@ -57,11 +57,11 @@ class Dense(Layer):
                  f"input_shape (N, {', '.join(map(str, input_shape))})")
         return (self.units,)
 
-    def _build(self, input_shape):
-        w = initializers.initialize(self.kernel_initializer, (input_shape[0], self.units), self.dtype)
-        self.params = [self.backend.asarray(w)]
+    def param_specs(self, input_shape):
+        specs = [((input_shape[0], self.units), self.kernel_initializer)]
         if self.use_bias:
-            self.params.append(self.backend.zeros((self.units,), dtype=self.dtype))
+            specs.append(((self.units,), "zeros"))
+        return specs
 
     def weight_names(self):
         return ["W", "b"] if self.use_bias else ["W"]

@@ -1,8 +1,6 @@
 """Inverted dropout with a counter-based mask."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import _config
 from .._validate import real
 from .base import Layer
@@ -57,5 +55,10 @@ class Dropout(Layer):
         return {"seed": str(self.seed), "counter": str(self.counter)}
 
     def load_state(self, state: dict) -> None:
-        self.seed = int(np.uint64(int(state["seed"])))
-        self.counter = int(state["counter"])
+        values = {}
+        for key in ("seed", "counter"):
+            value = int(state[key])
+            if not 0 <= value < 2**64:
+                raise ValueError(f"{self.name}: dropout {key} must be in [0, 2**64), got {value}")
+            values[key] = value
+        self.seed, self.counter = values["seed"], values["counter"]

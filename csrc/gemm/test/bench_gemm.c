@@ -27,7 +27,10 @@ int main(int argc, char **argv)
     const double secs = argc > 6 ? atof(argv[6]) : 1.0;
     const int f64 = argc > 7 && strcmp(argv[7], "f64") == 0;
     const size_t es = f64 ? sizeof(double) : sizeof(float);
-    void *a = malloc(es * (size_t)(m * k)), *b = malloc(es * (size_t)(k * n)), *c = malloc(es * (size_t)(m * n));
+    const size_t off = getenv("FNN_MISALIGN") ? (size_t)atoi(getenv("FNN_MISALIGN")) : 0;
+    char *a0 = aligned_alloc(64, es * (size_t)(m * k) + 64), *b0 = aligned_alloc(64, es * (size_t)(k * n) + 64);
+    char *c0 = aligned_alloc(64, es * (size_t)(m * n) + 64);
+    void *a = a0 + off, *b = b0 + off, *c = c0 + off;
     for (int64_t i = 0; i < m * k; i++) {
         if (f64) ((double *)a)[i] = (double)(i % 7) - 3; else ((float *)a)[i] = (float)(i % 7) - 3;
     }
@@ -50,8 +53,8 @@ int main(int argc, char **argv)
     printf("%s %s m=%lld k=%lld n=%lld flags=%d threads=%d: %.1f GFLOP/s (%.1f us/call)\n",
            fnn_arch_name(fnn_arch_get()), f64 ? "f64" : "f32", (long long)m, (long long)k,
            (long long)n, flags, nt, 2.0 * (double)(m * n * k) * (double)reps / t / 1e9, t / (double)reps * 1e6);
-    free(a);
-    free(b);
-    free(c);
+    free(a0);
+    free(b0);
+    free(c0);
     return 0;
 }

@@ -188,12 +188,160 @@ static void ukr_f64_6x8(int64_t k, const double *restrict a, const double *restr
         memcpy(c + i * ldc, t + i * NR_F64, sizeof(double) * (size_t)nr);
 }
 
+/* ---- packing ----------------------------------------------------------------------------
+ * Vector packers for the full panels (w == W) that dominate; the edge panels and the kc tail
+ * (fewer than 8 or 4 steps) take the scalar loops. Transposing packs go through 8 x 8 (float)
+ * and 4 x 4 (double) register transposes. Stores never go past the panel: AVX2 masked stores
+ * are slow on some CPUs, so partial rows are written as 128-bit + 64-bit pieces. */
+static void pack_scalar_f32(int W, int64_t w, int64_t p0, int64_t kc, const float *src, int64_t rs,
+                            int64_t cs, float *dst)
+{
+    for (int64_t p = p0; p < kc; p++)
+        for (int64_t i = 0; i < W; i++)
+            dst[p * W + i] = i < w ? src[i * rs + p * cs] : 0.0f;
+}
+
+static void pack_scalar_f64(int W, int64_t w, int64_t p0, int64_t kc, const double *src, int64_t rs,
+                            int64_t cs, double *dst)
+{
+    for (int64_t p = p0; p < kc; p++)
+        for (int64_t i = 0; i < W; i++)
+            dst[p * W + i] = i < w ? src[i * rs + p * cs] : 0.0;
+}
+
+static inline void transpose8_f32(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+static inline void transpose4_f64(__m256d r[4])
+{
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+/* B not transposed: element (j, p) at src[p*ld + j] */
+static void pack_b_copy_f32(int64_t w, int64_t kc, const float *src, int64_t ld, float *dst)
+{
+    if (w < NR_F32) {
+        pack_scalar_f32(NR_F32, w, 0, kc, src, 1, ld, dst);
+        return;
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        _mm256_store_ps(dst + p * NR_F32, _mm256_loadu_ps(src + p * ld));
+        _mm256_store_ps(dst + p * NR_F32 + 8, _mm256_loadu_ps(src + p * ld + 8));
+    }
+}
+
+/* element (i, p) at src[i*ld + p], W = 16 (B transposed) or 6 (A not transposed) */
+static inline void pack_trans_f32(const int W, int64_t w, int64_t kc, const float *src, int64_t ld,
+                                  float *dst)
+{
+    if (w < W) {
+        pack_scalar_f32(W, w, 0, kc, src, ld, 1, dst);
+        return;
+    }
+    int64_t p0 = 0;
+    for (; p0 + 8 <= kc; p0 += 8)
+        for (int g = 0; g < W; g += 8) {
+            const int rows = W - g < 8 ? W - g : 8;
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = i < rows ? _mm256_loadu_ps(src + (g + i) * ld + p0) : _mm256_setzero_ps();
+            transpose8_f32(r);
+            for (int j = 0; j < 8; j++) {
+                float *d = dst + (p0 + j) * W + g;
+                if (rows == 8) {
+                    _mm256_storeu_ps(d, r[j]);
+                } else { /* rows == 6 */
+                    _mm_storeu_ps(d, _mm256_castps256_ps128(r[j]));
+                    _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[j], 1));
+                }
+            }
+        }
+    pack_scalar_f32(W, w, p0, kc, src, ld, 1, dst);
+}
+
+static void pack_a_trans_f32(int64_t w, int64_t kc, const float *src, int64_t ld, float *dst)
+{
+    pack_trans_f32(MR_F32, w, kc, src, ld, dst);
+}
+static void pack_b_trans_f32(int64_t w, int64_t kc, const float *src, int64_t ld, float *dst)
+{
+    pack_trans_f32(NR_F32, w, kc, src, ld, dst);
+}
+
+static void pack_b_copy_f64(int64_t w, int64_t kc, const double *src, int64_t ld, double *dst)
+{
+    if (w < NR_F64) {
+        pack_scalar_f64(NR_F64, w, 0, kc, src, 1, ld, dst);
+        return;
+    }
+    for (int64_t p = 0; p < kc; p++) {
+        _mm256_store_pd(dst + p * NR_F64, _mm256_loadu_pd(src + p * ld));
+        _mm256_store_pd(dst + p * NR_F64 + 4, _mm256_loadu_pd(src + p * ld + 4));
+    }
+}
+
+static inline void pack_trans_f64(const int W, int64_t w, int64_t kc, const double *src, int64_t ld,
+                                  double *dst)
+{
+    if (w < W) {
+        pack_scalar_f64(W, w, 0, kc, src, ld, 1, dst);
+        return;
+    }
+    int64_t p0 = 0;
+    for (; p0 + 4 <= kc; p0 += 4)
+        for (int g = 0; g < W; g += 4) {
+            const int rows = W - g < 4 ? W - g : 4;
+            __m256d r[4];
+            for (int i = 0; i < 4; i++)
+                r[i] = i < rows ? _mm256_loadu_pd(src + (g + i) * ld + p0) : _mm256_setzero_pd();
+            transpose4_f64(r);
+            for (int j = 0; j < 4; j++) {
+                double *d = dst + (p0 + j) * W + g;
+                if (rows == 4)
+                    _mm256_storeu_pd(d, r[j]);
+                else /* rows == 2 */
+                    _mm_storeu_pd(d, _mm256_castpd256_pd128(r[j]));
+            }
+        }
+    pack_scalar_f64(W, w, p0, kc, src, ld, 1, dst);
+}
+
+static void pack_a_trans_f64(int64_t w, int64_t kc, const double *src, int64_t ld, double *dst)
+{
+    pack_trans_f64(MR_F64, w, kc, src, ld, dst);
+}
+static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t ld, double *dst)
+{
+    pack_trans_f64(NR_F64, w, kc, src, ld, dst);
+}
+
 /* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
  * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
-    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, 0, 0, 0, 0,
+    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, 0, 0,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
-    MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, 0, 0, 0, 0,
+    MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64, 0, 0,
 };
 #endif

@@ -8,6 +8,9 @@
 
 #include "../../gemm/gemm_internal.h"
 
+#ifndef FNN_PF_ROW
+#define FNN_PF_ROW 4
+#endif
 #ifndef FNN_PF_B
 #define FNN_PF_B 8
 #endif
@@ -17,6 +20,16 @@
 #else
 #define FNN_INLINE static inline
 #endif
+
+static inline __mmask16 mask16(int64_t n)
+{
+    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+}
+
+static inline __mmask8 mask8(int64_t n)
+{
+    return (__mmask8)(n >= 8 ? 0xff : n <= 0 ? 0 : (1u << n) - 1);
+}
 
 /* ---- float: 12 x 32 tiles ----------------------------------------------------------------
  * Two zmm of B per tile row: 12*2 accumulators + 2 B vectors + 1 broadcast of the 32 zmm
@@ -236,10 +249,70 @@ static void ukr_f32(int64_t k, const float *a, const float *b, float *c, int64_t
         kp_f32[nr > 16][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
 }
 
+/* One or two rows (inference, batch 1): a GEMV limited by reading B from L2 or memory, so
+ * strips are NRW_F32 = 128 columns wide: each B row is read as 8 consecutive cache lines,
+ * which the prefetchers follow, instead of 2 lines then a jump of ldb. Same per-element
+ * arithmetic as kern_f32. */
+#define NRW_F32 128
+FNN_INLINE void kern_row_f32(const int R, int64_t k, const float *restrict a, const int64_t a_rs,
+                             const int64_t a_cs, const float *restrict b, const int64_t ldb,
+                             float *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f32 *epi,
+                             const float *restrict bias)
+{
+    __mmask16 mk[8];
+    __m512 acc[2][8];
+    for (int v = 0; v < 8; v++) {
+        mk[v] = mask16(nr - 16 * v);
+        acc[0][v] = acc[1][v] = _mm512_setzero_ps();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb + 96), _MM_HINT_T0);
+        const __m512 a0 = _mm512_set1_ps(a[0]);
+        const __m512 a1 = R > 1 ? _mm512_set1_ps(a[a_rs]) : a0;
+        for (int v = 0; v < 8; v++) {
+            const __m512 bv = _mm512_maskz_loadu_ps(mk[v], b + 16 * v);
+            acc[0][v] = _mm512_fmadd_ps(a0, bv, acc[0][v]);
+            if (R > 1)
+                acc[1][v] = _mm512_fmadd_ps(a1, bv, acc[1][v]);
+        }
+        a += a_cs;
+        b += ldb;
+    }
+    const __m512 alpha = _mm512_set1_ps(epi->alpha), beta = _mm512_set1_ps(epi->beta);
+    const __m512 zero = _mm512_setzero_ps();
+    const int flags = epi->flags;
+    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
+    for (int i = 0; i < R; i++) {
+        float *ci = c + i * ldc;
+        for (int v = 0; v < 8; v++) {
+            if (16 * v >= nr)
+                break;
+            __m512 r = _mm512_mul_ps(alpha, acc[i][v]);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mk[v], ci + 16 * v), r);
+            if (bias_row)
+                r = _mm512_add_ps(r, _mm512_set1_ps(bias[i]));
+            else if (bias)
+                r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mk[v], bias + 16 * v));
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm512_max_ps(zero, r);
+            _mm512_mask_storeu_ps(ci + 16 * v, mk[v], r);
+        }
+    }
+}
+
 static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t ldb,
                     float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
 {
-    kd_f32[mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
+    if (mr == 1)
+        kern_row_f32(1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
+    else if (mr == 2)
+        kern_row_f32(2, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
+    else
+        kd_f32[mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
 }
 
 static void ukr_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, int mr, int nr,
@@ -251,10 +324,66 @@ static void ukr_f64(int64_t k, const double *a, const double *b, double *c, int6
         kp_f64[nr > 8][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
 }
 
+#define NRW_F64 64
+FNN_INLINE void kern_row_f64(const int R, int64_t k, const double *restrict a, const int64_t a_rs,
+                             const int64_t a_cs, const double *restrict b, const int64_t ldb,
+                             double *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f64 *epi,
+                             const double *restrict bias)
+{
+    __mmask8 mk[8];
+    __m512d acc[2][8];
+    for (int v = 0; v < 8; v++) {
+        mk[v] = mask8(nr - 8 * v);
+        acc[0][v] = acc[1][v] = _mm512_setzero_pd();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb + 48), _MM_HINT_T0);
+        const __m512d a0 = _mm512_set1_pd(a[0]);
+        const __m512d a1 = R > 1 ? _mm512_set1_pd(a[a_rs]) : a0;
+        for (int v = 0; v < 8; v++) {
+            const __m512d bv = _mm512_maskz_loadu_pd(mk[v], b + 8 * v);
+            acc[0][v] = _mm512_fmadd_pd(a0, bv, acc[0][v]);
+            if (R > 1)
+                acc[1][v] = _mm512_fmadd_pd(a1, bv, acc[1][v]);
+        }
+        a += a_cs;
+        b += ldb;
+    }
+    const __m512d alpha = _mm512_set1_pd(epi->alpha), beta = _mm512_set1_pd(epi->beta);
+    const __m512d zero = _mm512_setzero_pd();
+    const int flags = epi->flags;
+    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
+    for (int i = 0; i < R; i++) {
+        double *ci = c + i * ldc;
+        for (int v = 0; v < 8; v++) {
+            if (8 * v >= nr)
+                break;
+            __m512d r = _mm512_mul_pd(alpha, acc[i][v]);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm512_fmadd_pd(beta, _mm512_maskz_loadu_pd(mk[v], ci + 8 * v), r);
+            if (bias_row)
+                r = _mm512_add_pd(r, _mm512_set1_pd(bias[i]));
+            else if (bias)
+                r = _mm512_add_pd(r, _mm512_maskz_loadu_pd(mk[v], bias + 8 * v));
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm512_max_pd(zero, r);
+            _mm512_mask_storeu_pd(ci + 8 * v, mk[v], r);
+        }
+    }
+}
+
 static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, int64_t ldb,
                     double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
 {
-    kd_f64[mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
+    if (mr == 1)
+        kern_row_f64(1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
+    else if (mr == 2)
+        kern_row_f64(2, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
+    else
+        kd_f64[mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
 }
 
 /* ---- packing ----------------------------------------------------------------------------
@@ -263,16 +392,6 @@ static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, cons
  * element), so these move whole vectors. Transposing packs go through 16 x 16 (float) or
  * 8 x 8 (double) register transposes. Missing rows and columns (w < W, the kc tail) are
  * loaded as zeros through masks and never touched in memory. */
-
-static inline __mmask16 mask16(int64_t n)
-{
-    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
-}
-
-static inline __mmask8 mask8(int64_t n)
-{
-    return (__mmask8)(n >= 8 ? 0xff : n <= 0 ? 0 : (1u << n) - 1);
-}
 
 /* element (i, p) at src[p*ld + i] */
 FNN_INLINE void pack_copy_f32(const int W, int64_t w, int64_t kc, const float *restrict src, int64_t ld,
@@ -440,10 +559,10 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
  * B micro-panels streaming through; nc: the kc x nc B block (512 KiB) stays in L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx512_f32 = {
     MR_F32, NR_F32, 96, 256, 512, ukr_f32, pack_a_copy_f32, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32,
-    ukd_f32,
+    ukd_f32, NRW_F32,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx512_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64, pack_a_copy_f64, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64,
-    ukd_f64,
+    ukd_f64, NRW_F64,
 };
 #endif
