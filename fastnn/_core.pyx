@@ -38,8 +38,9 @@ cdef inline int64_t _ld(const floating[:, :] x, str what) except -1:
     """Leading dimension of a row-major view (rows may be further apart than the width)."""
     if x.shape[0] == 0 or x.shape[1] == 0:
         return max(x.shape[1], 1)
-    if x.strides[1] != sizeof(floating) or x.strides[0] < x.shape[1] * <Py_ssize_t>sizeof(floating) \
-            or x.strides[0] % sizeof(floating) != 0:
+    # A single column is contiguous whatever its column stride says.
+    if (x.shape[1] > 1 and x.strides[1] != sizeof(floating)) \
+            or x.strides[0] < x.shape[1] * <Py_ssize_t>sizeof(floating) or x.strides[0] % sizeof(floating) != 0:
         raise ValueError(f"{what}: rows must be contiguous with a positive row stride")
     return x.strides[0] // sizeof(floating)
 

@@ -62,11 +62,6 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
             fail("matmul out", "a writeable array with contiguous rows", f"strides {out.strides}")
         if np.may_share_memory(out, a) or np.may_share_memory(out, b):
             fail("matmul out", "an array not overlapping a or b", "an overlapping array")
-        if n == 1 and out.strides[1] != out.itemsize:
-            # A width-1 row is contiguous whatever the column stride, but the GEMM wants unit
-            # column strides: compute into a fresh column and copy it over.
-            out[...] = backend.cpu.matmul(a, b, np.empty((m, 1), dtype=a.dtype), bool(trans_a), bool(trans_b))
-            return out
     return backend.cpu.matmul(a, b, out, bool(trans_a), bool(trans_b))
 
 

@@ -85,14 +85,16 @@ static int64_t tune_env(const char *name, int64_t def)
 #endif
 
 /* ---- thread partition ---------------------------------------------------------------------
- * Below this many multiply-adds per thread, waking another thread costs more than it saves
- * (an OpenMP fork/join is a few microseconds; 2^18 MACs take ~4 us at ~150 GFLOP/s). */
+ * Below this much work per thread, waking another thread costs more than it saves. Measured
+ * with hot (spinning) OpenMP workers on 2 cores: 2 threads break even near 2^18 multiply-adds
+ * (about 4 us) and win clearly from 2^19. Work counts n rounded up to 16 columns (a narrow C
+ * runs the kernel at partial width) and at least 4 rows (1-2 rows are bound by reading B,
+ * which two cores share: 9.3 -> 7.4 us for 1 x 784 x 256). */
 #ifdef FNN_GEMM_TUNE
-#define FNN_GEMM_MIN_MACS_PER_THREAD tune_env("FNN_MIN_MACS", (int64_t)1 << 18)
+#define FNN_GEMM_MIN_MACS_PER_THREAD tune_env("FNN_MIN_MACS", (int64_t)1 << 17)
 #else
-#define FNN_GEMM_MIN_MACS_PER_THREAD ((int64_t)1 << 18)
+#define FNN_GEMM_MIN_MACS_PER_THREAD ((int64_t)1 << 17)
 #endif
-
 
 /* Picks the number of threads and a tm x tn grid of C blocks (in whole MR x NR tiles) that
  * minimises the busiest thread's cost: its share of the product, with partial tiles costed
@@ -106,9 +108,9 @@ static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int
 #ifndef _OPENMP
     nt = 1;
 #endif
-    (void)k;
     if (nt > 1) {
-        const double cap = (double)m * (double)n * (double)k / (double)FNN_GEMM_MIN_MACS_PER_THREAD;
+        const double work = (double)(m < 4 ? 4 : m) * (double)((n + 15) / 16 * 16) * (double)k;
+        const double cap = work / (double)FNN_GEMM_MIN_MACS_PER_THREAD;
         if (cap < nt)
             nt = cap < 1 ? 1 : (int)cap;
     }

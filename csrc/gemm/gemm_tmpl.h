@@ -12,6 +12,14 @@
  * The ir/jr order is the reverse of BLIS because our kernel broadcasts A (MR scalars per
  * step) and loads B as vectors (NR values per step): the broadcast operand is the small one
  * that fits L1.
+ *
+ * Small products (few rows, or the narrow shapes of neural-net layers) skip packing when the
+ * variant has a direct kernel: see gemm_direct and the rule in gemm().
+ *
+ * Threads: C is cut into a grid of blocks in whole MR x NR tiles (fnn_gemm_threads picks the
+ * grid); each thread runs the serial algorithm on its block with its own packing buffers.
+ * Every element is computed by the same instructions in the same order whatever the grid,
+ * so results are bit-identical for any thread count.
  */
 
 typedef struct {

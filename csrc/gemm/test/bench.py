@@ -31,20 +31,20 @@ def load():
     lib = ctypes.CDLL(LIB)
     P = ctypes.c_void_p
     i64 = ctypes.c_int64
-    for name, t in (("fnn_gemm_f32", ctypes.c_float), ("fnn_gemm_f64", ctypes.c_double)):
+    for name, t in (("fnn_gemm_f32_repeat", ctypes.c_float), ("fnn_gemm_f64_repeat", ctypes.c_double)):
         f = getattr(lib, name)
-        f.argtypes = [ctypes.c_int, i64, i64, i64, t, t, P, i64, P, i64, P, P, i64, ctypes.c_int]
+        f.argtypes = [ctypes.c_int, ctypes.c_int, i64, i64, i64, t, t, P, i64, P, i64, P, P, i64, ctypes.c_int]
         f.restype = ctypes.c_int
     lib.fnn_arch_set.argtypes = [ctypes.c_int]
     return lib
 
 
-def timeit(fn, budget):
+def timeit(fn, budget, per_call=1):
     fn()
     n, t0 = 0, time.perf_counter()
     while True:
         fn()
-        n += 1
+        n += per_call
         t = time.perf_counter() - t0
         if t > budget:
             return t / n
@@ -63,7 +63,7 @@ def main():
     lib = load()
     assert lib.fnn_arch_set(ARCHS[args.arch]) == 0
     dt = np.dtype(args.dtype)
-    gemm = lib.fnn_gemm_f32 if dt == np.float32 else lib.fnn_gemm_f64
+    gemm = lib.fnn_gemm_f32_repeat if dt == np.float32 else lib.fnn_gemm_f64_repeat
     shapes = []
     if args.shapes in ("nn", "all"):
         shapes += [(m, k, n, 0) for (m, k, n) in NN_SHAPES]
@@ -88,8 +88,12 @@ def main():
             opa = a.T if flags & 1 else a
             opb = b.T if flags & 2 else b
 
+            # fastnn is called REPS times per ctypes call (ctypes costs microseconds per call,
+            # the Cython binding well under one); numpy is timed call by call from Python.
+            reps = max(1, min(100, int(2e6 / (m * n * k) * 50)))
+
             def f_fnn():
-                gemm(flags, m, n, k, 1.0, 0.0, pa, lda, pb, ldb, None, pc, n, nt)
+                gemm(reps, flags, m, n, k, 1.0, 0.0, pa, lda, pb, ldb, None, pc, n, nt)
 
             def f_np():
                 np.matmul(opa, opb, out=c2)
@@ -101,7 +105,7 @@ def main():
                 tf, tn = [], []
                 for _ in range(args.reps):
                     time.sleep(0.3)
-                    tf.append(timeit(f_fnn, args.time))
+                    tf.append(timeit(f_fnn, args.time, reps))
                     time.sleep(0.3)
                     tn.append(timeit(f_np, args.time))
             flop = 2.0 * m * n * k

@@ -14,8 +14,8 @@
 #define FNN_INLINE static inline
 #endif
 
-/* Edge tiles (mr < MR or nr < NR) are computed in full from the zero-padded panels and
- * written through a small tile buffer: the valid part of C (and of the bias) is copied in,
+/* Edge tiles (mr < MR or nr < NR) are computed in full from the zero-padded panels (or, in
+ * the direct kernels, for the R rows that exist) and written through a small tile buffer: the valid part of C (and of the bias) is copied in,
  * the same vector epilogue as for full tiles runs on the buffer, and the valid part is
  * copied back. AVX2 has no cheap masked stores, and this keeps the rounding of every
  * element independent of where the tile lies. */
@@ -64,26 +64,11 @@ FNN_INLINE void epi_f32(const __m256 acc[MR_F32][2], float *c, int64_t ldc, cons
     }
 }
 
-static void ukr_f32_6x16(int64_t k, const float *restrict a, const float *restrict b, float *restrict c,
-                         int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *restrict bias)
+/* The tile leaves registers through epi_f32: straight into C for a full tile, through the
+ * tile buffer otherwise. */
+static void store_f32(const __m256 acc[MR_F32][2], float *c, int64_t ldc, int mr, int nr,
+                      const fnn_gemm_epi_f32 *epi, const float *bias)
 {
-    __m256 acc[MR_F32][2];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_F32; i++) {
-        acc[i][0] = _mm256_setzero_ps();
-        acc[i][1] = _mm256_setzero_ps();
-    }
-    for (int64_t p = 0; p < k; p++) {
-        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-#pragma GCC unroll 8
-        for (int i = 0; i < MR_F32; i++) {
-            const __m256 ai = _mm256_broadcast_ss(a + i);
-            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-        }
-        a += MR_F32;
-        b += NR_F32;
-    }
     if (mr == MR_F32 && nr == NR_F32) {
         epi_f32(acc, c, ldc, epi, bias);
         return;
@@ -103,6 +88,66 @@ static void ukr_f32_6x16(int64_t k, const float *restrict a, const float *restri
     epi_f32(acc, t, NR_F32, epi, tbias);
     for (int i = 0; i < mr; i++)
         memcpy(c + i * ldc, t + i * NR_F32, sizeof(float) * (size_t)nr);
+}
+
+/* R rows of the tile are computed (the rest stay zero). direct = 0: packed panels;
+ * direct = 1: A and B read in place (a[i*a_rs + p*a_cs], b[p*b_rs + j]), B rows through
+ * masked loads when nr < NR because nothing is padded. */
+FNN_INLINE void kern_f32(const int R, const int direct, int64_t k, const float *restrict a, const int64_t a_rs,
+                         const int64_t a_cs, const float *restrict b, const int64_t b_rs, float *restrict c,
+                         int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *restrict bias)
+{
+    __m256 acc[MR_F32][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F32; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i lm0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), iota);
+    const __m256i lm1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), iota);
+    const int full = nr == NR_F32;
+    for (int64_t p = 0; p < k; p++) {
+        __m256 b0, b1;
+        if (!direct) {
+            b0 = _mm256_load_ps(b);
+            b1 = _mm256_load_ps(b + 8);
+        } else if (full) {
+            b0 = _mm256_loadu_ps(b);
+            b1 = _mm256_loadu_ps(b + 8);
+        } else {
+            b0 = _mm256_maskload_ps(b, lm0);
+            b1 = _mm256_maskload_ps(b + 8, lm1);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const __m256 ai = _mm256_broadcast_ss(a + i * a_rs);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += a_cs;
+        b += direct ? b_rs : NR_F32;
+    }
+    store_f32(acc, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukr_f32_6x16(int64_t k, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr,
+                         const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    kern_f32(MR_F32, 0, k, a, 1, MR_F32, b, 0, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t ldb,
+                    float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    switch (mr) {
+    case 1: kern_f32(1, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 2: kern_f32(2, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 3: kern_f32(3, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 4: kern_f32(4, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 5: kern_f32(5, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    default: kern_f32(6, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    }
 }
 
 /* ---- double: 6 x 8 (same structure, 4 lanes per ymm) ------------------------------------ */
@@ -147,26 +192,9 @@ FNN_INLINE void epi_f64(const __m256d acc[MR_F64][2], double *c, int64_t ldc, co
     }
 }
 
-static void ukr_f64_6x8(int64_t k, const double *restrict a, const double *restrict b, double *restrict c,
-                        int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *restrict bias)
+static void store_f64(const __m256d acc[MR_F64][2], double *c, int64_t ldc, int mr, int nr,
+                      const fnn_gemm_epi_f64 *epi, const double *bias)
 {
-    __m256d acc[MR_F64][2];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_F64; i++) {
-        acc[i][0] = _mm256_setzero_pd();
-        acc[i][1] = _mm256_setzero_pd();
-    }
-    for (int64_t p = 0; p < k; p++) {
-        const __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
-#pragma GCC unroll 8
-        for (int i = 0; i < MR_F64; i++) {
-            const __m256d ai = _mm256_broadcast_sd(a + i);
-            acc[i][0] = _mm256_fmadd_pd(ai, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_pd(ai, b1, acc[i][1]);
-        }
-        a += MR_F64;
-        b += NR_F64;
-    }
     if (mr == MR_F64 && nr == NR_F64) {
         epi_f64(acc, c, ldc, epi, bias);
         return;
@@ -186,6 +214,64 @@ static void ukr_f64_6x8(int64_t k, const double *restrict a, const double *restr
     epi_f64(acc, t, NR_F64, epi, tbias);
     for (int i = 0; i < mr; i++)
         memcpy(c + i * ldc, t + i * NR_F64, sizeof(double) * (size_t)nr);
+}
+
+FNN_INLINE void kern_f64(const int R, const int direct, int64_t k, const double *restrict a,
+                         const int64_t a_rs, const int64_t a_cs, const double *restrict b, const int64_t b_rs,
+                         double *restrict c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi,
+                         const double *restrict bias)
+{
+    __m256d acc[MR_F64][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F64; i++) {
+        acc[i][0] = _mm256_setzero_pd();
+        acc[i][1] = _mm256_setzero_pd();
+    }
+    const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256i lm0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr), iota);
+    const __m256i lm1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr - 4), iota);
+    const int full = nr == NR_F64;
+    for (int64_t p = 0; p < k; p++) {
+        __m256d b0, b1;
+        if (!direct) {
+            b0 = _mm256_load_pd(b);
+            b1 = _mm256_load_pd(b + 4);
+        } else if (full) {
+            b0 = _mm256_loadu_pd(b);
+            b1 = _mm256_loadu_pd(b + 4);
+        } else {
+            b0 = _mm256_maskload_pd(b, lm0);
+            b1 = _mm256_maskload_pd(b + 4, lm1);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const __m256d ai = _mm256_broadcast_sd(a + i * a_rs);
+            acc[i][0] = _mm256_fmadd_pd(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_pd(ai, b1, acc[i][1]);
+        }
+        a += a_cs;
+        b += direct ? b_rs : NR_F64;
+    }
+    store_f64(acc, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukr_f64_6x8(int64_t k, const double *a, const double *b, double *c, int64_t ldc, int mr, int nr,
+                        const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+    kern_f64(MR_F64, 0, k, a, 1, MR_F64, b, 0, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, int64_t ldb,
+                    double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+    switch (mr) {
+    case 1: kern_f64(1, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 2: kern_f64(2, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 3: kern_f64(3, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 4: kern_f64(4, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    case 5: kern_f64(5, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    default: kern_f64(6, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;
+    }
 }
 
 /* ---- packing ----------------------------------------------------------------------------
@@ -339,9 +425,9 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
 /* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
  * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
-    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, 0, 0,
+    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, ukd_f32, 0,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
-    MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64, 0, 0,
+    MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64, ukd_f64, 0,
 };
 #endif
