@@ -6,7 +6,6 @@ variant is chosen at run time by CPU detection (csrc/core/cpu.c). OpenMP is used
 compiler supports it, else the kernels build serial and a warning says so.
 """
 import os
-import sys
 import tempfile
 import warnings
 from glob import glob
@@ -60,7 +59,7 @@ class BuildExt(build_ext):
     def build_extension(self, ext):
         omp = ["-fopenmp"] if self._try_flags(["-fopenmp"]) else []
         if not omp:
-            warnings.warn("fastnn: the C compiler has no OpenMP; building the kernels single-threaded")
+            warnings.warn("fastnn: the C compiler has no OpenMP; building the kernels single-threaded", stacklevel=1)
         simd_defs = []
         objects = []
         if X86:

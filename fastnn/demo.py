@@ -6,8 +6,7 @@ import time
 
 import numpy as np
 
-from . import Sequential, layers, optimizers, seed
-from . import _info
+from . import Sequential, _info, layers, optimizers, seed
 from .data import load_breast_cancer, load_digits, standardize, train_test_split
 
 
