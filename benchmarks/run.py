@@ -131,21 +131,22 @@ def main(argv=None):
     print(f"# {report.meta}")
     fnn.seed(0)
     for w in args.workloads.split(","):
+        if w not in WORKLOADS:
+            parser.error(f"unknown workload {w!r}; available: {', '.join(WORKLOADS)}")
         for threads in map(int, args.threads.split(",")):
-            if w == "gemm1024":
-                bench_gemm(report, "gemm1024", [(1024, 1024, 1024)], threads, args.repeats, args.seconds)
-            elif w == "gemm1024-f64":
-                bench_gemm(report, "gemm1024", [(1024, 1024, 1024)], threads, args.repeats, args.seconds,
-                           np.float64)
-            elif w == "gemmnn":
-                bench_gemm(report, "gemmnn", GEMMNN, threads, args.repeats, args.seconds)
-            elif w in ("mlp32", "mlp128"):
-                bench_mlp(report, int(w[3:]), threads, args.repeats, args.seconds)
-            elif w == "infer-mlp":
-                bench_infer_mlp(report, threads, args.repeats, args.seconds)
-            else:
-                parser.error(f"unknown workload {w!r}")
+            WORKLOADS[w](report, threads, args.repeats, args.seconds)
     return report
+
+
+# name -> function(report, threads, repeats, min_seconds); other modules add their workloads here.
+WORKLOADS = {
+    "gemm1024": lambda r, t, n, s: bench_gemm(r, "gemm1024", [(1024, 1024, 1024)], t, n, s),
+    "gemm1024-f64": lambda r, t, n, s: bench_gemm(r, "gemm1024", [(1024, 1024, 1024)], t, n, s, np.float64),
+    "gemmnn": lambda r, t, n, s: bench_gemm(r, "gemmnn", GEMMNN, t, n, s),
+    "mlp128": lambda r, t, n, s: bench_mlp(r, 128, t, n, s),
+    "mlp32": lambda r, t, n, s: bench_mlp(r, 32, t, n, s),
+    "infer-mlp": bench_infer_mlp,
+}
 
 
 if __name__ == "__main__":

@@ -10,11 +10,15 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train on the shipped data sets and report accuracy and speed")
     demo.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    demo.add_argument("names", nargs="*", help="demos to run (default: all)")
     sub.add_parser("config", help="show the kernel variant, OpenMP and threads")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from . import demo as demo_mod
-        demo_mod.main(args.verbose)
+        unknown = set(args.names) - set(demo_mod.DEMOS)
+        if unknown:
+            parser.error(f"unknown demo(s) {sorted(unknown)}; available: {sorted(demo_mod.DEMOS)}")
+        demo_mod.main(args.verbose, args.names or None)
     else:
         from . import show_config
         show_config()

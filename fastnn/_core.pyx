@@ -350,3 +350,8 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, fl
             status = c.fnn_adam_step_f64(t, param.shape[0], lr, beta1, beta2, eps, weight_decay,
                                          &grad[0], &param[0], &m[0], &v[0], n_threads)
     _check(status)
+
+
+# ---- kernel families with their own binding files ------------------------------------------
+include "_conv.pxi"
+include "_rnn.pxi"

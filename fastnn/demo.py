@@ -57,12 +57,19 @@ def digits(verbose: int = 1) -> float:
     return _report("digits", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
 
 
-def main(verbose: int = 1) -> dict:
+# name -> function(verbose) returning the test accuracy; a new demo adds one line here.
+DEMOS = {
+    "breast_cancer": breast_cancer,
+    "digits": digits,
+}
+
+
+def main(verbose: int = 1, only=None) -> dict:
     seed(0)
     cfg = _info.config()
     print(f"fastnn {cfg['version']}: kernels {cfg['kernel_variant']}, OpenMP {cfg['openmp']}, "
           f"{cfg['threads']} threads\n")
-    results = {"breast_cancer": breast_cancer(verbose), "digits": digits(verbose)}
+    results = {name: fn(verbose) for name, fn in DEMOS.items() if only is None or name in only}
     print("Summary: " + ", ".join(f"{k} test accuracy {v:.4f}" for k, v in results.items()))
     return results
 

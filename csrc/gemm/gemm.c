@@ -86,10 +86,11 @@ static int64_t tune_env(const char *name, int64_t def)
 
 /* ---- thread partition ---------------------------------------------------------------------
  * Below this much work per thread, waking another thread costs more than it saves. Measured
- * with hot (spinning) OpenMP workers on 2 cores: 2 threads break even near 2^18 multiply-adds
- * (about 4 us) and win clearly from 2^19. Work counts n rounded up to 16 columns (a narrow C
- * runs the kernel at partial width) and at least 4 rows (1-2 rows are bound by reading B,
- * which two cores share: 9.3 -> 7.4 us for 1 x 784 x 256). */
+ * with hot (spinning) OpenMP workers on 2 cores: unpacked products break even near 2^18
+ * multiply-adds in all (about 4 us) and win clearly from 2^19; packed ones, which pack some
+ * operand twice when split, need twice that. Work counts n rounded up to 16 columns (a
+ * narrow C runs the kernel at partial width) and at least 4 rows (1-2 rows are bound by
+ * reading B, which two cores share: 9.3 -> 7.4 us for 1 x 784 x 256). */
 #ifdef FNN_GEMM_TUNE
 #define FNN_GEMM_MIN_MACS_PER_THREAD tune_env("FNN_MIN_MACS", (int64_t)1 << 17)
 #else
@@ -98,9 +99,11 @@ static int64_t tune_env(const char *name, int64_t def)
 
 /* Picks the number of threads and a tm x tn grid of C blocks (in whole MR x NR tiles) that
  * minimises the busiest thread's cost: its share of the product, with partial tiles costed
- * by the rows they really compute, plus the packing it does (with packing, a thread packs
- * all the A rows and B columns of its block: a 2 x 1 grid packs B twice, 1 x 2 packs A
- * twice). Ties go to fewer threads. */
+ * by the rows and columns they really compute, plus a term for the inputs it must bring in,
+ * (rows + cols) x k: packed, a thread packs all the A rows and B columns of its block (a
+ * 2 x 1 grid packs B twice, 1 x 2 packs A twice); direct, they are its working set in L2
+ * (measured: 784x256x128 runs 5-10% faster split by rows, 128x784x256 by columns, as this
+ * term predicts). Ties go to fewer threads. */
 static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int n_threads, int packed,
                             int *tm_out, int *tn_out)
 {
@@ -110,7 +113,7 @@ static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int
 #endif
     if (nt > 1) {
         const double work = (double)(m < 4 ? 4 : m) * (double)((n + 15) / 16 * 16) * (double)k;
-        const double cap = work / (double)FNN_GEMM_MIN_MACS_PER_THREAD;
+        const double cap = work / (double)(FNN_GEMM_MIN_MACS_PER_THREAD * (packed ? 2 : 1));
         if (cap < nt)
             nt = cap < 1 ? 1 : (int)cap;
     }
@@ -123,7 +126,7 @@ static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int
         return 1;
 
     /* Packing one element costs about as much as 16 multiply-adds in the kernel. */
-    const double pack_cost = packed ? 16.0 : 0.0;
+    const double pack_cost = 16.0;
     double best = 0;
     int best_tm = 1, best_tn = 1;
     for (int t = 2; t <= nt; t++)
@@ -142,6 +145,12 @@ static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int
                 best_tn = tn;
             }
         }
+#ifdef FNN_GEMM_TUNE
+    if (getenv("FNN_GRID_TM") && nt % atoi(getenv("FNN_GRID_TM")) == 0) {
+        best_tm = atoi(getenv("FNN_GRID_TM"));
+        best_tn = nt / best_tm;
+    }
+#endif
     *tm_out = best_tm;
     *tn_out = best_tn;
     return best_tm * best_tn;

@@ -224,8 +224,8 @@ static void FNN_NAME(gemm_direct_part)(const FNN_ARGS *g, const FNN_EPI *epi, in
     }
 }
 
-/* Unpacked path: the whole k in one pass per tile, tiles split between threads on the same
- * grid as the packed path (nothing is packed, so any grid costs the same reads). */
+/* Unpacked path: the whole k in one pass per tile, tiles split between threads on a grid
+ * chosen like the packed path's. */
 static void FNN_NAME(gemm_direct)(const FNN_ARGS *g, int n_threads)
 {
     const FNN_DESC *d = g->d;
@@ -299,6 +299,13 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
             return FNN_ERR_ARG;
     }
 
+#ifdef FNN_GEMM_TUNE
+    FNN_DESC dt = *d;
+    dt.kc = tune_env("FNN_KC", dt.kc);
+    dt.nc = tune_env("FNN_NC", dt.nc);
+    dt.mc = tune_env("FNN_MC", dt.mc);
+    d = &dt;
+#endif
     FNN_ARGS g;
     g.d = d;
     g.trans_a = trans_a;

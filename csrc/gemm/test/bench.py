@@ -24,6 +24,17 @@ NN_SHAPES = [(128, 784, 256), (128, 256, 128), (64, 1568, 128), (784, 256, 128),
 # backward shapes of the same layers: dW = X^T dY (trans_a), dX = dY W^T (trans_b)
 BWD_SHAPES = [(784, 128, 256, 1), (256, 128, 128, 1), (128, 256, 784, 2), (128, 128, 256, 2)]
 
+# one training step of the mlp workload (784-256-128-10) at batch B: forward x W,
+# dW = x^T dy (trans_a), dx = dy W^T (trans_b)
+def mlp_shapes(bs):
+    out = []
+    for (i, o) in ((784, 256), (256, 128), (128, 10)):
+        out += [(bs, i, o, 0), (i, bs, o, 1)]
+        if i != 784:
+            out.append((bs, o, i, 2))
+    return out
+
+
 ARCHS = {"generic": 0, "avx2": 1, "avx512": 2}
 
 
@@ -71,6 +82,8 @@ def main():
         shapes += BWD_SHAPES
     if args.shapes in ("1024", "all"):
         shapes += [(1024, 1024, 1024, 0)]
+    if args.shapes.startswith("mlp"):
+        shapes += mlp_shapes(int(args.shapes[3:]))
     if args.shapes.startswith("x"):  # x m,k,n[,flags]
         v = [int(s) for s in args.shapes[1:].split(",")]
         shapes += [tuple(v + [0] * (4 - len(v)))]

@@ -5,6 +5,7 @@
  * Build and run: make -C csrc/gemm/test test
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +215,79 @@ static void test_variant(int quick)
     check_both(0, 17, 33, 65, 0.0, 0.5, 0, 0, 0, 1, 0);
 }
 
+/* Several application threads calling fnn_gemm at once (each with its own OpenMP team and
+ * workspaces), as an app running predict from many threads does: every result must equal
+ * the one computed alone. Threads are started and joined twice, so workspaces of exited
+ * threads are freed and new ones allocated. */
+#define CONC_THREADS 8
+typedef struct {
+    int id, bad;
+    const float *a, *b, *want;
+    int64_t m, n, k;
+} conc_job;
+
+static void *conc_run(void *arg)
+{
+    conc_job *j = (conc_job *)arg;
+    float *c = malloc(sizeof(float) * (size_t)(j->m * j->n));
+    for (int rep = 0; rep < 20 && !j->bad; rep++) {
+        const int flags = (j->id + rep) % 2 ? FNN_EPI_RELU : 0;
+        if (fnn_gemm_f32(flags, j->m, j->n, j->k, 1.0f, 0.0f, j->a, j->k, j->b, j->n, NULL, c, j->n,
+                         1 + rep % 3) != FNN_OK)
+            j->bad = 1;
+        for (int64_t i = 0; i < j->m * j->n && !j->bad; i++) {
+            float w = j->want[i];
+            if (flags && w < 0)
+                w = 0;
+            if (memcmp(&c[i], &w, sizeof(float)) != 0)
+                j->bad = 1;
+        }
+    }
+    free(c);
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    static const int64_t shapes[CONC_THREADS][3] = {{64, 128, 96},  {1, 300, 200},  {130, 70, 257},
+                                                    {33, 65, 129},  {200, 200, 200}, {7, 1000, 17},
+                                                    {256, 64, 256}, {12, 500, 64}};
+    conc_job jobs[CONC_THREADS];
+    float *bufs[CONC_THREADS][3];
+    for (int t = 0; t < CONC_THREADS; t++) {
+        const int64_t m = shapes[t][0], k = shapes[t][1], n = shapes[t][2];
+        bufs[t][0] = malloc(sizeof(float) * (size_t)(m * k));
+        bufs[t][1] = malloc(sizeof(float) * (size_t)(k * n));
+        bufs[t][2] = malloc(sizeof(float) * (size_t)(m * n));
+        for (int64_t i = 0; i < m * k; i++) bufs[t][0][i] = (float)urand();
+        for (int64_t i = 0; i < k * n; i++) bufs[t][1][i] = (float)urand();
+        fnn_gemm_f32(0, m, n, k, 1.0f, 0.0f, bufs[t][0], k, bufs[t][1], n, NULL, bufs[t][2], n, 1);
+        jobs[t].id = t;
+        jobs[t].a = bufs[t][0];
+        jobs[t].b = bufs[t][1];
+        jobs[t].want = bufs[t][2];
+        jobs[t].m = m;
+        jobs[t].n = n;
+        jobs[t].k = k;
+    }
+    for (int round = 0; round < 2; round++) {
+        pthread_t th[CONC_THREADS];
+        for (int t = 0; t < CONC_THREADS; t++) {
+            jobs[t].bad = 0;
+            pthread_create(&th[t], NULL, conc_run, &jobs[t]);
+        }
+        for (int t = 0; t < CONC_THREADS; t++) {
+            pthread_join(th[t], NULL);
+            n_checks++;
+            if (jobs[t].bad)
+                FAIL("concurrent calls: thread %d got a different result", t);
+        }
+    }
+    for (int t = 0; t < CONC_THREADS; t++)
+        for (int i = 0; i < 3; i++)
+            free(bufs[t][i]);
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "quick") == 0;
@@ -234,6 +308,7 @@ int main(int argc, char **argv)
         }
         int before = n_fail;
         test_variant(quick);
+        test_concurrent();
         printf("%-8s %s\n", fnn_arch_name(arch), n_fail == before ? "ok" : "FAILED");
     }
     printf("%d checks, %d failures\n", n_checks, n_fail);

@@ -66,7 +66,7 @@ FNN_INLINE void epi_f32(const __m256 acc[MR_F32][2], float *c, int64_t ldc, cons
 
 /* The tile leaves registers through epi_f32: straight into C for a full tile, through the
  * tile buffer otherwise. */
-static void store_f32(const __m256 acc[MR_F32][2], float *c, int64_t ldc, int mr, int nr,
+FNN_INLINE void store_f32(const __m256 acc[MR_F32][2], float *c, int64_t ldc, int mr, int nr,
                       const fnn_gemm_epi_f32 *epi, const float *bias)
 {
     if (mr == MR_F32 && nr == NR_F32) {
@@ -192,7 +192,7 @@ FNN_INLINE void epi_f64(const __m256d acc[MR_F64][2], double *c, int64_t ldc, co
     }
 }
 
-static void store_f64(const __m256d acc[MR_F64][2], double *c, int64_t ldc, int mr, int nr,
+FNN_INLINE void store_f64(const __m256d acc[MR_F64][2], double *c, int64_t ldc, int mr, int nr,
                       const fnn_gemm_epi_f64 *epi, const double *bias)
 {
     if (mr == MR_F64 && nr == NR_F64) {

@@ -1,0 +1,1 @@
+# Cython bindings of the convolution and pooling kernels (included by _core.pyx).

@@ -1,0 +1,1 @@
+# Cython bindings of the recurrent-cell kernels (included by _core.pyx).
