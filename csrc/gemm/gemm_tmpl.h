@@ -331,8 +331,9 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
     }
 
     /* Direct (unpacked) kernels when B is not transposed and either
-     *  - m <= MR: B would be used by one row panel only, so packing it would triple its
-     *    memory traffic (stores are the scarce resource when packing), or
+     *  - m <= MR or n <= NR: B would be used by one row panel only, or A by one column
+     *    strip, so packing it would triple its memory traffic (stores are the scarce
+     *    resource when packing), or
      *  - the small products of neural nets: A is re-read from L2 for every NR-column strip
      *    of B (and B strips for every row panel), which costs less than both packings
      *    (about 15% of the time at these sizes) while that re-read traffic stays under a
@@ -340,7 +341,7 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
      *    2 KiB apart: the MR rows read at once then fall into one or two of the 64 L1 set
      *    groups and evict each other. */
     if (d->ukd && !trans_b &&
-        (m <= d->mr ||
+        (m <= d->mr || n <= d->nr ||
          (!trans_a && (lda * (int64_t)sizeof(FNN_T)) % 2048 != 0 &&
           (double)m * (double)k * sizeof(FNN_T) * (double)((n + d->nr - 1) / d->nr) <=
               FNN_GEMM_DIRECT_MAX_A_TRAFFIC))) {
