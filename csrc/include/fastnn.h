@@ -102,8 +102,9 @@ int fnn_mse_f32(int64_t n, float scale, const float *y, const float *t, float *l
 int fnn_mse_f64(int64_t n, double scale, const double *y, const double *t, double *loss, double *grad, int n_threads);
 
 /* ---- dropout -------------------------------------------------------------------------- */
-/* Counter-based mask: element i is kept when u(seed, offset + i) >= rate, u uniform in [0,1)
- * from a 64-bit hash of (seed, offset + i); kept values are scaled by 1/(1-rate).
+/* Counter-based mask: element i is kept when u(seed, offset + i) >= rate * 2^24, where u is the
+ * top 24 bits of h = mix32(mix32(lo32(c) ^ k0) ^ hi32(c) ^ k1), c = offset + i, (k1:k0) =
+ * splitmix64(seed) and mix32 Wellons' lowbias32; kept values are scaled by 1/(1-rate).
  * mask[i] = 0 or 1/(1-rate) (so backward is dx = dy * mask). Same mask for any n_threads
  * and for both dtypes (rate is double in both). 0 <= rate < 1. */
 int fnn_dropout_fwd_f32(int64_t n, double rate, uint64_t seed, uint64_t offset, const float *x,
@@ -128,6 +129,59 @@ int fnn_adam_step_f32(int64_t t, int64_t n, float lr, float beta1, float beta2, 
 int fnn_adam_step_f64(int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
                       double weight_decay, const double *grad, double *param, double *m, double *v,
                       int n_threads);
+
+/* ---- convolution and pooling (NCHW, row-major) -------------------------------------------- */
+/* Geometry of a 2-D convolution: x (n, c, h, w), weights (f, c, kh, kw), y (n, f, oh, ow) with
+ * oh = (h + pad_t + pad_b - kh) / sh + 1 and ow = (w + pad_l + pad_r - kw) / sw + 1 (floor);
+ * the padding is zeros. All fields >= 1 except the pads (>= 0); h + pad_t + pad_b >= kh. */
+typedef struct {
+    int64_t n, c, h, w;        /* input batch, channels, height, width */
+    int64_t f, kh, kw;         /* filters and kernel size */
+    int64_t sh, sw;            /* strides */
+    int64_t pad_t, pad_b, pad_l, pad_r;
+} fnn_conv2d_shape;
+
+/* Elements (of the kernel's dtype) of the workspace fnn_conv2d_fwd_* (backward == 0) or
+ * fnn_conv2d_bwd_* (backward != 0) wants for this shape and n_threads; negative FNN_ERR_ARG for
+ * an invalid shape. The size is bounded: one column tile (<= max(64Ki, c*kh*kw*ow) elements) per
+ * thread, plus for backward the transposed weights and up to 15 partial weight gradients. */
+int64_t fnn_conv2d_workspace(int backward, const fnn_conv2d_shape *s, int n_threads);
+
+/* y[i,o,p,q] = act(b[o] + sum_{c,u,v} w[o,c,u,v] x[i,c, p*sh+u-pad_t, q*sw+v-pad_l])  (cross-
+ * correlation, as torch.nn.functional.conv2d); b may be NULL; flags: FNN_EPI_RELU or 0.
+ * ws: ws_len elements (fnn_conv2d_workspace(0, ...)); a smaller one (>= one tile) only costs threads. */
+int fnn_conv2d_fwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                       float *y, float *ws, int64_t ws_len, int n_threads);
+int fnn_conv2d_fwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, const double *w, const double *b,
+                       double *y, double *ws, int64_t ws_len, int n_threads);
+/* Given dy = dL/dy (pre-activation): dw = sum_i dy_i (*) x_i (overwritten), db[o] = sum_{i,p,q} dy[i,o,p,q]
+ * (may be NULL), dx (may be NULL) = the transposed convolution of dy with w (overwritten).
+ * Fixed-order reductions: the results do not depend on n_threads. */
+int fnn_conv2d_bwd_f32(const fnn_conv2d_shape *s, const float *x, const float *w, const float *dy, float *dw,
+                       float *db, float *dx, float *ws, int64_t ws_len, int n_threads);
+int fnn_conv2d_bwd_f64(const fnn_conv2d_shape *s, const double *x, const double *w, const double *dy,
+                       double *dw, double *db, double *dx, double *ws, int64_t ws_len, int n_threads);
+
+/* Geometry of a pooling window: x (n, c, h, w), y (n, c, oh, ow), oh = (h - kh) / sh + 1, no padding. */
+typedef struct {
+    int64_t n, c, h, w;
+    int64_t kh, kw, sh, sw;
+} fnn_pool2d_shape;
+
+/* y = max over each window; idx (may be NULL) = the argmax as an offset p*w + q inside its (h, w)
+ * plane: the first maximum, or the last NaN (as PyTorch). h * w < 2^31. */
+int fnn_maxpool2d_fwd_f32(const fnn_pool2d_shape *s, const float *x, float *y, int32_t *idx, int n_threads);
+int fnn_maxpool2d_fwd_f64(const fnn_pool2d_shape *s, const double *x, double *y, int32_t *idx, int n_threads);
+/* dx = 0; dx[plane][idx] += dy (FNN_ERR_ARG, with dx unspecified, when an index is outside the plane). */
+int fnn_maxpool2d_bwd_f32(const fnn_pool2d_shape *s, const float *dy, const int32_t *idx, float *dx, int n_threads);
+int fnn_maxpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, const int32_t *idx, double *dx,
+                          int n_threads);
+/* y = mean over each window (kh * kw values). */
+int fnn_avgpool2d_fwd_f32(const fnn_pool2d_shape *s, const float *x, float *y, int n_threads);
+int fnn_avgpool2d_fwd_f64(const fnn_pool2d_shape *s, const double *x, double *y, int n_threads);
+/* dx = 0; dx[window] += dy / (kh * kw) for every window. */
+int fnn_avgpool2d_bwd_f32(const fnn_pool2d_shape *s, const float *dy, float *dx, int n_threads);
+int fnn_avgpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, double *dx, int n_threads);
 
 #ifdef __cplusplus
 }

@@ -1,20 +1,33 @@
 /* Inverted dropout: float and double from dropout_tmpl.h. */
 #include "../core/internal.h"
 
-/* splitmix64's finaliser: a bijective 64-bit mix with full avalanche, cheap enough to run once
- * per element and trivially reproduced by a CUDA kernel (only 64-bit integer multiply/shift). */
+/* splitmix64's finaliser: a bijective 64-bit mix, used once per call to derive two 32-bit keys
+ * from the seed. */
 static inline uint64_t fnn_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
 }
 
-/* The top 24 bits of the hash form u in [0, 2^24); drop when u < rate * 2^24. 24 bits is what
- * a float can hold exactly, so a float32 kernel elsewhere can reproduce the test. */
-static inline uint64_t fnn_dropout_threshold(double rate) { return (uint64_t)(rate * 16777216.0); }
+/* A 32-bit bijective mixer (Wellons' "lowbias32"); two rounds over the 64-bit counter give the
+ * per-element bits. 32-bit multiplies vectorise on every x86 level (64-bit ones do not below
+ * AVX-512), and a CUDA kernel reproduces them exactly. */
+static inline uint32_t fnn_mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    return x ^ (x >> 16);
+}
 
-static inline int fnn_dropout_keep(uint64_t key, uint64_t counter, uint64_t thr) {
-    return (fnn_mix64(key ^ (counter * 0x9E3779B97F4A7C15ULL)) >> 40) >= thr;
+/* The top 24 bits of the hash form u in [0, 2^24); drop when u < rate * 2^24. 24 bits is what
+ * a float holds exactly, so a float32 kernel elsewhere can reproduce the test. */
+static inline uint32_t fnn_dropout_threshold(double rate) { return (uint32_t)(rate * 16777216.0); }
+
+static inline int fnn_dropout_keep(uint32_t k0, uint32_t k1, uint64_t counter, uint32_t thr) {
+    uint32_t h = fnn_mix32((uint32_t)counter ^ k0);
+    h = fnn_mix32(h ^ (uint32_t)(counter >> 32) ^ k1);
+    return (h >> 8) >= thr;
 }
 
 #include "dropout_tmpl.h"

@@ -1,18 +1,28 @@
 /* Inverted dropout with a counter-based mask; included once per type by dropout.c. */
 #include "tmpl_types.h"
 
+static void FNN_(dropout_range)(int64_t n, uint32_t k0, uint32_t k1, uint64_t offset, uint32_t thr, FNN_T scale,
+                                const FNN_T *restrict x, FNN_T *restrict y, FNN_T *restrict mask) {
+    for (int64_t i = 0; i < n; i++) {
+        FNN_T mk = fnn_dropout_keep(k0, k1, offset + (uint64_t)i, thr) ? scale : 0;
+        mask[i] = mk;
+        y[i] = x[i] * mk;
+    }
+}
+
 static int FNN_(dropout_fwd)(int64_t n, double rate, uint64_t seed, uint64_t offset, const FNN_T *x, FNN_T *y,
                              FNN_T *mask, int nt) {
     if (n < 0 || !(rate >= 0.0 && rate < 1.0) || (n > 0 && (!x || !y || !mask))) return FNN_ERR_ARG;
-    const uint64_t thr = fnn_dropout_threshold(rate);
+    const uint32_t thr = fnn_dropout_threshold(rate);
     const uint64_t key = fnn_mix64(seed);
+    const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
     const FNN_T scale = (FNN_T)(1.0 / (1.0 - rate));
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 2, nt);
-#pragma omp parallel for simd num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
-        FNN_T mk = fnn_dropout_keep(key, offset + (uint64_t)i, thr) ? scale : 0;
-        mask[i] = mk;
-        y[i] = x[i] * mk;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t i0, i1;
+        fnn_omp_range(n, &i0, &i1);
+        FNN_(dropout_range)(i1 - i0, k0, k1, offset + (uint64_t)i0, thr, scale, x + i0, y + i0, mask + i0);
     }
     return FNN_OK;
 }

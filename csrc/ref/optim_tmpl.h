@@ -1,23 +1,63 @@
-/* Optimizer updates over one flat parameter buffer; included once per type by optim.c. */
+/* Optimizer updates over one flat parameter buffer; included once per type by optim.c.
+ * The per-range loops keep every branch outside the loop so each one vectorises. */
 #include "tmpl_types.h"
+
+static void FNN_(sgd_range)(int nesterov, int first, int64_t n, FNN_T lr, FNN_T mom, FNN_T wd,
+                            const FNN_T *restrict grad, FNN_T *restrict p, FNN_T *restrict buf) {
+    if (!buf) {
+        for (int64_t i = 0; i < n; i++) p[i] -= lr * (grad[i] + wd * p[i]);
+    } else if (first && nesterov) {
+        for (int64_t i = 0; i < n; i++) {
+            FNN_T g = grad[i] + wd * p[i];
+            buf[i] = g;
+            p[i] -= lr * (g + mom * g);
+        }
+    } else if (first) {
+        for (int64_t i = 0; i < n; i++) {
+            FNN_T g = grad[i] + wd * p[i];
+            buf[i] = g;
+            p[i] -= lr * g;
+        }
+    } else if (nesterov) {
+        for (int64_t i = 0; i < n; i++) {
+            FNN_T g = grad[i] + wd * p[i];
+            FNN_T b = mom * buf[i] + g;
+            buf[i] = b;
+            p[i] -= lr * (g + mom * b);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            FNN_T b = mom * buf[i] + (grad[i] + wd * p[i]);
+            buf[i] = b;
+            p[i] -= lr * b;
+        }
+    }
+}
 
 static int FNN_(sgd_step)(int nesterov, int first, int64_t n, FNN_T lr, FNN_T momentum, FNN_T wd,
                           const FNN_T *grad, FNN_T *p, FNN_T *buf, int nt) {
     if (n < 0 || (n > 0 && (!grad || !p || (momentum != 0 && !buf)))) return FNN_ERR_ARG;
+    if (momentum == 0) buf = NULL;
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt);
-    if (momentum == 0) {
-#pragma omp parallel for simd num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t i = 0; i < n; i++) p[i] -= lr * (grad[i] + wd * p[i]);
-        return FNN_OK;
-    }
-#pragma omp parallel for simd num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
-        FNN_T g = grad[i] + wd * p[i];
-        FNN_T b = first ? g : momentum * buf[i] + g;
-        buf[i] = b;
-        p[i] -= lr * (nesterov ? g + momentum * b : b);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t i0, i1;
+        fnn_omp_range(n, &i0, &i1);
+        FNN_(sgd_range)(nesterov, first, i1 - i0, lr, momentum, wd, grad + i0, p + i0, buf ? buf + i0 : NULL);
     }
     return FNN_OK;
+}
+
+static void FNN_(adam_range)(int64_t n, FNN_T step, FNN_T rs2, FNN_T b1, FNN_T b2, FNN_T eps, FNN_T wd,
+                             const FNN_T *restrict grad, FNN_T *restrict p, FNN_T *restrict m, FNN_T *restrict v) {
+    for (int64_t i = 0; i < n; i++) {
+        FNN_T g = grad[i] + wd * p[i];
+        FNN_T mi = b1 * m[i] + (1 - b1) * g;
+        FNN_T vi = b2 * v[i] + (1 - b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= step * mi / (FNN_SQRT(vi) * rs2 + eps);
+    }
 }
 
 static int FNN_(adam_step)(int64_t t, int64_t n, FNN_T lr, FNN_T b1, FNN_T b2, FNN_T eps, FNN_T wd,
@@ -27,14 +67,11 @@ static int FNN_(adam_step)(int64_t t, int64_t n, FNN_T lr, FNN_T b1, FNN_T b2, F
     const double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
     const FNN_T step = (FNN_T)((double)lr / bc1), rs2 = (FNN_T)(1.0 / sqrt(bc2));
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel for simd num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
-        FNN_T g = grad[i] + wd * p[i];
-        FNN_T mi = b1 * m[i] + (1 - b1) * g;
-        FNN_T vi = b2 * v[i] + (1 - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] -= step * mi / (FNN_SQRT(vi) * rs2 + eps);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t i0, i1;
+        fnn_omp_range(n, &i0, &i1);
+        FNN_(adam_range)(i1 - i0, step, rs2, b1, b2, eps, wd, grad + i0, p + i0, m + i0, v + i0);
     }
     return FNN_OK;
 }

@@ -108,22 +108,31 @@ def mse(y, t, grad=None, scale=1.0):
     return float((d.astype(np.float64) ** 2).mean()) if y.size else 0.0
 
 
-_M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+def _mix64(z: int) -> int:
+    m = (1 << 64) - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
 
 
-def _mix64(z):
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+def _mix32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
 
 
 def dropout_mask(n, rate, seed, offset, dtype):
-    """Keep mask of fnn_dropout_fwd: the top 24 bits of a splitmix64 hash of (seed, offset + i)."""
+    """Mask of fnn_dropout_fwd: element i is kept when the top 24 bits of
+    mix32(mix32(lo32(c) ^ k0) ^ hi32(c) ^ k1), c = offset + i, reach rate * 2^24."""
+    key = _mix64(int(seed))
+    k0, k1 = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
+    c = (np.arange(n, dtype=np.uint64) + np.uint64(offset)) if n else np.zeros(0, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        key = _mix64(np.array(seed, dtype=np.uint64))
-        ctr = np.arange(n, dtype=np.uint64) + np.uint64(offset)
-        u = _mix64(key ^ (ctr * _GOLD)) >> np.uint64(40)
-    keep = u >= np.uint64(int(rate * 16777216.0))
+        h = _mix32((c & np.uint64(0xFFFFFFFF)).astype(np.uint32) ^ k0)
+        h = _mix32(h ^ (c >> np.uint64(32)).astype(np.uint32) ^ k1)
+    keep = (h >> np.uint32(8)) >= np.uint32(int(rate * 16777216.0))
     return np.where(keep, dtype.type(1.0 / (1.0 - rate)), dtype.type(0))
 
 
