@@ -53,6 +53,20 @@ static inline float fnn_expf(float x) {
     return x < -87.3f ? 0.0f : p * scale.f;
 }
 
+/* sum_c fn(chunk c) over FNN_REDUCE_CHUNKS fixed chunks of [0, n), added in chunk order: the
+ * result is bit-identical for any thread count. fn returns the sum over its rows [i0, i1). */
+typedef double (*fnn_chunk_sum_fn)(int64_t i0, int64_t i1, const void *ctx);
+
+static inline double fnn_fixed_order_sum(int64_t n, int nt, fnn_chunk_sum_fn fn, const void *ctx) {
+    double part[FNN_REDUCE_CHUNKS];
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++)
+        part[c] = fn(n * c / FNN_REDUCE_CHUNKS, n * (c + 1) / FNN_REDUCE_CHUNKS, ctx);
+    double total = 0;
+    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
+    return total;
+}
+
 static inline int fnn_threads_for(int64_t work, int64_t min_per_thread, int n_threads) {
     if (n_threads < 1) n_threads = 1;
     int64_t useful = work / (min_per_thread > 0 ? min_per_thread : 1);

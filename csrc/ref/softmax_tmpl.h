@@ -65,72 +65,76 @@ static double FNN_(xent_row)(int64_t k, FNN_T scale, const FNN_T *z, int64_t lab
     return loss;
 }
 
+/* Arguments of one loss call, handed to its chunk function. */
+typedef struct {
+    int64_t k;
+    FNN_T scale;
+    const FNN_T *z, *t;
+    const int64_t *labels;
+    FNN_T *grad, *prob;
+} FNN_(loss_args);
+
+static double FNN_(xent_chunk)(int64_t i0, int64_t i1, const void *ctx) {
+    const FNN_(loss_args) *a = ctx;
+    const int64_t k = a->k;
+    double s = 0;
+    for (int64_t i = i0; i < i1; i++)
+        s += FNN_(xent_row)(k, a->scale, a->z + i * k, a->labels ? a->labels[i] : 0, a->t ? a->t + i * k : NULL,
+                            a->grad ? a->grad + i * k : NULL, a->prob ? a->prob + i * k : NULL);
+    return s;
+}
+
 static int FNN_(softmax_xent)(int64_t m, int64_t k, FNN_T scale, const FNN_T *z, const int64_t *labels,
                               const FNN_T *onehot, FNN_T *loss, FNN_T *grad, FNN_T *prob, int nt) {
     if (m < 0 || k < 1 || !loss || (m > 0 && (!z || (!labels && !onehot)))) return FNN_ERR_ARG;
     if (labels)
         for (int64_t i = 0; i < m; i++)
             if (labels[i] < 0 || labels[i] >= k) return FNN_ERR_LABEL;
-    double part[FNN_REDUCE_CHUNKS] = {0};
-    nt = fnn_threads_for(m * k, FNN_PAR_MIN_ELEMS / 8, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) {
-        int64_t i0 = m * c / FNN_REDUCE_CHUNKS, i1 = m * (c + 1) / FNN_REDUCE_CHUNKS;
-        double s = 0;
-        for (int64_t i = i0; i < i1; i++)
-            s += FNN_(xent_row)(k, scale, z + i * k, labels ? labels[i] : 0, onehot ? onehot + i * k : NULL,
-                                grad ? grad + i * k : NULL, prob ? prob + i * k : NULL);
-        part[c] = s;
-    }
-    double total = 0;
-    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
+    FNN_(loss_args) a = {k, scale, z, onehot, labels, grad, prob};
+    double total = fnn_fixed_order_sum(m, fnn_threads_for(m * k, FNN_PAR_MIN_ELEMS / 8, nt), FNN_(xent_chunk), &a);
     *loss = m > 0 ? (FNN_T)(total / (double)m) : 0;
     return FNN_OK;
+}
+
+static double FNN_(bce_chunk)(int64_t i0, int64_t i1, const void *ctx) {
+    const FNN_(loss_args) *a = ctx;
+    double s = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        FNN_T x = a->z[i], t = a->t[i];
+        /* log(1 + exp(-|x|)) never overflows; max(x,0) - x t completes the stable form. */
+        FNN_T e = FNN_EXP(-FNN_FABS(x));
+        s += (double)((x > 0 ? x : 0) - x * t + FNN_LOG1P(e));
+        FNN_T p = x >= 0 ? (FNN_T)1 / ((FNN_T)1 + e) : e / ((FNN_T)1 + e);
+        if (a->prob) a->prob[i] = p;
+        if (a->grad) a->grad[i] = (p - t) * a->scale;
+    }
+    return s;
 }
 
 static int FNN_(sigmoid_bce)(int64_t n, FNN_T scale, const FNN_T *z, const FNN_T *t, FNN_T *loss, FNN_T *grad,
                              FNN_T *prob, int nt) {
     if (n < 0 || !loss || (n > 0 && (!z || !t))) return FNN_ERR_ARG;
-    double part[FNN_REDUCE_CHUNKS] = {0};
-    nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 8, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) {
-        int64_t i0 = n * c / FNN_REDUCE_CHUNKS, i1 = n * (c + 1) / FNN_REDUCE_CHUNKS;
-        double s = 0;
-        for (int64_t i = i0; i < i1; i++) {
-            FNN_T x = z[i];
-            /* log(1 + exp(-|x|)) never overflows; max(x,0) - x t completes the stable form. */
-            FNN_T e = FNN_EXP(-FNN_FABS(x));
-            s += (double)((x > 0 ? x : 0) - x * t[i] + FNN_LOG1P(e));
-            FNN_T p = x >= 0 ? (FNN_T)1 / ((FNN_T)1 + e) : e / ((FNN_T)1 + e);
-            if (prob) prob[i] = p;
-            if (grad) grad[i] = (p - t[i]) * scale;
-        }
-        part[c] = s;
-    }
-    double total = 0;
-    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
+    FNN_(loss_args) a = {1, scale, z, t, NULL, grad, prob};
+    double total = fnn_fixed_order_sum(n, fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 8, nt), FNN_(bce_chunk), &a);
     *loss = n > 0 ? (FNN_T)(total / (double)n) : 0;
     return FNN_OK;
 }
 
+static double FNN_(mse_chunk)(int64_t i0, int64_t i1, const void *ctx) {
+    const FNN_(loss_args) *a = ctx;
+    double s = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        FNN_T d = a->z[i] - a->t[i];
+        s += (double)d * d;
+        if (a->grad) a->grad[i] = 2 * d * a->scale;
+    }
+    return s;
+}
+
 static int FNN_(mse)(int64_t n, FNN_T scale, const FNN_T *y, const FNN_T *t, FNN_T *loss, FNN_T *grad, int nt) {
     if (n < 0 || !loss || (n > 0 && (!y || !t))) return FNN_ERR_ARG;
-    double part[FNN_REDUCE_CHUNKS] = {0};
-    nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 2, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) {
-        int64_t i0 = n * c / FNN_REDUCE_CHUNKS, i1 = n * (c + 1) / FNN_REDUCE_CHUNKS;
-        double s = 0;
-        for (int64_t i = i0; i < i1; i++) {
-            FNN_T d = y[i] - t[i];
-            s += (double)d * d;
-            if (grad) grad[i] = 2 * d * scale;
-        }
-        part[c] = s;
-    }
-    double total = 0;
-    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
+    FNN_(loss_args) a = {1, scale, y, t, NULL, grad, NULL};
+    double total = fnn_fixed_order_sum(n, fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 2, nt), FNN_(mse_chunk), &a);
     *loss = n > 0 ? (FNN_T)(total / (double)n) : 0;
     return FNN_OK;
 }
