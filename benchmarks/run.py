@@ -16,6 +16,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_cnn  # noqa: E402
+import bench_rnn  # noqa: E402
 import common  # noqa: E402
 
 import fastnn as fnn  # noqa: E402
@@ -146,6 +148,11 @@ WORKLOADS = {
     "mlp128": lambda r, t, n, s: bench_mlp(r, 128, t, n, s),
     "mlp32": lambda r, t, n, s: bench_mlp(r, 32, t, n, s),
     "infer-mlp": bench_infer_mlp,
+    "cnn64": bench_cnn.bench_cnn64,
+    "infer-cnn": bench_cnn.bench_infer_cnn,
+    "rnn64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "rnn"),
+    "lstm64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "lstm"),
+    "gru64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "gru"),
 }
 
 

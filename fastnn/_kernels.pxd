@@ -58,3 +58,75 @@ cdef extern from "fastnn.h" nogil:
     int fnn_adam_step_f64(int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
                           double weight_decay, const double *grad, double *param, double *m, double *v,
                           int n_threads)
+
+# ---- convolution and pooling (csrc/ref/conv.c, csrc/ref/pool.c) ----
+from libc.stdint cimport int32_t
+
+cdef extern from "fastnn.h" nogil:
+    ctypedef struct fnn_conv2d_shape:
+        int64_t n, c, h, w, f, kh, kw, sh, sw, pad_t, pad_b, pad_l, pad_r
+    ctypedef struct fnn_pool2d_shape:
+        int64_t n, c, h, w, kh, kw, sh, sw
+    int64_t fnn_conv2d_workspace(int backward, const fnn_conv2d_shape *s, int n_threads)
+    int fnn_conv2d_fwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                           float *y, float *ws, int64_t ws_len, int n_threads)
+    int fnn_conv2d_fwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, const double *w,
+                           const double *b, double *y, double *ws, int64_t ws_len, int n_threads)
+    int fnn_conv2d_bwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                           const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len,
+                           int n_threads)
+    int fnn_conv2d_bwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, const double *w,
+                           const double *y, const double *dy, double *dw, double *db, double *dx, double *ws,
+                           int64_t ws_len, int n_threads)
+    int fnn_maxpool2d_fwd_f32(const fnn_pool2d_shape *s, const float *x, float *y, int32_t *idx, int n_threads)
+    int fnn_maxpool2d_fwd_f64(const fnn_pool2d_shape *s, const double *x, double *y, int32_t *idx, int n_threads)
+    int fnn_maxpool2d_bwd_f32(const fnn_pool2d_shape *s, const float *dy, const int32_t *idx, float *dx,
+                              int n_threads)
+    int fnn_maxpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, const int32_t *idx, double *dx,
+                              int n_threads)
+    int fnn_avgpool2d_fwd_f32(const fnn_pool2d_shape *s, const float *x, float *y, int n_threads)
+    int fnn_avgpool2d_fwd_f64(const fnn_pool2d_shape *s, const double *x, double *y, int n_threads)
+    int fnn_avgpool2d_bwd_f32(const fnn_pool2d_shape *s, const float *dy, float *dx, int n_threads)
+    int fnn_avgpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, double *dx, int n_threads)
+
+cdef extern from "fastnn.h" nogil:
+    int FNN_RNN_SEQ
+    int64_t fnn_rnn_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
+    int64_t fnn_rnn_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
+    int64_t fnn_lstm_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
+    int64_t fnn_lstm_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
+    int64_t fnn_gru_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
+    int64_t fnn_gru_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
+    int fnn_rnn_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                        const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads)
+    int fnn_rnn_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
+                        const double *wx, const double *wh, const double *bx, const double *bh, double *y,
+                        double *ws, int n_threads)
+    int fnn_rnn_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                        const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
+                        float *dbh, float *dx, float *bws, int n_threads)
+    int fnn_rnn_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
+                        const double *wx, const double *wh, const double *ws, const double *dy, double *dwx,
+                        double *dwh, double *dbx, double *dbh, double *dx, double *bws, int n_threads)
+    int fnn_lstm_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                         const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads)
+    int fnn_lstm_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
+                         const double *wx, const double *wh, const double *bx, const double *bh, double *y,
+                         double *ws, int n_threads)
+    int fnn_lstm_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                         const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
+                         float *dbh, float *dx, float *bws, int n_threads)
+    int fnn_lstm_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
+                         const double *wx, const double *wh, const double *ws, const double *dy, double *dwx,
+                         double *dwh, double *dbx, double *dbh, double *dx, double *bws, int n_threads)
+    int fnn_gru_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                        const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads)
+    int fnn_gru_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
+                        const double *wx, const double *wh, const double *bx, const double *bh, double *y,
+                        double *ws, int n_threads)
+    int fnn_gru_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                        const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
+                        float *dbh, float *dx, float *bws, int n_threads)
+    int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
+                        const double *wx, const double *wh, const double *ws, const double *dy, double *dwx,
+                        double *dwh, double *dbx, double *dbh, double *dx, double *bws, int n_threads)

@@ -1,1 +1,167 @@
 # Cython bindings of the recurrent-cell kernels (included by _core.pyx).
+#
+# Cells by code: 0 SimpleRNN, 1 LSTM, 2 GRU. x is (n, t, f) batch first; y / dy are passed as
+# 2-D row views (n, t*h) with return_sequences, else (n, h). Every size, including the
+# workspaces, is checked against the others before the GIL is released.
+
+CELL_RNN, CELL_LSTM, CELL_GRU = 0, 1, 2
+_CELL_NAMES = ("SimpleRNN", "LSTM", "GRU")
+_CELL_GATES = (1, 4, 3)
+
+
+cdef inline int _cell_gates(int cell) except -1:
+    if cell < 0 or cell > 2:
+        raise ValueError(f"recurrent: unknown cell code {cell}")
+    return _CELL_GATES[cell]
+
+
+cdef int64_t _fwd_workspace(int cell, int64_t n, int64_t t, int64_t f, int64_t h) noexcept nogil:
+    if cell == 0:
+        return c.fnn_rnn_fwd_workspace(n, t, f, h)
+    if cell == 1:
+        return c.fnn_lstm_fwd_workspace(n, t, f, h)
+    return c.fnn_gru_fwd_workspace(n, t, f, h)
+
+
+cdef int64_t _bwd_workspace(int cell, int64_t n, int64_t t, int64_t f, int64_t h) noexcept nogil:
+    if cell == 0:
+        return c.fnn_rnn_bwd_workspace(n, t, f, h)
+    if cell == 1:
+        return c.fnn_lstm_bwd_workspace(n, t, f, h)
+    return c.fnn_gru_bwd_workspace(n, t, f, h)
+
+
+def recurrent_workspace(int cell, int64_t n, int64_t t, int64_t f, int64_t h):
+    """(forward, backward) workspace sizes in elements for inputs (n, t, f) and h units."""
+    _cell_gates(cell)
+    cdef int64_t fw = _fwd_workspace(cell, n, t, f, h), bw = _bwd_workspace(cell, n, t, f, h)
+    if fw < 0 or bw < 0:
+        raise ValueError(f"{_CELL_NAMES[cell]}: invalid sizes (batch {n}, steps {t}, features {f}, units {h})")
+    return int(fw), int(bw)
+
+
+cdef void _check_weights(int cell, int64_t f, int64_t h, tuple wx, tuple wh, Py_ssize_t nbx,
+                         Py_ssize_t nbh) except *:
+    cdef int64_t kh = _cell_gates(cell) * h
+    name = _CELL_NAMES[cell]
+    if h < 1:
+        raise ValueError(f"{name}: W_h must have at least one row, got shape {wh}")
+    if wx != (f, kh):
+        raise ValueError(f"{name}: W_x: expected shape ({f}, {kh}), got {wx}")
+    if wh != (h, kh):
+        raise ValueError(f"{name}: W_h: expected shape ({h}, {kh}), got {wh}")
+    _same(nbx, kh, f"{name} b_x")
+    _same(nbh, kh, f"{name} b_h")
+
+
+def recurrent_fwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] wx, const floating[:, ::1] wh,
+                  const floating[::1] bx, const floating[::1] bh, floating[:, ::1] y, floating[::1] ws,
+                  bint seq=False, int n_threads=1):
+    """y = the layer output (n, t*h) or (n, h); ws keeps what recurrent_bwd needs."""
+    cdef int64_t n = x.shape[0], t = x.shape[1], f = x.shape[2], h = wh.shape[0]
+    name = _CELL_NAMES[cell] if 0 <= cell <= 2 else "recurrent"
+    _check_weights(cell, f, h, (wx.shape[0], wx.shape[1]), (wh.shape[0], wh.shape[1]), bx.shape[0], bh.shape[0])
+    if t < 1:
+        raise ValueError(f"{name}: expected at least one time step, got input shape ({n}, {t}, {f})")
+    if y.shape[0] != n or y.shape[1] != (t * h if seq else h):
+        raise ValueError(f"{name}: output has shape ({y.shape[0]}, {y.shape[1]}), expected "
+                         f"({n}, {t * h if seq else h})")
+    cdef int64_t need = _fwd_workspace(cell, n, t, f, h)
+    if need < 0:
+        raise ValueError(f"{name}: invalid sizes (batch {n}, steps {t}, features {f}, units {h})")
+    if ws.shape[0] < need:
+        raise ValueError(f"{name}: workspace has {ws.shape[0]} elements, needs {need}")
+    if n == 0:
+        return
+    cdef int flags = c.FNN_RNN_SEQ if seq else 0
+    cdef const floating *px = &x[0, 0, 0] if f > 0 else NULL
+    cdef const floating *pwx = &wx[0, 0] if f > 0 else NULL
+    cdef int status
+    with nogil:
+        if floating is float:
+            if cell == 0:
+                status = c.fnn_rnn_fwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
+                                           n_threads)
+            elif cell == 1:
+                status = c.fnn_lstm_fwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
+                                            n_threads)
+            else:
+                status = c.fnn_gru_fwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
+                                           n_threads)
+        else:
+            if cell == 0:
+                status = c.fnn_rnn_fwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
+                                           n_threads)
+            elif cell == 1:
+                status = c.fnn_lstm_fwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
+                                            n_threads)
+            else:
+                status = c.fnn_gru_fwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
+                                           n_threads)
+    _check(status)
+
+
+def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] wx, const floating[:, ::1] wh,
+                  const floating[::1] ws, const floating[:, ::1] dy, floating[:, ::1] dwx, floating[:, ::1] dwh,
+                  floating[::1] dbx, floating[::1] dbh, floating[:, :, ::1] dx, floating[::1] bws,
+                  bint seq=False, int n_threads=1):
+    """Gradients of sum(dy * y) for the forward that filled ws: dW_x, dW_h, db_x, db_h and,
+    unless dx is None, dx (n, t, f)."""
+    cdef int64_t n = x.shape[0], t = x.shape[1], f = x.shape[2], h = wh.shape[0]
+    name = _CELL_NAMES[cell] if 0 <= cell <= 2 else "recurrent"
+    _check_weights(cell, f, h, (wx.shape[0], wx.shape[1]), (wh.shape[0], wh.shape[1]), dbx.shape[0],
+                   dbh.shape[0])
+    if (dwx.shape[0], dwx.shape[1]) != (wx.shape[0], wx.shape[1]):
+        raise ValueError(f"{name}: dW_x has shape ({dwx.shape[0]}, {dwx.shape[1]}), expected "
+                         f"({wx.shape[0]}, {wx.shape[1]})")
+    if (dwh.shape[0], dwh.shape[1]) != (wh.shape[0], wh.shape[1]):
+        raise ValueError(f"{name}: dW_h has shape ({dwh.shape[0]}, {dwh.shape[1]}), expected "
+                         f"({wh.shape[0]}, {wh.shape[1]})")
+    if t < 1:
+        raise ValueError(f"{name}: expected at least one time step, got input shape ({n}, {t}, {f})")
+    if dy.shape[0] != n or dy.shape[1] != (t * h if seq else h):
+        raise ValueError(f"{name}: output gradient has shape ({dy.shape[0]}, {dy.shape[1]}), expected "
+                         f"({n}, {t * h if seq else h})")
+    if dx is not None and (dx.shape[0] != n or dx.shape[1] != t or dx.shape[2] != f):
+        raise ValueError(f"{name}: dx has shape ({dx.shape[0]}, {dx.shape[1]}, {dx.shape[2]}), expected "
+                         f"({n}, {t}, {f})")
+    cdef int64_t need_f = _fwd_workspace(cell, n, t, f, h), need_b = _bwd_workspace(cell, n, t, f, h)
+    if need_f < 0 or need_b < 0:
+        raise ValueError(f"{name}: invalid sizes (batch {n}, steps {t}, features {f}, units {h})")
+    if ws.shape[0] < need_f:
+        raise ValueError(f"{name}: forward workspace has {ws.shape[0]} elements, needs {need_f}")
+    if bws.shape[0] < need_b:
+        raise ValueError(f"{name}: backward workspace has {bws.shape[0]} elements, needs {need_b}")
+    cdef int flags = c.FNN_RNN_SEQ if seq else 0
+    cdef const floating *px = &x[0, 0, 0] if n > 0 and f > 0 else NULL
+    cdef const floating *pwx = &wx[0, 0] if f > 0 else NULL
+    cdef floating *pdwx = &dwx[0, 0] if f > 0 else NULL
+    cdef const floating *pws = &ws[0] if ws.shape[0] > 0 else NULL
+    cdef const floating *pdy = &dy[0, 0] if n > 0 else NULL
+    cdef floating *pbws = &bws[0] if bws.shape[0] > 0 else NULL
+    cdef floating *pdx = NULL
+    cdef int status
+    if dx is not None and n > 0 and f > 0:
+        pdx = &dx[0, 0, 0]
+    with nogil:
+        if floating is float:
+            if cell == 0:
+                status = c.fnn_rnn_bwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
+                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
+            elif cell == 1:
+                status = c.fnn_lstm_bwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
+                                            &dbx[0], &dbh[0], pdx, pbws, n_threads)
+            else:
+                status = c.fnn_gru_bwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
+                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
+        else:
+            if cell == 0:
+                status = c.fnn_rnn_bwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
+                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
+            elif cell == 1:
+                status = c.fnn_lstm_bwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
+                                            &dbx[0], &dbh[0], pdx, pbws, n_threads)
+            else:
+                status = c.fnn_gru_bwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
+                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
+    _check(status)

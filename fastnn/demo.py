@@ -57,10 +57,51 @@ def digits(verbose: int = 1) -> float:
     return _report("digits", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
 
 
+def digits_cnn(verbose: int = 1) -> float:
+    """A small CNN on the 8x8 handwritten digits as (N, 1, 8, 8) images."""
+    x, y = load_digits()
+    x = (x / 16.0).reshape(len(x), 1, 8, 8)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, 0.25, seed=2)
+    model = Sequential([
+        layers.Conv2D(16, 3, padding="same", activation="relu"),
+        layers.MaxPool2D(2),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ], input_shape=(1, 8, 8), name="digits_cnn")
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.02, momentum=0.9),
+                  loss="sparse_categorical_crossentropy")
+    print("Handwritten digits (8x8 images, CNN: Conv2D-MaxPool2D-Conv2D-Dense)")
+    epochs = 20
+    t0 = time.perf_counter()
+    model.fit(x_tr, y_tr, batch_size=32, epochs=epochs, validation_split=0.1, verbose=verbose)
+    return _report("digits cnn", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
+
+
+def digits_lstm(verbose: int = 1) -> float:
+    """LSTM reading the 8x8 handwritten digits row by row: 8 steps of 8 pixels."""
+    x, y = load_digits()
+    x = x.reshape(len(x), 8, 8) / 16.0
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, 0.25, seed=2)
+    model = Sequential([
+        layers.LSTM(64),
+        layers.Dense(10, activation="softmax"),
+    ], input_shape=(8, 8), name="digits_lstm")
+    model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy")
+    print("Handwritten digits read row by row (8 steps of 8 pixels, LSTM)")
+    epochs = 20
+    t0 = time.perf_counter()
+    model.fit(x_tr, y_tr, batch_size=32, epochs=epochs, validation_split=0.1, verbose=verbose)
+    return _report("digits lstm", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
+
+
 # name -> function(verbose) returning the test accuracy; a new demo adds one line here.
 DEMOS = {
     "breast_cancer": breast_cancer,
     "digits": digits,
+    "digits_cnn": digits_cnn,
+    "digits_lstm": digits_lstm,
 }
 
 

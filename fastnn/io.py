@@ -89,8 +89,11 @@ def _make(registry: dict, entry, what: str):
     if cls is None:
         raise ModelFileError(f"model file: unknown {what} class {entry['class']!r} "
                              f"(known: {sorted(registry)})")
+    plain = (bool, int, float, str)
     for k, v in entry["config"].items():
-        if not isinstance(k, str) or not (v is None or isinstance(v, (bool, int, float, str))):
+        # scalars, or short lists of them (pairs such as Conv2D's kernel_size=(3, 5))
+        if not isinstance(k, str) or not (v is None or isinstance(v, plain) or (
+                isinstance(v, list) and len(v) <= 8 and all(isinstance(e, plain) for e in v))):
             raise ModelFileError(f"model file: {what} {entry['class']} has a non-plain argument {k!r}")
     try:
         return cls(**entry["config"])

@@ -143,8 +143,10 @@ typedef struct {
 
 /* Elements (of the kernel's dtype) of the workspace fnn_conv2d_fwd_* (backward == 0) or
  * fnn_conv2d_bwd_* (backward != 0) wants for this shape and n_threads; negative FNN_ERR_ARG for
- * an invalid shape. The size is bounded: one column tile (<= max(64Ki, c*kh*kw*ow) elements) per
- * thread, plus for backward the transposed weights and up to 15 partial weight gradients. */
+ * an invalid shape. It does not grow with the batch: per thread (at most n_threads) one column
+ * tile of about 64Ki elements (at least one output row's c*kh*kw x ow), the matching (f x tile)
+ * block of y or dy and one zero-padded image (x and, backward, dx); for backward also W^T and at
+ * most 15 partial weight gradients (f*c*kh*kw + f each). */
 int64_t fnn_conv2d_workspace(int backward, const fnn_conv2d_shape *s, int n_threads);
 
 /* y[i,o,p,q] = act(b[o] + sum_{c,u,v} w[o,c,u,v] x[i,c, p*sh+u-pad_t, q*sw+v-pad_l])  (cross-
@@ -154,13 +156,15 @@ int fnn_conv2d_fwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, con
                        float *y, float *ws, int64_t ws_len, int n_threads);
 int fnn_conv2d_fwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, const double *w, const double *b,
                        double *y, double *ws, int64_t ws_len, int n_threads);
-/* Given dy = dL/dy (pre-activation): dw = sum_i dy_i (*) x_i (overwritten), db[o] = sum_{i,p,q} dy[i,o,p,q]
- * (may be NULL), dx (may be NULL) = the transposed convolution of dy with w (overwritten).
+/* With g = dy (flags 0) or g = dy * (y > 0) (FNN_EPI_RELU: dy is the gradient of the forward's
+ * ReLU output y; y is ignored otherwise): dw = sum_i g_i (*) x_i (overwritten), db[o] (may be NULL)
+ * = sum_{i,p,q} g[i,o,p,q], dx (may be NULL) = the transposed convolution of g with w (overwritten).
  * Fixed-order reductions: the results do not depend on n_threads. */
-int fnn_conv2d_bwd_f32(const fnn_conv2d_shape *s, const float *x, const float *w, const float *dy, float *dw,
-                       float *db, float *dx, float *ws, int64_t ws_len, int n_threads);
-int fnn_conv2d_bwd_f64(const fnn_conv2d_shape *s, const double *x, const double *w, const double *dy,
-                       double *dw, double *db, double *dx, double *ws, int64_t ws_len, int n_threads);
+int fnn_conv2d_bwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                       const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len, int n_threads);
+int fnn_conv2d_bwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, const double *w, const double *y,
+                       const double *dy, double *dw, double *db, double *dx, double *ws, int64_t ws_len,
+                       int n_threads);
 
 /* Geometry of a pooling window: x (n, c, h, w), y (n, c, oh, ow), oh = (h - kh) / sh + 1, no padding. */
 typedef struct {
@@ -172,7 +176,8 @@ typedef struct {
  * plane: the first maximum, or the last NaN (as PyTorch). h * w < 2^31. */
 int fnn_maxpool2d_fwd_f32(const fnn_pool2d_shape *s, const float *x, float *y, int32_t *idx, int n_threads);
 int fnn_maxpool2d_fwd_f64(const fnn_pool2d_shape *s, const double *x, double *y, int32_t *idx, int n_threads);
-/* dx = 0; dx[plane][idx] += dy (FNN_ERR_ARG, with dx unspecified, when an index is outside the plane). */
+/* dx = 0; dx[plane][idx] += dy. idx must come from fnn_maxpool2d_fwd: FNN_ERR_ARG (dx unspecified)
+ * for an index outside its plane (or, for 2x2 windows at stride 2, outside its window). */
 int fnn_maxpool2d_bwd_f32(const fnn_pool2d_shape *s, const float *dy, const int32_t *idx, float *dx, int n_threads);
 int fnn_maxpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, const int32_t *idx, double *dx,
                           int n_threads);
@@ -182,6 +187,59 @@ int fnn_avgpool2d_fwd_f64(const fnn_pool2d_shape *s, const double *x, double *y,
 /* dx = 0; dx[window] += dy / (kh * kw) for every window. */
 int fnn_avgpool2d_bwd_f32(const fnn_pool2d_shape *s, const float *dy, float *dx, int n_threads);
 int fnn_avgpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, double *dx, int n_threads);
+
+/* ---- recurrent layers ------------------------------------------------------------------
+ * x (n, t, f) batch first; W_x (f, kH), W_h (H, kH), b_x, b_h (kH) with k = 1 (SimpleRNN),
+ * 4 (LSTM, gate blocks i, f, g, o) or 3 (GRU, blocks r, z, n); PyTorch's equations, zero
+ * initial state. y is (n, t, H) with FNN_RNN_SEQ (every step), else (n, H) (the last step).
+ * ws is a caller-provided workspace of fnn_<cell>_fwd_workspace(n, t, f, h) elements: forward
+ * fills it with the gate activations and states that backward reads (pass it unchanged);
+ * bws is scratch of fnn_<cell>_bwd_workspace(...) elements. The workspace functions return
+ * an element count, or FNN_ERR_ARG for invalid sizes. Backward overwrites dW_x, dW_h, db_x,
+ * db_h (and dx unless NULL) with the gradients of sum(dy * y). Results do not depend on
+ * n_threads. */
+#define FNN_RNN_SEQ 1      /* y / dy hold every step (return_sequences) */
+int64_t fnn_rnn_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
+int64_t fnn_rnn_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
+int64_t fnn_lstm_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
+int64_t fnn_lstm_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
+int64_t fnn_gru_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
+int64_t fnn_gru_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
+/* SimpleRNN: h_t = tanh(x_t W_x + b_x + h_{t-1} W_h + b_h). */
+int fnn_rnn_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                    const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads);
+int fnn_rnn_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
+                    const double *wh, const double *bx, const double *bh, double *y, double *ws, int n_threads);
+int fnn_rnn_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                    const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
+                    float *dbh, float *dx, float *bws, int n_threads);
+int fnn_rnn_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
+                    const double *wh, const double *ws, const double *dy, double *dwx, double *dwh, double *dbx,
+                    double *dbh, double *dx, double *bws, int n_threads);
+/* LSTM: [i f g o] = [s s tanh s](x_t W_x + b_x + h_{t-1} W_h + b_h) (s = sigmoid);
+ * c_t = f c_{t-1} + i g; h_t = o tanh(c_t). */
+int fnn_lstm_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                     const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads);
+int fnn_lstm_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
+                     const double *wh, const double *bx, const double *bh, double *y, double *ws, int n_threads);
+int fnn_lstm_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                     const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
+                     float *dbh, float *dx, float *bws, int n_threads);
+int fnn_lstm_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
+                     const double *wh, const double *ws, const double *dy, double *dwx, double *dwh,
+                     double *dbx, double *dbh, double *dx, double *bws, int n_threads);
+/* GRU: a = x_t W_x + b_x, b = h_{t-1} W_h + b_h; r = s(a_r + b_r), z = s(a_z + b_z),
+ * n = tanh(a_n + r b_n); h_t = (1 - z) n + z h_{t-1}. */
+int fnn_gru_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                    const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads);
+int fnn_gru_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
+                    const double *wh, const double *bx, const double *bh, double *y, double *ws, int n_threads);
+int fnn_gru_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
+                    const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
+                    float *dbh, float *dx, float *bws, int n_threads);
+int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
+                    const double *wh, const double *ws, const double *dy, double *dwx, double *dwh, double *dbx,
+                    double *dbh, double *dx, double *bws, int n_threads);
 
 #ifdef __cplusplus
 }

@@ -94,3 +94,78 @@ def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov, first):
 
 def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
     _core.adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, get_num_threads())
+
+
+# ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----
+
+def conv2d_workspace(x_shape, w_shape, stride, padding, backward=False):
+    """Elements of the scratch buffer conv2d_fwd (or conv2d_bwd) wants at the current thread count."""
+    return _core.conv2d_workspace(backward, tuple(x_shape), tuple(w_shape), stride, padding, get_num_threads())
+
+
+def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
+    """out = conv2d(x, w) + b (cross-correlation), ReLU fused into the GEMM epilogue when asked."""
+    _core.conv2d_fwd(x, w, b, out, stride, padding, relu, ws, get_num_threads())
+    return out
+
+
+def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None):
+    """dw, db (may be None) and dx (skipped when None) from dy = dL/d(conv output); with relu, dy is
+    the gradient of the ReLU output y (the forward's out) and is masked by y > 0 first."""
+    _core.conv2d_bwd(x, w, y, dy, dw, db, dx, stride, padding, relu, ws, get_num_threads())
+    return dx
+
+
+def maxpool2d_fwd(x, pool, stride, out, idx=None):
+    """out = window maxima; idx (int32, may be None) = argmax offsets in each (H, W) plane."""
+    _core.maxpool2d_fwd(x, out, idx, pool, stride, get_num_threads())
+    return out
+
+
+def maxpool2d_bwd(dy, idx, pool, stride, dx):
+    _core.maxpool2d_bwd(dy, idx, dx, pool, stride, get_num_threads())
+    return dx
+
+
+def avgpool2d_fwd(x, pool, stride, out):
+    _core.avgpool2d_fwd(x, out, pool, stride, get_num_threads())
+    return out
+
+
+def avgpool2d_bwd(dy, pool, stride, dx):
+    _core.avgpool2d_bwd(dy, dx, pool, stride, get_num_threads())
+    return dx
+
+
+# ---- recurrent layers ------------------------------------------------------------------------
+_CELLS = {"rnn": 0, "lstm": 1, "gru": 2}
+
+
+def _rows(a, where=None):
+    """a as a 2-D (N, rest) array; an output (where names it) must be a view, since a copy
+    would lose what the kernel writes into it."""
+    if where is not None and not a.flags.c_contiguous:
+        raise ValueError(f"{where}: expected a C-contiguous array")
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+
+
+def recurrent_workspace(cell, n, t, f, h):
+    """(forward, backward) workspace sizes in elements of one recurrent layer call on (n, t, f)
+    inputs with h units; cell is "rnn", "lstm" or "gru"."""
+    return _core.recurrent_workspace(_CELLS[cell], n, t, f, h)
+
+
+def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
+    """y = the layer output, (n, t, h) or (n, h); ws (recurrent_workspace()[0] elements) keeps
+    what recurrent_bwd needs. The whole time loop is one C call."""
+    _core.recurrent_fwd(_CELLS[cell], x, wx, wh, bx, bh, _rows(y, f"{cell} output"), ws, return_sequences,
+                        get_num_threads())
+    return y
+
+
+def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
+    """Overwrite dwx, dwh, dbx, dbh (and dx unless None) with the gradients of sum(dy * y) for
+    the forward call that filled ws; bws is scratch (recurrent_workspace()[1] elements)."""
+    _core.recurrent_bwd(_CELLS[cell], x, wx, wh, ws, _rows(dy), dwx, dwh, dbx, dbh, dx, bws,
+                        return_sequences, get_num_threads())
+    return dx

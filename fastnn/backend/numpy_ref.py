@@ -161,3 +161,176 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
     v[...] = beta2 * v + (1 - beta2) * d * d
     bc1, bc2 = 1 - beta1 ** t, 1 - beta2 ** t
     p -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
+
+
+# ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----
+
+def conv2d_workspace(x_shape, w_shape, stride, padding, backward=False):
+    return 0
+
+
+def _windows(x, kh, kw, sh, sw):
+    """(N, C, OH, OW, kh, kw) view of the kh x kw windows of x at strides (sh, sw)."""
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    return win[:, :, ::sh, ::sw]
+
+
+def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
+    pt, pb, pl, pr = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    win = _windows(xp, w.shape[2], w.shape[3], *stride)
+    y = np.einsum("nchwpq,fcpq->nfhw", win, w) + (0 if b is None else b[:, None, None])
+    out[...] = np.maximum(y, 0) if relu else y
+    return out
+
+
+def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None):
+    (sh, sw), (pt, pb, pl, pr) = stride, padding
+    if relu:
+        dy = np.where(y > 0, dy, 0)
+    kh, kw = w.shape[2], w.shape[3]
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    dw[...] = np.einsum("nfhw,nchwpq->fcpq", dy, _windows(xp, kh, kw, sh, sw))
+    if db is not None:
+        db[...] = dy.sum(axis=(0, 2, 3))
+    if dx is not None:
+        oh, ow = dy.shape[2], dy.shape[3]
+        dxp = np.zeros_like(xp)
+        for p in range(kh):
+            for q in range(kw):
+                dxp[:, :, p:p + sh * oh:sh, q:q + sw * ow:sw] += np.einsum("nfhw,fc->nchw", dy, w[:, :, p, q])
+        dx[...] = dxp[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
+    return dx
+
+
+def maxpool2d_fwd(x, pool, stride, out, idx=None):
+    (kh, kw), (sh, sw) = pool, stride
+    n, c, oh, ow = out.shape
+    win = _windows(x, kh, kw, sh, sw).reshape(n, c, oh, ow, kh * kw)
+    # PyTorch's rule: the first maximum, or the last NaN when the window has one.
+    arg = np.argmax(win, axis=-1)
+    nan = np.isnan(win)
+    arg = np.where(nan.any(axis=-1), kh * kw - 1 - np.argmax(nan[..., ::-1], axis=-1), arg)
+    out[...] = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+    if idx is not None:
+        rows = np.arange(oh)[:, None] * sh + arg // kw
+        cols = np.arange(ow)[None, :] * sw + arg % kw
+        idx[...] = rows * x.shape[3] + cols
+    return out
+
+
+def maxpool2d_bwd(dy, idx, pool, stride, dx):
+    n, c, h, w = dx.shape
+    flat = np.zeros((n * c, h * w), dtype=dx.dtype)
+    planes = np.repeat(np.arange(n * c), dy.shape[2] * dy.shape[3])
+    np.add.at(flat, (planes, idx.reshape(-1)), dy.reshape(-1))
+    dx[...] = flat.reshape(dx.shape)
+    return dx
+
+
+def avgpool2d_fwd(x, pool, stride, out):
+    out[...] = _windows(x, *pool, *stride).mean(axis=(4, 5))
+    return out
+
+
+def avgpool2d_bwd(dy, pool, stride, dx):
+    (kh, kw), (sh, sw) = pool, stride
+    oh, ow = dy.shape[2], dy.shape[3]
+    dx[...] = 0
+    for p in range(kh):
+        for q in range(kw):
+            dx[:, :, p:p + sh * oh:sh, q:q + sw * ow:sw] += dy / (kh * kw)
+    return dx
+
+
+# ---- recurrent layers ------------------------------------------------------------------------
+# PyTorch's equations, batch first, zero initial state; gate blocks i, f, g, o (LSTM) and
+# r, z, n (GRU). The workspace here is numpy_ref's own: per sample and step the gate
+# activations (a GRU also keeps h W_hn + b_hn), h_t and, for an LSTM, c_t.
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _ref_states(cell, ws, n, t, h):
+    kept = {"rnn": 1, "lstm": 4, "gru": 4}[cell] * h
+    gates = ws[:n * t * kept].reshape(n, t, kept)
+    hs = ws[n * t * kept:n * t * (kept + h)].reshape(n, t, h)
+    cs = ws[n * t * (kept + h):n * t * (kept + 2 * h)].reshape(n, t, h) if cell == "lstm" else None
+    return gates, hs, cs
+
+
+def recurrent_workspace(cell, n, t, f, h):
+    kept = {"rnn": 1, "lstm": 4, "gru": 4}[cell] * h
+    return n * t * (kept + h + (h if cell == "lstm" else 0)), 0
+
+
+def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
+    n, t, _ = x.shape
+    h = wh.shape[0]
+    gates, hs, cs = _ref_states(cell, ws, n, t, h)
+    h_prev = np.zeros((n, h), dtype=x.dtype)
+    c_prev = np.zeros((n, h), dtype=x.dtype)
+    for s in range(t):
+        a = x[:, s] @ wx + bx           # input part of the gate pre-activations
+        b = h_prev @ wh + bh            # recurrent part
+        if cell == "rnn":
+            h_new = np.tanh(a + b)
+            gates[:, s] = h_new
+        elif cell == "lstm":
+            z = a + b
+            i, f, g, o = (z[:, k * h:(k + 1) * h] for k in range(4))
+            i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+            c_prev = f * c_prev + i * g
+            h_new = o * np.tanh(c_prev)
+            gates[:, s] = np.concatenate([i, f, g, o], axis=1)
+            cs[:, s] = c_prev
+        else:
+            r = _sigmoid(a[:, :h] + b[:, :h])
+            z = _sigmoid(a[:, h:2 * h] + b[:, h:2 * h])
+            nn = np.tanh(a[:, 2 * h:] + r * b[:, 2 * h:])
+            h_new = (1 - z) * nn + z * h_prev
+            gates[:, s] = np.concatenate([r, z, nn, b[:, 2 * h:]], axis=1)
+        hs[:, s] = h_new
+        h_prev = h_new
+    y[...] = hs if return_sequences else hs[:, -1]
+    return y
+
+
+def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
+    """Backpropagation through time, one step at a time."""
+    n, t, _ = x.shape
+    h = wh.shape[0]
+    gates, hs, cs = _ref_states(cell, ws, n, t, h)
+    for g in (dwx, dwh, dbx, dbh):
+        g[...] = 0
+    dh_next = np.zeros((n, h), dtype=x.dtype)     # dL/dh_t from the later steps
+    dc_next = np.zeros((n, h), dtype=x.dtype)     # LSTM: dL/dc_t from the later steps
+    for s in reversed(range(t)):
+        dh = dh_next + (dy[:, s] if return_sequences else (dy if s == t - 1 else 0))
+        h_prev = hs[:, s - 1] if s > 0 else np.zeros((n, h), dtype=x.dtype)
+        direct = 0
+        if cell == "rnn":
+            da_x = da_h = dh * (1 - gates[:, s] ** 2)
+        elif cell == "lstm":
+            i, f, g, o = (gates[:, s, k * h:(k + 1) * h] for k in range(4))
+            c_prev = cs[:, s - 1] if s > 0 else np.zeros((n, h), dtype=x.dtype)
+            tc = np.tanh(cs[:, s])
+            dc = dc_next + dh * o * (1 - tc ** 2)
+            da_x = da_h = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g ** 2),
+                                          dh * tc * o * (1 - o)], axis=1)
+            dc_next = dc * f
+        else:
+            r, z, nn, bn = (gates[:, s, k * h:(k + 1) * h] for k in range(4))
+            dn = dh * (1 - z) * (1 - nn ** 2)
+            dr = dn * bn * r * (1 - r)
+            dz = dh * (h_prev - nn) * z * (1 - z)
+            da_x = np.concatenate([dr, dz, dn], axis=1)
+            da_h = np.concatenate([dr, dz, dn * r], axis=1)
+            direct = dh * z
+        dwx += x[:, s].T @ da_x
+        dbx += da_x.sum(axis=0)
+        dwh += h_prev.T @ da_h
+        dbh += da_h.sum(axis=0)
+        dh_next = da_h @ wh.T + direct
+        if dx is not None:
+            dx[:, s] = da_x @ wx.T
+    return dx

@@ -2,11 +2,18 @@
 ``REGISTRY`` (the closed list of classes model files may name)."""
 from .activation import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer
+from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .pooling import AvgPool2D, MaxPool2D
+from .recurrent import GRU, LSTM, SimpleRNN
 from .reshape import Flatten
 
 REGISTRY = {cls.__name__: cls for cls in (Dense, ReLU, Sigmoid, Tanh, Softmax, LeakyReLU, Dropout, Flatten)}
+REGISTRY.update({cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D)})
 
 __all__ = ["Layer", "Activation", "Dense", "ReLU", "Sigmoid", "Tanh", "Softmax", "LeakyReLU", "Dropout",
            "Flatten", "REGISTRY"]
+__all__ += ["Conv2D", "MaxPool2D", "AvgPool2D"]
+REGISTRY.update({cls.__name__: cls for cls in (SimpleRNN, LSTM, GRU)})
+__all__ += ["SimpleRNN", "LSTM", "GRU"]

@@ -1,0 +1,207 @@
+/* 2-D convolution (NCHW) by im2col + GEMM: float and double from conv_tmpl.h.
+ *
+ * The work unit is one tile of output rows of one image. Its column matrix cols[c*kh*kw, tile]
+ * is built in the caller's workspace (sized so that it stays in L2), multiplied by the weights
+ * with the bias and ReLU fused into the GEMM epilogue, and reused in place for the input
+ * gradient. A 1x1 convolution with stride 1 and no padding needs no columns: the image is the
+ * matrix.
+ *
+ * Threads: large batches run images (forward) or fixed groups of images (backward) in parallel,
+ * each thread with its own column tile and serial GEMMs; small batches loop over images and let
+ * the GEMM use the threads. The weight and bias gradients are accumulated per group of images
+ * (a partition fixed by the batch size, never by the thread count) and the group sums are added
+ * in group order, so every result is bit-identical for any n_threads (the GEMM itself computes
+ * each element the same way for any thread count). */
+#include <string.h>
+
+#include "../core/internal.h"
+
+/* Column tile budget in elements (256 KiB of float): a tile and the GEMM's packed blocks fit
+ * the L2 of one core together. Whole images when they fit, else bands of output rows. */
+#define FNN_CONV_TILE_ELEMS ((int64_t)1 << 16)
+/* Backward: the batch is cut into at most this many groups of images, each with its own
+ * partial weight gradient (group 0 writes into dw itself) ... */
+#define FNN_CONV_GROUPS 16
+/* ... as long as the partials stay under this many elements in all (else fewer groups, and the
+ * GEMMs, which are then large, take the threads). */
+#define FNN_CONV_PART_ELEMS ((int64_t)1 << 21)
+/* A thread gets at least this many multiply-adds of convolution work (about 2-4 us). */
+#define FNN_CONV_MIN_MACS ((int64_t)1 << 18)
+/* WIDE: at most this many images side by side in one GEMM. */
+#define FNN_CONV_MAX_NB 16
+/* Largest accepted size, stride, padding or kernel extent (keeps every product in int64). */
+#define FNN_CONV_DIM_MAX ((int64_t)INT32_MAX)
+
+/* How a convolution is computed (chosen from the shape alone):
+ *   DIRECT  1x1 kernel, stride 1, no padding: the image (c, h*w) is the column matrix itself.
+ *   WIDE    stride 1: output rows are computed at the padded input's width wp, so row (ci, u, v)
+ *           of the columns is ONE contiguous run of the (zero-padded) input plane ci starting at
+ *           (u, v): im2col and col2im become long copies/adds instead of a short segment per
+ *           output row. The wp - ow extra columns of each row are dropped when the GEMM result
+ *           is copied into y (and are zeros of dy in the backward pass, so they add nothing).
+ *   COLS    classic im2col of output-row tiles, GEMM straight into y: any stride, and stride 1
+ *           when c*kh*kw <= f (then WIDE's copy of the GEMM result into y, f short rows per output
+ *           row, would cost more than im2col's c*kh*kw short rows: the first layer of a CNN).
+ * A unit of work is a block of nb whole images (WIDE, when an image fits the tile budget: one
+ * GEMM with nb images side by side) or a band of output rows of one image. */
+#define FNN_CONV_DIRECT 0
+#define FNN_CONV_WIDE 1
+#define FNN_CONV_COLS 2
+
+typedef struct {
+    int mode, padded;          /* padded: WIDE copies each image into a zero-padded plane first */
+    int64_t oh, ow, hw, ckk;
+    int64_t hp, wp, pitch;     /* padded input size; columns per output row in a unit */
+    int64_t rows, tiles, nb;   /* output rows per tile, tiles per image, images per unit */
+    int64_t ucols;             /* most columns of one unit */
+    int dwt;                   /* backward: weight gradient accumulated transposed */
+    int64_t xpad_len, cols_len, ybuf_len, dxpad_len, dwt_len, thr_len; /* one thread's scratch */
+    int64_t groups;            /* backward: image groups with their own partial gradients */
+    int64_t part_len, wt_len;  /* backward: one partial (dw then db), transposed weights */
+    int64_t fixed_len;         /* workspace not per thread */
+    int outer;                 /* threads over units/groups (1: the GEMM gets the threads) */
+} fnn_conv_plan;
+
+static inline int64_t fnn_round16(int64_t v) { return (v + 15) / 16 * 16; }
+
+static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_threads, fnn_conv_plan *p) {
+    if (!s || !p) return FNN_ERR_ARG;
+    const int64_t dims[] = {s->c, s->h, s->w, s->f, s->kh, s->kw, s->sh, s->sw};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i] < 1 || dims[i] > FNN_CONV_DIM_MAX) return FNN_ERR_ARG;
+    const int64_t pads[] = {s->pad_t, s->pad_b, s->pad_l, s->pad_r};
+    for (size_t i = 0; i < 4; i++)
+        if (pads[i] < 0 || pads[i] > FNN_CONV_DIM_MAX) return FNN_ERR_ARG;
+    if (s->n < 0 || s->h + s->pad_t + s->pad_b < s->kh || s->w + s->pad_l + s->pad_r < s->kw) return FNN_ERR_ARG;
+    p->hp = s->h + s->pad_t + s->pad_b;
+    p->wp = s->w + s->pad_l + s->pad_r;
+    p->oh = (p->hp - s->kh) / s->sh + 1;
+    p->ow = (p->wp - s->kw) / s->sw + 1;
+    p->hw = p->oh * p->ow;
+    p->ckk = s->c * s->kh * s->kw;
+    p->padded = s->pad_t || s->pad_b || s->pad_l || s->pad_r;
+    if (s->sh == 1 && s->sw == 1 && s->kh == 1 && s->kw == 1 && !p->padded)
+        p->mode = FNN_CONV_DIRECT;
+    else if (s->sh == 1 && s->sw == 1 && p->ckk > s->f)
+        p->mode = FNN_CONV_WIDE;
+    else
+        p->mode = FNN_CONV_COLS;
+    if (p->mode != FNN_CONV_WIDE) p->padded = 0;
+    p->pitch = p->mode == FNN_CONV_WIDE ? p->wp : p->ow;
+
+    p->nb = 1;
+    if (p->mode == FNN_CONV_DIRECT) {
+        /* No columns; the backward pass stages (masked) dy in bands of rows. */
+        int64_t rows = backward ? FNN_CONV_TILE_ELEMS / (s->f * p->ow) : p->oh;
+        p->rows = rows < 1 ? 1 : rows > p->oh ? p->oh : rows;
+    } else {
+        const int64_t per_row = p->ckk * p->pitch;
+        int64_t rows = FNN_CONV_TILE_ELEMS / per_row;
+        p->rows = rows < 1 ? 1 : rows > p->oh ? p->oh : rows;
+        if (p->mode == FNN_CONV_WIDE && p->rows == p->oh) {
+            int64_t nb = FNN_CONV_TILE_ELEMS / (per_row * p->oh);
+            p->nb = nb < 1 ? 1 : nb > FNN_CONV_MAX_NB ? FNN_CONV_MAX_NB : nb;
+            if (p->nb > s->n) p->nb = s->n > 0 ? s->n : 1;
+        }
+    }
+    p->tiles = (p->oh + p->rows - 1) / p->rows;
+    p->ucols = p->nb * p->rows * p->pitch;
+    /* Weight gradient accumulated as (c*kh*kw, f) when that is the taller side: the GEMM then
+     * packs the long k dimension of the narrower operand into the wide panels. */
+    p->dwt = backward && p->ckk < s->f;
+    p->xpad_len = p->padded ? fnn_round16(s->c * p->hp * p->wp) : 0;
+    p->cols_len = p->mode == FNN_CONV_DIRECT ? 0 : fnn_round16(p->ckk * p->ucols);
+    p->ybuf_len = (p->mode == FNN_CONV_WIDE || backward) ? fnn_round16(s->f * p->ucols) : 0;
+    p->dxpad_len = backward && p->padded ? p->xpad_len : 0;
+    p->dwt_len = p->dwt ? fnn_round16(s->f * p->ckk) : 0;
+    p->thr_len = p->xpad_len + p->cols_len + p->ybuf_len + p->dxpad_len + p->dwt_len;
+
+    int nt = n_threads < 1 ? 1 : n_threads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    const double macs = (double)s->n * (double)s->f * (double)p->ckk * (double)p->hw;
+    int outer = nt;
+    if (macs / (double)FNN_CONV_MIN_MACS < (double)outer) outer = (int)(macs / (double)FNN_CONV_MIN_MACS);
+    const int64_t units = (s->n + p->nb - 1) / p->nb;
+    if (outer > units) outer = (int)units;
+    if (outer < 1) outer = 1;
+
+    p->groups = 1;
+    p->part_len = p->wt_len = p->fixed_len = 0;
+    if (backward) {
+        p->part_len = fnn_round16(s->f * p->ckk) + fnn_round16(s->f);
+        p->wt_len = fnn_round16(s->f * p->ckk);
+        int64_t g = FNN_CONV_PART_ELEMS / p->part_len;
+        if (g > FNN_CONV_GROUPS) g = FNN_CONV_GROUPS;
+        if (g > s->n) g = s->n;
+        p->groups = g < 1 ? 1 : g;
+        if (outer > p->groups) outer = (int)p->groups;
+        p->fixed_len = p->wt_len + (p->groups - 1) * p->part_len;
+    }
+    p->outer = outer;
+    return FNN_OK;
+}
+
+/* Fit the number of outer threads to the workspace the caller passed (at least one thread's). */
+static int fnn_conv_plan_fit(fnn_conv_plan *p, int64_t ws_len, int have_ws) {
+    if (ws_len < p->fixed_len + p->thr_len || (!have_ws && p->fixed_len + p->thr_len > 0)) return FNN_ERR_ARG;
+    if (p->thr_len > 0) {
+        int64_t fit = (ws_len - p->fixed_len) / p->thr_len;
+        if (fit < p->outer) p->outer = (int)fit;
+    }
+    return FNN_OK;
+}
+
+int64_t fnn_conv2d_workspace(int backward, const fnn_conv2d_shape *s, int n_threads) {
+    fnn_conv_plan p;
+    int st = fnn_conv_plan_make(backward, s, n_threads, &p);
+    if (st != FNN_OK) return st;
+    return p.fixed_len + (int64_t)p.outer * p.thr_len;
+}
+
+/* The range [*j0, *j1) of output columns q whose input column q*sw - pad_l + v lies inside
+ * [0, w); empty (j0 == j1) when none does. */
+static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, int64_t v, int64_t *j0,
+                                       int64_t *j1) {
+    int64_t lo = s->pad_l - v;                            /* need q*sw >= lo */
+    int64_t a = lo <= 0 ? 0 : (lo + s->sw - 1) / s->sw;
+    int64_t hi = s->w - 1 + s->pad_l - v;                 /* need q*sw <= hi */
+    int64_t b = hi < 0 ? 0 : hi / s->sw + 1;
+    if (a > ow) a = ow;
+    if (b > ow) b = ow;
+    if (b < a) b = a;
+    *j0 = a;
+    *j1 = b;
+}
+
+/* Rows here are short (14 to 28 values): GCC would turn their copy loops into memcpy calls,
+ * which cost more than the copy. Functions marked so keep the (vectorised) loops. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FNN_SHORT_COPIES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define FNN_SHORT_COPIES
+#endif
+
+#include "conv_tmpl.h"
+#define FNN_DOUBLE
+#include "conv_tmpl.h"
+#undef FNN_DOUBLE
+
+int fnn_conv2d_fwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                       float *y, float *ws, int64_t ws_len, int n_threads) {
+    return conv2d_fwd_f32(flags, s, x, w, b, y, ws, ws_len, n_threads);
+}
+int fnn_conv2d_fwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, const double *w, const double *b,
+                       double *y, double *ws, int64_t ws_len, int n_threads) {
+    return conv2d_fwd_f64(flags, s, x, w, b, y, ws, ws_len, n_threads);
+}
+int fnn_conv2d_bwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                       const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len, int n_threads) {
+    return conv2d_bwd_f32(flags, s, x, w, y, dy, dw, db, dx, ws, ws_len, n_threads);
+}
+int fnn_conv2d_bwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, const double *w, const double *y,
+                       const double *dy, double *dw, double *db, double *dx, double *ws, int64_t ws_len,
+                       int n_threads) {
+    return conv2d_bwd_f64(flags, s, x, w, y, dy, dw, db, dx, ws, ws_len, n_threads);
+}

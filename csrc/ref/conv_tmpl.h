@@ -1,0 +1,498 @@
+/* 2-D convolution (im2col + GEMM); included once per type by conv.c, which defines the plan. */
+#include "tmpl_types.h"
+
+#undef FNN_CONV_GEMM
+#undef FNN_CONV_U
+#ifdef FNN_DOUBLE
+#define FNN_CONV_GEMM fnn_gemm_f64
+#define FNN_CONV_U uint64_t
+#else
+#define FNN_CONV_GEMM fnn_gemm_f32
+#define FNN_CONV_U uint32_t
+#endif
+
+/* g where m > 0, else 0, through a bit mask: on real data the test is a coin flip, and rows are
+ * short (14 values), so a branch in the loop's scalar tail would be mispredicted half the time. */
+static inline FNN_T FNN_(relu_mask)(FNN_T m, FNN_T g) {
+    FNN_CONV_U bits, mask = (FNN_CONV_U)0 - (FNN_CONV_U)(m > 0);
+    memcpy(&bits, &g, sizeof bits);
+    bits &= mask;
+    memcpy(&g, &bits, sizeof g);
+    return g;
+}
+
+/* Columns of output rows [i0, i1) of one image xi (c, h, w): row (ci, u, v) of cols holds
+ * x[ci, i*sh + u - pad_t, j*sw + v - pad_l] for the tile's outputs (i, j) in row-major order,
+ * zero where that falls in the padding. Row segments are copied whole (strided for sw > 1). */
+FNN_SHORT_COPIES static void FNN_(im2col)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xi, int64_t i0,
+                         int64_t i1, FNN_T *restrict cols) {
+    const int64_t ow = p->ow, t = (i1 - i0) * ow, h = s->h, w = s->w, sw = s->sw;
+    for (int64_t ci = 0; ci < s->c; ci++)
+        for (int64_t u = 0; u < s->kh; u++)
+            for (int64_t v = 0; v < s->kw; v++) {
+                FNN_T *dst = cols + ((ci * s->kh + u) * s->kw + v) * t;
+                int64_t j0, j1;
+                fnn_conv_valid_cols(s, ow, v, &j0, &j1);
+                for (int64_t i = i0; i < i1; i++, dst += ow) {
+                    const int64_t ih = i * s->sh - s->pad_t + u;
+                    if (ih < 0 || ih >= h || j0 == j1) {
+                        for (int64_t j = 0; j < ow; j++) dst[j] = 0;
+                        continue;
+                    }
+                    const FNN_T *src = xi + (ci * h + ih) * w + (j0 * sw - s->pad_l + v);
+                    for (int64_t j = 0; j < j0; j++) dst[j] = 0;
+                    if (sw == 1)
+                        for (int64_t j = j0; j < j1; j++) dst[j] = src[j - j0];
+                    else
+                        for (int64_t j = j0; j < j1; j++) dst[j] = src[(j - j0) * sw];
+                    for (int64_t j = j1; j < ow; j++) dst[j] = 0;
+                }
+            }
+}
+
+/* The adjoint of im2col: xi[ci, i*sh + u - pad_t, j*sw + v - pad_l] += cols[(ci, u, v), (i, j)]
+ * over the tile, in a fixed order (the padding part is dropped). */
+static void FNN_(col2im)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict cols, int64_t i0,
+                         int64_t i1, FNN_T *restrict xi) {
+    const int64_t ow = p->ow, t = (i1 - i0) * ow, h = s->h, w = s->w, sw = s->sw;
+    for (int64_t ci = 0; ci < s->c; ci++)
+        for (int64_t u = 0; u < s->kh; u++)
+            for (int64_t v = 0; v < s->kw; v++) {
+                const FNN_T *src = cols + ((ci * s->kh + u) * s->kw + v) * t;
+                int64_t j0, j1;
+                fnn_conv_valid_cols(s, ow, v, &j0, &j1);
+                if (j0 == j1) continue;
+                for (int64_t i = i0; i < i1; i++, src += ow) {
+                    const int64_t ih = i * s->sh - s->pad_t + u;
+                    if (ih < 0 || ih >= h) continue;
+                    FNN_T *dst = xi + (ci * h + ih) * w + (j0 * sw - s->pad_l + v);
+                    if (sw == 1)
+                        for (int64_t j = j0; j < j1; j++) dst[j - j0] += src[j];
+                    else
+                        for (int64_t j = j0; j < j1; j++) dst[(j - j0) * sw] += src[j];
+                }
+            }
+}
+
+/* Sum of n values in a fixed order that still vectorises: 16 interleaved partial sums, then a
+ * fixed pairwise combination. */
+static FNN_T FNN_(conv_sum)(const FNN_T *restrict v, int64_t n) {
+    FNN_T acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += v[i + l];
+    for (int l = 0; i + l < n; l++) acc[l] += v[i + l];
+    for (int width = 8; width > 0; width /= 2)
+        for (int l = 0; l < width; l++) acc[l] += acc[l + width];
+    return acc[0];
+}
+
+/* ---- WIDE mode (stride 1): rows of the columns are contiguous runs of the padded planes ---- */
+
+/* xp (c, hp, wp) = xi (c, h, w) surrounded by zeros. */
+FNN_SHORT_COPIES static void FNN_(pad_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xi,
+                            FNN_T *restrict xp) {
+    const int64_t wp = p->wp, h = s->h, w = s->w;
+    for (int64_t ci = 0; ci < s->c; ci++) {
+        FNN_T *d = xp + ci * p->hp * wp;
+        const FNN_T *src = xi + ci * h * w;
+        memset(d, 0, (size_t)(s->pad_t * wp) * sizeof(FNN_T));
+        d += s->pad_t * wp;
+        for (int64_t r = 0; r < h; r++, d += wp) {
+            for (int64_t j = 0; j < s->pad_l; j++) d[j] = 0;
+            for (int64_t j = 0; j < w; j++) d[s->pad_l + j] = src[r * w + j];
+            for (int64_t j = s->pad_l + w; j < wp; j++) d[j] = 0;
+        }
+        memset(d, 0, (size_t)(s->pad_b * wp) * sizeof(FNN_T));
+    }
+}
+
+/* dxi (c, h, w) = the interior of dxp (c, hp, wp). */
+FNN_SHORT_COPIES static void FNN_(crop_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                              const FNN_T *restrict dxp, FNN_T *restrict dxi) {
+    for (int64_t ci = 0; ci < s->c; ci++)
+        for (int64_t r = 0; r < s->h; r++) {
+            const FNN_T *src = dxp + (ci * p->hp + r + s->pad_t) * p->wp + s->pad_l;
+            FNN_T *dst = dxi + (ci * s->h + r) * s->w;
+            for (int64_t j = 0; j < s->w; j++) dst[j] = src[j];
+        }
+}
+
+/* Wide columns of output rows [i0, i1) from the padded image xs: row (ci, u, v) of cols (leading
+ * dimension ld) is the run of (i1 - i0) * wp values of plane ci from (i0 + u, v). The run is cut
+ * where the last output row's real columns end (it would leave the plane), the rest zeroed. */
+static void FNN_(im2col_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xs,
+                              int64_t i0, int64_t i1, FNN_T *restrict cols, int64_t ld) {
+    const int64_t wp = p->wp, plane = p->hp * wp, n = (i1 - i0) * wp, len = n - wp + p->ow;
+    for (int64_t ci = 0; ci < s->c; ci++)
+        for (int64_t u = 0; u < s->kh; u++)
+            for (int64_t v = 0; v < s->kw; v++) {
+                const FNN_T *src = xs + ci * plane + (i0 + u) * wp + v;
+                FNN_T *dst = cols + ((ci * s->kh + u) * s->kw + v) * ld;
+                memcpy(dst, src, (size_t)len * sizeof(FNN_T));
+                for (int64_t q = len; q < n; q++) dst[q] = 0;
+            }
+}
+
+/* The adjoint: dxs (padded planes) += the wide columns, in a fixed order. Columns past a row's
+ * real outputs hold exact zeros (dy was widened with zeros), so they change nothing. */
+static void FNN_(col2im_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict cols,
+                              int64_t ld, int64_t i0, int64_t i1, FNN_T *restrict dxs) {
+    const int64_t wp = p->wp, plane = p->hp * wp, len = (i1 - i0) * wp - wp + p->ow;
+    for (int64_t ci = 0; ci < s->c; ci++)
+        for (int64_t u = 0; u < s->kh; u++)
+            for (int64_t v = 0; v < s->kw; v++) {
+                const FNN_T *src = cols + ((ci * s->kh + u) * s->kw + v) * ld;
+                FNN_T *dst = dxs + ci * plane + (i0 + u) * wp + v;
+                for (int64_t q = 0; q < len; q++) dst[q] += src[q];
+            }
+}
+
+/* y rows [i0, i1) of one image (f, oh, ow) from the wide GEMM result (f rows, leading dim ld). */
+FNN_SHORT_COPIES static void FNN_(wide_to_y)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                             const FNN_T *restrict yw, int64_t ld, int64_t i0, int64_t i1,
+                                             FNN_T *restrict yi) {
+    const int64_t ow = p->ow;
+    for (int64_t o = 0; o < s->f; o++)
+        for (int64_t i = i0; i < i1; i++) {
+            const FNN_T *src = yw + o * ld + (i - i0) * p->wp;
+            FNN_T *dst = yi + o * p->hw + i * ow;
+            for (int64_t j = 0; j < ow; j++) dst[j] = src[j];
+        }
+}
+
+/* The wide form of dy rows [i0, i1) of one image: each row padded with zeros to wp; with yi
+ * (the forward's ReLU output) the gradient is masked by yi > 0 on the way. */
+FNN_SHORT_COPIES static void FNN_(dy_to_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict dyi,
+                             const FNN_T *restrict yi, int64_t i0, int64_t i1, FNN_T *restrict yw, int64_t ld) {
+    const int64_t ow = p->ow;
+    for (int64_t o = 0; o < s->f; o++)
+        for (int64_t i = i0; i < i1; i++) {
+            FNN_T *d = yw + o * ld + (i - i0) * p->wp;
+            const FNN_T *g = dyi + o * p->hw + i * ow;
+            if (yi) {
+                const FNN_T *m = yi + o * p->hw + i * ow;
+                for (int64_t j = 0; j < ow; j++) d[j] = FNN_(relu_mask)(m[j], g[j]);
+            } else {
+                for (int64_t j = 0; j < ow; j++) d[j] = g[j];
+            }
+            for (int64_t j = ow; j < p->wp; j++) d[j] = 0;
+        }
+}
+
+/* dy rows [i0, i1) of one image masked by yi > 0, as an (f, n) matrix (COLS and DIRECT). */
+static void FNN_(dy_masked)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict dyi,
+                            const FNN_T *restrict yi, int64_t i0, int64_t i1, FNN_T *restrict out) {
+    const int64_t n = (i1 - i0) * p->ow;
+    for (int64_t o = 0; o < s->f; o++) {
+        const FNN_T *g = dyi + o * p->hw + i0 * p->ow, *m = yi + o * p->hw + i0 * p->ow;
+        FNN_T *d = out + o * n;
+        for (int64_t q = 0; q < n; q++) d[q] = FNN_(relu_mask)(m[q], g[q]);
+    }
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+typedef struct {
+    FNN_T *xpad, *cols, *ybuf, *dxpad, *dwt;
+} FNN_(conv_scratch);
+
+static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) {
+    FNN_(conv_scratch) sc = {NULL, NULL, NULL, NULL, NULL};
+    if (!base) return sc;
+    sc.xpad = base;
+    sc.cols = sc.xpad + p->xpad_len;
+    sc.ybuf = sc.cols + p->cols_len;
+    sc.dxpad = sc.ybuf + p->ybuf_len;
+    sc.dwt = sc.dxpad + p->dxpad_len;
+    return sc;
+}
+
+/* Forward of the images [a, e) (several only in WIDE mode with whole images per unit). */
+static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
+                               const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t a, int64_t e,
+                               const FNN_(conv_scratch) *sc, int nt) {
+    const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
+    int st = FNN_OK;
+    if (p->mode == FNN_CONV_WIDE && p->tiles == 1) {
+        const int64_t seg = p->oh * p->wp, ld = (e - a) * seg;
+        for (int64_t j = 0; j < e - a; j++) {
+            const FNN_T *xs = x + (a + j) * in_img;
+            if (p->padded) {
+                FNN_(pad_image)(s, p, xs, sc->xpad);
+                xs = sc->xpad;
+            }
+            FNN_(im2col_wide)(s, p, xs, 0, p->oh, sc->cols + j * seg, ld);
+        }
+        st = FNN_CONV_GEMM(gflags, s->f, ld, ckk, 1, 0, w, ckk, sc->cols, ld, b, sc->ybuf, ld, nt);
+        if (st == FNN_OK)
+            for (int64_t j = 0; j < e - a; j++)
+                FNN_(wide_to_y)(s, p, sc->ybuf + j * seg, ld, 0, p->oh, y + (a + j) * out_img);
+        return st;
+    }
+    for (int64_t img = a; img < e && st == FNN_OK; img++) {
+        const FNN_T *xi = x + img * in_img;
+        FNN_T *yi = y + img * out_img;
+        if (p->mode == FNN_CONV_DIRECT) {
+            st = FNN_CONV_GEMM(gflags, s->f, p->hw, ckk, 1, 0, w, ckk, xi, p->hw, b, yi, p->hw, nt);
+            continue;
+        }
+        const FNN_T *xs = xi;
+        if (p->padded) {
+            FNN_(pad_image)(s, p, xi, sc->xpad);
+            xs = sc->xpad;
+        }
+        for (int64_t t = 0; t < p->tiles && st == FNN_OK; t++) {
+            const int64_t i0 = t * p->rows, i1 = i0 + p->rows < p->oh ? i0 + p->rows : p->oh;
+            const int64_t n = (i1 - i0) * p->pitch;
+            if (p->mode == FNN_CONV_COLS) {
+                FNN_(im2col)(s, p, xi, i0, i1, sc->cols);
+                st = FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, sc->cols, n, b, yi + i0 * p->ow, p->hw, nt);
+            } else {
+                FNN_(im2col_wide)(s, p, xs, i0, i1, sc->cols, n);
+                st = FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, sc->cols, n, b, sc->ybuf, n, nt);
+                if (st == FNN_OK) FNN_(wide_to_y)(s, p, sc->ybuf, n, i0, i1, yi);
+            }
+        }
+    }
+    return st;
+}
+
+static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x, const FNN_T *w, const FNN_T *b,
+                            FNN_T *y, FNN_T *ws, int64_t ws_len, int nt) {
+    fnn_conv_plan p;
+    if (flags & ~FNN_EPI_RELU) return FNN_ERR_ARG;
+    int status = fnn_conv_plan_make(0, s, nt, &p);
+    if (status != FNN_OK) return status;
+    if (s->n == 0) return FNN_OK;
+    if (!x || !w || !y) return FNN_ERR_ARG;
+    status = fnn_conv_plan_fit(&p, ws_len, ws != NULL);
+    if (status != FNN_OK) return status;
+    const int gflags = FNN_BIAS_ROW | (flags & FNN_EPI_RELU);
+    /* Units of nb images at fixed positions (never cut by the thread partition), so each GEMM
+     * has the same shape for any thread count. */
+    const int64_t units = (s->n + p.nb - 1) / p.nb;
+    if (p.outer <= 1) {
+        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws : NULL);
+        for (int64_t u = 0; u < units && status == FNN_OK; u++) {
+            const int64_t a = u * p.nb, e = a + p.nb < s->n ? a + p.nb : s->n;
+            status = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, a, e, &sc, nt);
+        }
+        return status;
+    }
+#pragma omp parallel num_threads(p.outer)
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws + tid * p.thr_len : NULL);
+        int mine = FNN_OK;
+        for (int64_t u = units * tid / nth; u < units * (tid + 1) / nth && mine == FNN_OK; u++) {
+            const int64_t a = u * p.nb, e = a + p.nb < s->n ? a + p.nb : s->n;
+            mine = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, a, e, &sc, 1);
+        }
+        if (mine != FNN_OK) {
+#pragma omp critical(fnn_conv_status)
+            status = mine;
+        }
+    }
+    return status;
+}
+
+/* ---- backward --------------------------------------------------------------------------- */
+
+/* Input gradient of a whole image from its wide dcols (leading dim ld): through the padded
+ * scratch plane when padded, else straight into dxi. */
+static void FNN_(wide_dx_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *dcols, int64_t ld,
+                                FNN_T *dxi, FNN_T *dxpad) {
+    FNN_T *dxs = p->padded ? dxpad : dxi;
+    memset(dxs, 0, (size_t)(p->padded ? s->c * p->hp * p->wp : s->c * s->h * s->w) * sizeof(FNN_T));
+    FNN_(col2im_wide)(s, p, dcols, ld, 0, p->oh, dxs);
+    if (p->padded) FNN_(crop_image)(s, p, dxpad, dxi);
+}
+
+/* acc (+)= g bm^T over n columns: the weight gradient of one unit, as (f, ckk) or, with p->dwt,
+ * as (ckk, f). beta = 0 for the group's first unit. */
+static int FNN_(conv_dw_gemm)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t n, const FNN_T *g,
+                              int64_t ldg, const FNN_T *bm, int64_t ldb, FNN_T *acc, FNN_T beta, int nt) {
+    if (p->dwt)
+        return FNN_CONV_GEMM(FNN_TRANS_B, p->ckk, s->f, n, 1, beta, bm, ldb, g, ldg, NULL, acc, s->f, nt);
+    return FNN_CONV_GEMM(FNN_TRANS_B, s->f, p->ckk, n, 1, beta, g, ldg, bm, ldb, NULL, acc, p->ckk, nt);
+}
+
+/* Backward of the images [a, e) of one group: dwg (= dw or a partial) = sum of g_i cols_i^T,
+ * dbg (may be NULL) = the sums of g over images and positions, dx (may be NULL) of each image
+ * from W^T g through col2im (the columns' buffer is reused for W^T g once the weight gradient
+ * has read it). g is dy, masked by y > 0 when y is given (the fused ReLU), staged per unit. */
+static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t a, int64_t e,
+                                const FNN_T *x, const FNN_T *y, const FNN_T *wt, const FNN_T *dy, FNN_T *dwg,
+                                FNN_T *dbg, FNN_T *dx, const FNN_(conv_scratch) *sc, int nt) {
+    const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk, f = s->f;
+    FNN_T *acc = p->dwt ? sc->dwt : dwg;
+    FNN_T beta = 0;
+    int st = FNN_OK;
+    if (dbg) memset(dbg, 0, (size_t)f * sizeof(FNN_T));
+    if (p->mode == FNN_CONV_WIDE && p->tiles == 1) {
+        const int64_t seg = p->oh * p->wp;
+        for (int64_t b0 = a; b0 < e && st == FNN_OK; b0 += p->nb) {
+            const int64_t nbk = b0 + p->nb < e ? p->nb : e - b0, ld = nbk * seg;
+            for (int64_t j = 0; j < nbk; j++) {
+                const FNN_T *xs = x + (b0 + j) * in_img;
+                if (p->padded) {
+                    FNN_(pad_image)(s, p, xs, sc->xpad);
+                    xs = sc->xpad;
+                }
+                FNN_(im2col_wide)(s, p, xs, 0, p->oh, sc->cols + j * seg, ld);
+                FNN_(dy_to_wide)(s, p, dy + (b0 + j) * out_img, y ? y + (b0 + j) * out_img : NULL, 0, p->oh,
+                                 sc->ybuf + j * seg, ld);
+                if (dbg)
+                    for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(sc->ybuf + o * ld + j * seg, seg);
+            }
+            st = FNN_(conv_dw_gemm)(s, p, ld, sc->ybuf, ld, sc->cols, ld, acc, beta, nt);
+            beta = 1;
+            if (st != FNN_OK || !dx) continue;
+            st = FNN_CONV_GEMM(0, ckk, ld, f, 1, 0, wt, f, sc->ybuf, ld, NULL, sc->cols, ld, nt);
+            if (st == FNN_OK)
+                for (int64_t j = 0; j < nbk; j++)
+                    FNN_(wide_dx_image)(s, p, sc->cols + j * seg, ld, dx + (b0 + j) * in_img, sc->dxpad);
+        }
+    } else {
+        for (int64_t img = a; img < e && st == FNN_OK; img++) {
+            const FNN_T *xi = x + img * in_img, *dyi = dy + img * out_img, *yi = y ? y + img * out_img : NULL;
+            FNN_T *dxi = dx ? dx + img * in_img : NULL;
+            const FNN_T *xs = xi;
+            FNN_T *dxs = dxi;
+            if (p->padded) {
+                FNN_(pad_image)(s, p, xi, sc->xpad);
+                xs = sc->xpad;
+                dxs = dxi ? sc->dxpad : NULL;
+            }
+            if (dxs && p->mode != FNN_CONV_DIRECT)
+                memset(dxs, 0, (size_t)(p->padded ? s->c * p->hp * p->wp : in_img) * sizeof(FNN_T));
+            for (int64_t t = 0; t < p->tiles && st == FNN_OK; t++) {
+                const int64_t i0 = t * p->rows, i1 = i0 + p->rows < p->oh ? i0 + p->rows : p->oh;
+                const int64_t n = (i1 - i0) * p->pitch;
+                const FNN_T *bm = xi + i0 * p->ow;      /* DIRECT: the image is the column matrix */
+                int64_t ldb = p->hw;
+                if (p->mode == FNN_CONV_COLS) {
+                    FNN_(im2col)(s, p, xi, i0, i1, sc->cols);
+                    bm = sc->cols;
+                    ldb = n;
+                } else if (p->mode == FNN_CONV_WIDE) {
+                    FNN_(im2col_wide)(s, p, xs, i0, i1, sc->cols, n);
+                    bm = sc->cols;
+                    ldb = n;
+                }
+                const FNN_T *g = dyi + i0 * p->ow;      /* unmasked COLS/DIRECT: dy in place */
+                int64_t ldg = p->hw;
+                if (p->mode == FNN_CONV_WIDE) {
+                    FNN_(dy_to_wide)(s, p, dyi, yi, i0, i1, sc->ybuf, n);
+                    g = sc->ybuf;
+                    ldg = n;
+                } else if (yi) {
+                    FNN_(dy_masked)(s, p, dyi, yi, i0, i1, sc->ybuf);
+                    g = sc->ybuf;
+                    ldg = n;
+                }
+                if (dbg)
+                    for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(g + o * ldg, n);
+                st = FNN_(conv_dw_gemm)(s, p, n, g, ldg, bm, ldb, acc, beta, nt);
+                beta = 1;
+                if (st != FNN_OK || !dxi) continue;
+                if (p->mode == FNN_CONV_DIRECT) {
+                    st = FNN_CONV_GEMM(0, ckk, n, f, 1, 0, wt, f, g, ldg, NULL, dxi + i0 * p->ow, p->hw, nt);
+                    continue;
+                }
+                st = FNN_CONV_GEMM(0, ckk, n, f, 1, 0, wt, f, g, ldg, NULL, sc->cols, n, nt);
+                if (st != FNN_OK) continue;
+                if (p->mode == FNN_CONV_COLS)
+                    FNN_(col2im)(s, p, sc->cols, i0, i1, dxi);
+                else
+                    FNN_(col2im_wide)(s, p, sc->cols, n, i0, i1, dxs);
+            }
+            if (st == FNN_OK && dxi && p->padded) FNN_(crop_image)(s, p, sc->dxpad, dxi);
+        }
+    }
+    if (st == FNN_OK && p->dwt)
+        for (int64_t o = 0; o < f; o++)
+            for (int64_t k = 0; k < ckk; k++) dwg[o * ckk + k] = sc->dwt[k * f + o];
+    return st;
+}
+
+static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x, const FNN_T *w, const FNN_T *y,
+                            const FNN_T *dy, FNN_T *dw, FNN_T *db, FNN_T *dx, FNN_T *ws, int64_t ws_len, int nt) {
+    fnn_conv_plan p;
+    if (flags & ~FNN_EPI_RELU) return FNN_ERR_ARG;
+    int status = fnn_conv_plan_make(1, s, nt, &p);
+    if (status != FNN_OK) return status;
+    if (!dw) return FNN_ERR_ARG;
+    const int64_t wlen = s->f * p.ckk;
+    if (s->n == 0) {       /* the gradient of an empty batch */
+        memset(dw, 0, (size_t)wlen * sizeof(FNN_T));
+        if (db) memset(db, 0, (size_t)s->f * sizeof(FNN_T));
+        return FNN_OK;
+    }
+    if (!x || !w || !dy || !ws || ((flags & FNN_EPI_RELU) && !y)) return FNN_ERR_ARG;
+    if (!(flags & FNN_EPI_RELU)) y = NULL;
+    status = fnn_conv_plan_fit(&p, ws_len, 1);
+    if (status != FNN_OK) return status;
+
+    /* The input-gradient GEMMs read W^T (c*kh*kw, f) untransposed: the unpacked GEMM path. */
+    FNN_T *wt = ws, *parts = ws + p.wt_len, *thr0 = ws + p.fixed_len;
+    if (dx)
+        for (int64_t o = 0; o < s->f; o++)
+            for (int64_t k = 0; k < p.ckk; k++) wt[k * s->f + o] = w[o * p.ckk + k];
+    const int64_t G = p.groups, db_off = fnn_round16(wlen);
+
+    if (p.outer <= 1) {
+        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? thr0 : NULL);
+        for (int64_t g = 0; g < G && status == FNN_OK; g++) {
+            FNN_T *dwg = g == 0 ? dw : parts + (g - 1) * p.part_len;
+            FNN_T *dbg = !db ? NULL : g == 0 ? db : parts + (g - 1) * p.part_len + db_off;
+            status = FNN_(conv_bwd_group)(s, &p, s->n * g / G, s->n * (g + 1) / G, x, y, wt, dy, dwg, dbg, dx, &sc,
+                                          nt);
+        }
+    } else {
+#pragma omp parallel num_threads(p.outer)
+        {
+            int tid = 0, nth = 1;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+            nth = omp_get_num_threads();
+#endif
+            FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? thr0 + tid * p.thr_len : NULL);
+            int mine = FNN_OK;
+            for (int64_t g = G * tid / nth; g < G * (tid + 1) / nth && mine == FNN_OK; g++) {
+                FNN_T *dwg = g == 0 ? dw : parts + (g - 1) * p.part_len;
+                FNN_T *dbg = !db ? NULL : g == 0 ? db : parts + (g - 1) * p.part_len + db_off;
+                mine = FNN_(conv_bwd_group)(s, &p, s->n * g / G, s->n * (g + 1) / G, x, y, wt, dy, dwg, dbg, dx,
+                                            &sc, 1);
+            }
+            if (mine != FNN_OK) {
+#pragma omp critical(fnn_conv_status)
+                status = mine;
+            }
+        }
+    }
+    if (status != FNN_OK || G == 1) return status;
+
+    /* dw = ((dw_0 + dw_1) + dw_2) + ...: group order, whatever the threads. */
+    int rnt = fnn_threads_for(wlen * (G - 1), FNN_PAR_MIN_ELEMS, nt);
+#pragma omp parallel num_threads(rnt) if (rnt > 1)
+    {
+        int64_t i0, i1;
+        fnn_omp_range(wlen, &i0, &i1);
+        for (int64_t g = 1; g < G; g++) {
+            const FNN_T *part = parts + (g - 1) * p.part_len;
+            for (int64_t i = i0; i < i1; i++) dw[i] += part[i];
+        }
+    }
+    if (db)
+        for (int64_t g = 1; g < G; g++) {
+            const FNN_T *part = parts + (g - 1) * p.part_len + db_off;
+            for (int64_t o = 0; o < s->f; o++) db[o] += part[o];
+        }
+    return FNN_OK;
+}

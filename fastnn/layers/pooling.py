@@ -1,0 +1,104 @@
+"""2-D max and average pooling (NCHW, no padding)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import fail
+from .base import Layer
+from .conv import as_pair, check_4d, pair_config
+
+
+class _Pool2D(Layer):
+    """Shared configuration of the pooling layers: windows of ``pool_size`` moved by ``stride``
+    (default: ``pool_size``) over each channel; the last rows/columns that do not fill a
+    window are dropped (Keras' "valid" pooling, PyTorch's default)."""
+
+    def __init__(self, pool_size, stride=None, name=None):
+        super().__init__(name)
+        cls = type(self).__name__
+        self.pool_size = as_pair(pool_size, f"{cls}(pool_size=...) in {self.name}")
+        self.stride = self.pool_size if stride is None else as_pair(stride, f"{cls}(stride=...) in {self.name}")
+
+    def get_config(self):
+        return {"pool_size": pair_config(self.pool_size), "stride": pair_config(self.stride), "name": self.name}
+
+    def compute_output_shape(self, input_shape):
+        c, h, w = check_4d(self, input_shape)
+        (kh, kw), (sh, sw) = self.pool_size, self.stride
+        if kh > h or kw > w:
+            fail(self.name, f"an input no smaller than the window {self.pool_size}",
+                 f"input_shape (N, {c}, {h}, {w})")
+        return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+
+
+class MaxPool2D(_Pool2D):
+    """Maximum over ``pool_size`` windows of ``(N, C, H, W)`` input.
+
+    Training keeps the argmax of every window (int32 offsets) for the backward pass; the
+    gradient goes to the first maximum of a window, as in PyTorch.
+
+    Parameters
+    ----------
+    pool_size : int or (ph, pw)
+    stride : int or (sh, sw), default pool_size
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> layer = fnn.layers.MaxPool2D(2)
+    >>> layer.build((8, 28, 28)); layer.output_shape
+    (8, 14, 14)
+    """
+
+    def _forward(self, x, training, logits):
+        be = self.backend
+        y = self._buf("y", (x.shape[0],) + self.output_shape)
+        idx = None
+        if training:
+            shape = y.shape
+            if self._plan:
+                idx = self._bufs.get(("idx", shape))
+                if idx is None:
+                    idx = self._bufs[("idx", shape)] = be.empty(shape, dtype=np.int32)
+            else:
+                idx = be.empty(shape, dtype=np.int32)
+        be.maxpool2d_fwd(x, self.pool_size, self.stride, y, idx)
+        if training:
+            self._remember(x, y, idx=idx)
+        return y
+
+    def _backward(self, dy, need_dx):
+        if not need_dx:
+            return None
+        x, _, extra = self._cache
+        return self.backend.maxpool2d_bwd(dy, extra["idx"], self.pool_size, self.stride, self._buf("dx", x.shape))
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over ``pool_size`` windows of ``(N, C, H, W)`` input.
+
+    Parameters
+    ----------
+    pool_size : int or (ph, pw)
+    stride : int or (sh, sw), default pool_size
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> layer = fnn.layers.AvgPool2D(2, stride=1)
+    >>> layer.build((3, 5, 5)); layer.output_shape
+    (3, 4, 4)
+    """
+
+    def _forward(self, x, training, logits):
+        y = self._buf("y", (x.shape[0],) + self.output_shape)
+        self.backend.avgpool2d_fwd(x, self.pool_size, self.stride, y)
+        if training:
+            self._remember(x, y)
+        return y
+
+    def _backward(self, dy, need_dx):
+        if not need_dx:
+            return None
+        x = self._cache[0]
+        return self.backend.avgpool2d_bwd(dy, self.pool_size, self.stride, self._buf("dx", x.shape))
