@@ -38,6 +38,15 @@ cdef inline tuple _conv_out(c.fnn_conv2d_shape *s):
     return (s.n, s.f, (s.h + s.pad_t + s.pad_b - s.kh) // s.sh + 1, (s.w + s.pad_l + s.pad_r - s.kw) // s.sw + 1)
 
 
+cdef int64_t _conv_ws(int backward, c.fnn_conv2d_shape *s, int n_threads) except -1:
+    cdef int64_t need = c.fnn_conv2d_workspace(backward, s, n_threads)
+    if need < 0:
+        raise ValueError(f"conv2d: unsupported geometry (input ({s.n}, {s.c}, {s.h}, {s.w}), kernel "
+                         f"({s.f}, {s.c}, {s.kh}, {s.kw}), strides ({s.sh}, {s.sw}), padding "
+                         f"({s.pad_t}, {s.pad_b}, {s.pad_l}, {s.pad_r}))")
+    return need
+
+
 cdef inline void _same_shape(tuple got, tuple want, str what) except *:
     if got != want:
         raise ValueError(f"{what}: expected shape {want}, got {got}")
@@ -46,9 +55,7 @@ cdef inline void _same_shape(tuple got, tuple want, str what) except *:
 def conv2d_workspace(bint backward, tuple x_shape, tuple w_shape, stride, padding, int n_threads=1) -> int:
     """Elements of the workspace conv2d_fwd (backward=False) or conv2d_bwd wants."""
     cdef c.fnn_conv2d_shape s = _conv_shape(x_shape, w_shape, stride, padding)
-    cdef int64_t need = c.fnn_conv2d_workspace(backward, &s, n_threads)
-    _check(<int>need if need < 0 else 0)
-    return need
+    return _conv_ws(backward, &s, n_threads)
 
 
 def conv2d_fwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, ::1] w not None,
@@ -60,8 +67,7 @@ def conv2d_fwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
     _same_shape(_shape4(y.shape), _conv_out(&s), "conv2d output")
     if b is not None:
         _same(b.shape[0], s.f, "conv2d bias")
-    cdef int64_t need = c.fnn_conv2d_workspace(0, &s, n_threads)
-    _check(<int>need if need < 0 else 0)
+    cdef int64_t need = _conv_ws(0, &s, n_threads)
     if s.n == 0:
         return
     if ws is None:
@@ -99,8 +105,7 @@ def conv2d_bwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
         _same(db.shape[0], s.f, "conv2d bias gradient")
     if dx is not None:
         _same_shape(_shape4(dx.shape), xs, "conv2d input gradient")
-    cdef int64_t need = c.fnn_conv2d_workspace(1, &s, n_threads)
-    _check(<int>need if need < 0 else 0)
+    cdef int64_t need = _conv_ws(1, &s, n_threads)
     if ws is None:
         ws = _np.empty(max(need, 1), dtype=_np.float32 if floating is float else _np.float64)
     elif ws.shape[0] < need:
@@ -129,8 +134,8 @@ cdef c.fnn_pool2d_shape _pool_shape(tuple xs, pool, stride, str what) except *:
     s.n, s.c, s.h, s.w = xs
     s.kh, s.kw = pool
     s.sh, s.sw = stride
-    if s.kh < 1 or s.kw < 1 or s.sh < 1 or s.sw < 1:
-        raise ValueError(f"{what}: pool size and strides must be >= 1, got {tuple(pool)} and {tuple(stride)}")
+    if s.kh < 1 or s.kw < 1 or s.sh < 1 or s.sw < 1 or max(s.kh, s.kw, s.sh, s.sw) > 2147483647:
+        raise ValueError(f"{what}: pool size and strides must be in [1, 2^31), got {tuple(pool)} and {tuple(stride)}")
     if s.c < 1 or s.h < 1 or s.w < 1:
         raise ValueError(f"{what}: empty channel or spatial dimension in input {xs}")
     if s.kh > s.h or s.kw > s.w:

@@ -174,7 +174,8 @@ def test_channel_softmax_sums_to_one(rng):
 
 @pytest.mark.parametrize("case", [(64, 16, 14, 14, 32, 3, 1, 1), (16, 1, 28, 28, 16, 3, 1, 1),
                                   (9, 3, 11, 11, 4, 3, 2, "same"), (3, 4, 40, 40, 64, 1, 1, 0),
-                                  (3, 64, 40, 40, 8, 3, 1, 1)], ids=_case_id)
+                                  (3, 64, 40, 40, 8, 3, 1, 1), (1, 16, 14, 14, 32, 3, 1, 1),
+                                  (1, 4, 40, 40, 64, 1, 1, 0), (1, 3, 30, 30, 4, 5, 2, 2)], ids=_case_id)
 def test_results_do_not_depend_on_thread_count(case, rng):
     n, c, h, w, f = case[:5]
     layer = _make(case, np.float32, "relu")
@@ -220,6 +221,15 @@ def test_kernel_larger_than_padded_input():
     model = fnn.Sequential([Conv2D(2, (3, 8), name="conv_wide")])
     with pytest.raises(ValueError, match="conv_wide"):
         model.predict(np.zeros((1, 1, 5, 5)))
+
+
+def test_absurd_sizes_are_value_errors():
+    with pytest.raises(ValueError, match="conv_huge"):
+        Conv2D(2, 3, padding=10 ** 10, name="conv_huge").build((1, 4, 4))
+    with pytest.raises(ValueError, match="conv_huge2"):
+        Conv2D(2, 3, stride=2 ** 40, name="conv_huge2").build((1, 4, 4))
+    with pytest.raises(ValueError):
+        cpu.conv2d_workspace((1, 3, 8, 8), (4, 3, 3, 3), (1, 1), (10 ** 9,) * 4)
 
 
 @pytest.mark.parametrize("shape", [(3, 8), (8,), (1, 2, 3, 4)])
@@ -317,6 +327,7 @@ def test_predict_matches_batched_and_threaded(rng):
     x = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
     full = model.predict(x)
     np.testing.assert_array_equal(model.predict(x, batch_size=7), full)
+    np.testing.assert_array_equal(model.predict(x, batch_size=1), full)     # one image: split in bands
     fnn.set_num_threads(1)
     np.testing.assert_array_equal(model.predict(x), full)
 

@@ -155,6 +155,8 @@ def test_bad_arguments_name_the_layer(kind):
         kind(3, name="pool_y").build((1, 2, 5))
     with pytest.raises(ValueError, match="pool_z.*\\(N, C, H, W\\)"):
         kind(2, name="pool_z").build((4, 4))
+    with pytest.raises(ValueError, match="pool_v"):
+        kind(2, stride=2 ** 40, name="pool_v").build((1, 4, 4))
     layer = kind(2, name="pool_w")
     layer.build((3, 4, 4))
     with pytest.raises(ValueError, match="pool_w"):

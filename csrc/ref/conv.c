@@ -1,17 +1,17 @@
 /* 2-D convolution (NCHW) by im2col + GEMM: float and double from conv_tmpl.h.
  *
- * The work unit is one tile of output rows of one image. Its column matrix cols[c*kh*kw, tile]
- * is built in the caller's workspace (sized so that it stays in L2), multiplied by the weights
- * with the bias and ReLU fused into the GEMM epilogue, and reused in place for the input
- * gradient. A 1x1 convolution with stride 1 and no padding needs no columns: the image is the
- * matrix.
+ * The work is cut into units (a block of whole images, or a band of output rows of one image)
+ * whose column matrix cols[c*kh*kw, unit columns] is built in the caller's workspace (sized to
+ * stay in L2), multiplied by the weights with the bias and ReLU fused into the GEMM epilogue,
+ * and reused in place for the input gradient (W^T dy, then col2im). The backward pass takes
+ * the ReLU mask on the fly while it stages dy (no separate activation pass over dy).
  *
- * Threads: large batches run images (forward) or fixed groups of images (backward) in parallel,
- * each thread with its own column tile and serial GEMMs; small batches loop over images and let
- * the GEMM use the threads. The weight and bias gradients are accumulated per group of images
- * (a partition fixed by the batch size, never by the thread count) and the group sums are added
- * in group order, so every result is bit-identical for any n_threads (the GEMM itself computes
- * each element the same way for any thread count). */
+ * Threads: units (forward) or fixed groups of images (backward) run in parallel, each thread
+ * with its own slice of the workspace and serial GEMMs; only when there is a single unit does a
+ * (large) GEMM take the threads. Units and groups depend on the shape and batch size, never on
+ * the thread count, and the weight and bias gradients are summed per group and then over the
+ * groups in group order, so every result is bit-identical for any n_threads (the GEMM itself
+ * computes each element the same way for any thread count). */
 #include <string.h>
 
 #include "../core/internal.h"
@@ -27,6 +27,14 @@
 #define FNN_CONV_PART_ELEMS ((int64_t)1 << 21)
 /* A thread gets at least this many multiply-adds of convolution work (about 2-4 us). */
 #define FNN_CONV_MIN_MACS ((int64_t)1 << 18)
+/* When the images are too few to share out, the GEMM of one unit may use the threads, but only
+ * from this many multiply-adds (about 60 us): its operands were just written by this thread
+ * (columns) or are read back by it (outputs), and moving them between cores' caches costs more
+ * than the split saves below that (measured: a 1 x 16 x 14 x 14 -> 32 channel 3x3 convolution
+ * took 20 us on one thread, 23 us with the GEMM on two). */
+#define FNN_CONV_GEMM_MT_MACS ((int64_t)1 << 23)
+/* Forward passes over fewer images than this split images into bands of rows for the threads. */
+#define FNN_CONV_SPLIT 2
 /* WIDE: at most this many images side by side in one GEMM. */
 #define FNN_CONV_MAX_NB 16
 /* Largest accepted size, stride, padding or kernel extent (keeps every product in int64). */
@@ -64,6 +72,11 @@ typedef struct {
 
 static inline int64_t fnn_round16(int64_t v) { return (v + 15) / 16 * 16; }
 
+/* Forward units: blocks of nb whole images, or (image, band of rows) pairs when images are split. */
+static inline int64_t fnn_conv_fwd_units(const fnn_conv2d_shape *s, const fnn_conv_plan *p) {
+    return p->tiles == 1 ? (s->n + p->nb - 1) / p->nb : s->n * p->tiles;
+}
+
 static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_threads, fnn_conv_plan *p) {
     if (!s || !p) return FNN_ERR_ARG;
     const int64_t dims[] = {s->c, s->h, s->w, s->f, s->kh, s->kw, s->sh, s->sw};
@@ -94,10 +107,21 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
         /* No columns; the backward pass stages (masked) dy in bands of rows. */
         int64_t rows = backward ? FNN_CONV_TILE_ELEMS / (s->f * p->ow) : p->oh;
         p->rows = rows < 1 ? 1 : rows > p->oh ? p->oh : rows;
+        if (!backward && s->n < FNN_CONV_SPLIT && p->oh > 1) {
+            const int64_t want = (FNN_CONV_SPLIT + s->n - 1) / (s->n > 0 ? s->n : 1);
+            p->rows = (p->oh + want - 1) / want;
+        }
     } else {
         const int64_t per_row = p->ckk * p->pitch;
         int64_t rows = FNN_CONV_TILE_ELEMS / per_row;
         p->rows = rows < 1 ? 1 : rows > p->oh ? p->oh : rows;
+        /* A forward pass over fewer images than FNN_CONV_SPLIT splits each image into bands of
+         * rows, so that threads have units to share (inference on one sample). */
+        if (!backward && s->n < FNN_CONV_SPLIT && p->oh > 1) {
+            const int64_t want = (FNN_CONV_SPLIT + s->n - 1) / (s->n > 0 ? s->n : 1);
+            const int64_t r = (p->oh + want - 1) / want;
+            if (r < p->rows) p->rows = r;
+        }
         if (p->mode == FNN_CONV_WIDE && p->rows == p->oh) {
             int64_t nb = FNN_CONV_TILE_ELEMS / (per_row * p->oh);
             p->nb = nb < 1 ? 1 : nb > FNN_CONV_MAX_NB ? FNN_CONV_MAX_NB : nb;
@@ -115,6 +139,11 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     p->dxpad_len = backward && p->padded ? p->xpad_len : 0;
     p->dwt_len = p->dwt ? fnn_round16(s->f * p->ckk) : 0;
     p->thr_len = p->xpad_len + p->cols_len + p->ybuf_len + p->dxpad_len + p->dwt_len;
+    /* Shapes no array could have (the sizes above would overflow): refuse them. */
+    if ((double)s->c * (double)p->hp * (double)p->wp > 0x1p60 || (double)p->ckk * (double)p->ucols > 0x1p60 ||
+        (double)s->f * (double)p->ucols > 0x1p60 || (double)s->f * (double)p->ckk > 0x1p56 ||
+        (double)s->n * (double)p->hw > 0x1p60)
+        return FNN_ERR_ARG;
 
     int nt = n_threads < 1 ? 1 : n_threads;
 #ifndef _OPENMP
@@ -123,7 +152,7 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     const double macs = (double)s->n * (double)s->f * (double)p->ckk * (double)p->hw;
     int outer = nt;
     if (macs / (double)FNN_CONV_MIN_MACS < (double)outer) outer = (int)(macs / (double)FNN_CONV_MIN_MACS);
-    const int64_t units = (s->n + p->nb - 1) / p->nb;
+    const int64_t units = backward ? s->n : fnn_conv_fwd_units(s, p);
     if (outer > units) outer = (int)units;
     if (outer < 1) outer = 1;
 
@@ -141,6 +170,12 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     }
     p->outer = outer;
     return FNN_OK;
+}
+
+/* Threads for the GEMMs of the serial path (outer == 1). */
+static int fnn_conv_gemm_threads(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int nt) {
+    const double unit = (double)s->f * (double)p->ckk * (double)(p->mode == FNN_CONV_DIRECT ? p->hw : p->ucols);
+    return unit >= (double)FNN_CONV_GEMM_MT_MACS ? nt : 1;
 }
 
 /* Fit the number of outer threads to the workspace the caller passed (at least one thread's). */
@@ -174,6 +209,16 @@ static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, in
     *j0 = a;
     *j1 = b;
 }
+
+/* SSE2 is part of the x86-64 baseline (no extra flags): the short-row copies below use it for
+ * whole 16-byte groups with an overlapping last group instead of a scalar tail. Other targets
+ * (and FNN_CONV_NO_SSE2) use plain loops with the same results. */
+#if defined(__SSE2__) && !defined(FNN_CONV_NO_SSE2)
+#include <emmintrin.h>
+#define FNN_CONV_SSE2 1
+#else
+#define FNN_CONV_SSE2 0
+#endif
 
 /* Rows here are short (14 to 28 values): GCC would turn their copy loops into memcpy calls,
  * which cost more than the copy. Functions marked so keep the (vectorised) loops. */

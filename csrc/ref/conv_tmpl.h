@@ -21,11 +21,53 @@ static inline FNN_T FNN_(relu_mask)(FNN_T m, FNN_T g) {
     return g;
 }
 
+/* d[0, n) = src[0, n) for a short row (src and d do not overlap). */
+static inline void FNN_(copy_row)(FNN_T *restrict d, const FNN_T *restrict src, int64_t n) {
+#if FNN_CONV_SSE2
+    const int64_t V = 16 / (int64_t)sizeof(FNN_T);
+    if (n >= V) {
+        int64_t j = 0;
+        for (; j + V <= n; j += V) _mm_storeu_si128((__m128i *)(d + j), _mm_loadu_si128((const __m128i *)(src + j)));
+        if (j < n) _mm_storeu_si128((__m128i *)(d + n - V), _mm_loadu_si128((const __m128i *)(src + n - V)));
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n; j++) d[j] = src[j];
+}
+
+/* d[0, n) = g where m > 0, else 0 (the ReLU backward mask), for a short row. */
+static inline void FNN_(mask_row)(FNN_T *restrict d, const FNN_T *restrict g, const FNN_T *restrict m, int64_t n) {
+#if FNN_CONV_SSE2
+#ifdef FNN_DOUBLE
+    if (n >= 2) {
+        int64_t j = 0;
+        for (; j + 2 <= n; j += 2)
+            _mm_storeu_pd(d + j, _mm_and_pd(_mm_cmpgt_pd(_mm_loadu_pd(m + j), _mm_setzero_pd()), _mm_loadu_pd(g + j)));
+        if (j < n)
+            _mm_storeu_pd(d + n - 2,
+                          _mm_and_pd(_mm_cmpgt_pd(_mm_loadu_pd(m + n - 2), _mm_setzero_pd()), _mm_loadu_pd(g + n - 2)));
+        return;
+    }
+#else
+    if (n >= 4) {
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4)
+            _mm_storeu_ps(d + j, _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(m + j), _mm_setzero_ps()), _mm_loadu_ps(g + j)));
+        if (j < n)
+            _mm_storeu_ps(d + n - 4,
+                          _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(m + n - 4), _mm_setzero_ps()), _mm_loadu_ps(g + n - 4)));
+        return;
+    }
+#endif
+#endif
+    for (int64_t j = 0; j < n; j++) d[j] = FNN_(relu_mask)(m[j], g[j]);
+}
+
 /* Columns of output rows [i0, i1) of one image xi (c, h, w): row (ci, u, v) of cols holds
  * x[ci, i*sh + u - pad_t, j*sw + v - pad_l] for the tile's outputs (i, j) in row-major order,
  * zero where that falls in the padding. Row segments are copied whole (strided for sw > 1). */
-FNN_SHORT_COPIES static void FNN_(im2col)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xi, int64_t i0,
-                         int64_t i1, FNN_T *restrict cols) {
+FNN_SHORT_COPIES static void FNN_(im2col)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                          const FNN_T *restrict xi, int64_t i0, int64_t i1, FNN_T *restrict cols) {
     const int64_t ow = p->ow, t = (i1 - i0) * ow, h = s->h, w = s->w, sw = s->sw;
     for (int64_t ci = 0; ci < s->c; ci++)
         for (int64_t u = 0; u < s->kh; u++)
@@ -42,7 +84,7 @@ FNN_SHORT_COPIES static void FNN_(im2col)(const fnn_conv2d_shape *s, const fnn_c
                     const FNN_T *src = xi + (ci * h + ih) * w + (j0 * sw - s->pad_l + v);
                     for (int64_t j = 0; j < j0; j++) dst[j] = 0;
                     if (sw == 1)
-                        for (int64_t j = j0; j < j1; j++) dst[j] = src[j - j0];
+                        FNN_(copy_row)(dst + j0, src, j1 - j0);
                     else
                         for (int64_t j = j0; j < j1; j++) dst[j] = src[(j - j0) * sw];
                     for (int64_t j = j1; j < ow; j++) dst[j] = 0;
@@ -90,8 +132,8 @@ static FNN_T FNN_(conv_sum)(const FNN_T *restrict v, int64_t n) {
 /* ---- WIDE mode (stride 1): rows of the columns are contiguous runs of the padded planes ---- */
 
 /* xp (c, hp, wp) = xi (c, h, w) surrounded by zeros. */
-FNN_SHORT_COPIES static void FNN_(pad_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xi,
-                            FNN_T *restrict xp) {
+FNN_SHORT_COPIES static void FNN_(pad_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                             const FNN_T *restrict xi, FNN_T *restrict xp) {
     const int64_t wp = p->wp, h = s->h, w = s->w;
     for (int64_t ci = 0; ci < s->c; ci++) {
         FNN_T *d = xp + ci * p->hp * wp;
@@ -100,7 +142,7 @@ FNN_SHORT_COPIES static void FNN_(pad_image)(const fnn_conv2d_shape *s, const fn
         d += s->pad_t * wp;
         for (int64_t r = 0; r < h; r++, d += wp) {
             for (int64_t j = 0; j < s->pad_l; j++) d[j] = 0;
-            for (int64_t j = 0; j < w; j++) d[s->pad_l + j] = src[r * w + j];
+            FNN_(copy_row)(d + s->pad_l, src + r * w, w);
             for (int64_t j = s->pad_l + w; j < wp; j++) d[j] = 0;
         }
         memset(d, 0, (size_t)(s->pad_b * wp) * sizeof(FNN_T));
@@ -112,9 +154,7 @@ FNN_SHORT_COPIES static void FNN_(crop_image)(const fnn_conv2d_shape *s, const f
                                               const FNN_T *restrict dxp, FNN_T *restrict dxi) {
     for (int64_t ci = 0; ci < s->c; ci++)
         for (int64_t r = 0; r < s->h; r++) {
-            const FNN_T *src = dxp + (ci * p->hp + r + s->pad_t) * p->wp + s->pad_l;
-            FNN_T *dst = dxi + (ci * s->h + r) * s->w;
-            for (int64_t j = 0; j < s->w; j++) dst[j] = src[j];
+            FNN_(copy_row)(dxi + (ci * s->h + r) * s->w, dxp + (ci * p->hp + r + s->pad_t) * p->wp + s->pad_l, s->w);
         }
 }
 
@@ -134,18 +174,44 @@ static void FNN_(im2col_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
             }
 }
 
-/* The adjoint: dxs (padded planes) += the wide columns, in a fixed order. Columns past a row's
- * real outputs hold exact zeros (dy was widened with zeros), so they change nothing. */
+/* The adjoint: dxs (padded planes) += the wide columns, in a fixed order (tap by tap for each
+ * element). Columns past a row's real outputs hold exact zeros (dy was widened with zeros), so
+ * they change nothing. The taps of a channel overlap almost entirely: where all of them cover
+ * an element, it is loaded once, gets every tap added in tap order in a small block, and is
+ * stored once (the same sums as tap-by-tap passes, with a ninth of the read-modify-writes). */
 static void FNN_(col2im_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict cols,
                               int64_t ld, int64_t i0, int64_t i1, FNN_T *restrict dxs) {
+    enum { B = 128 };
     const int64_t wp = p->wp, plane = p->hp * wp, len = (i1 - i0) * wp - wp + p->ow;
-    for (int64_t ci = 0; ci < s->c; ci++)
+    const int64_t taps = s->kh * s->kw, omax = (s->kh - 1) * wp + s->kw - 1;
+    for (int64_t ci = 0; ci < s->c; ci++) {
+        const FNN_T *src = cols + ci * taps * ld;
+        FNN_T *dst = dxs + ci * plane + i0 * wp;
+        const int64_t mid1 = omax < len ? len : omax;     /* [omax, len): every tap covers */
+        for (int64_t u = 0; u < s->kh; u++)                /* head [0, omax) and tail [len, ...) */
+            for (int64_t v = 0; v < s->kw; v++) {
+                const int64_t o = u * wp + v;
+                const FNN_T *sr = src + (u * s->kw + v) * ld;
+                for (int64_t d = o; d < omax && d < o + len; d++) dst[d] += sr[d - o];
+            }
+        for (int64_t d0 = omax; d0 < mid1; d0 += B) {
+            const int64_t nb = mid1 - d0 < B ? mid1 - d0 : B;
+            FNN_T acc[B];
+            for (int64_t l = 0; l < nb; l++) acc[l] = dst[d0 + l];
+            for (int64_t u = 0; u < s->kh; u++)
+                for (int64_t v = 0; v < s->kw; v++) {
+                    const FNN_T *sr = src + (u * s->kw + v) * ld + d0 - (u * wp + v);
+                    for (int64_t l = 0; l < nb; l++) acc[l] += sr[l];
+                }
+            for (int64_t l = 0; l < nb; l++) dst[d0 + l] = acc[l];
+        }
         for (int64_t u = 0; u < s->kh; u++)
             for (int64_t v = 0; v < s->kw; v++) {
-                const FNN_T *src = cols + ((ci * s->kh + u) * s->kw + v) * ld;
-                FNN_T *dst = dxs + ci * plane + (i0 + u) * wp + v;
-                for (int64_t q = 0; q < len; q++) dst[q] += src[q];
+                const int64_t o = u * wp + v;
+                const FNN_T *sr = src + (u * s->kw + v) * ld;
+                for (int64_t d = mid1 > o ? mid1 : o; d < o + len; d++) dst[d] += sr[d - o];
             }
+    }
 }
 
 /* y rows [i0, i1) of one image (f, oh, ow) from the wide GEMM result (f rows, leading dim ld). */
@@ -154,28 +220,23 @@ FNN_SHORT_COPIES static void FNN_(wide_to_y)(const fnn_conv2d_shape *s, const fn
                                              FNN_T *restrict yi) {
     const int64_t ow = p->ow;
     for (int64_t o = 0; o < s->f; o++)
-        for (int64_t i = i0; i < i1; i++) {
-            const FNN_T *src = yw + o * ld + (i - i0) * p->wp;
-            FNN_T *dst = yi + o * p->hw + i * ow;
-            for (int64_t j = 0; j < ow; j++) dst[j] = src[j];
-        }
+        for (int64_t i = i0; i < i1; i++) FNN_(copy_row)(yi + o * p->hw + i * ow, yw + o * ld + (i - i0) * p->wp, ow);
 }
 
 /* The wide form of dy rows [i0, i1) of one image: each row padded with zeros to wp; with yi
  * (the forward's ReLU output) the gradient is masked by yi > 0 on the way. */
-FNN_SHORT_COPIES static void FNN_(dy_to_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict dyi,
-                             const FNN_T *restrict yi, int64_t i0, int64_t i1, FNN_T *restrict yw, int64_t ld) {
+FNN_SHORT_COPIES static void FNN_(dy_to_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                              const FNN_T *restrict dyi, const FNN_T *restrict yi, int64_t i0,
+                                              int64_t i1, FNN_T *restrict yw, int64_t ld) {
     const int64_t ow = p->ow;
     for (int64_t o = 0; o < s->f; o++)
         for (int64_t i = i0; i < i1; i++) {
             FNN_T *d = yw + o * ld + (i - i0) * p->wp;
             const FNN_T *g = dyi + o * p->hw + i * ow;
-            if (yi) {
-                const FNN_T *m = yi + o * p->hw + i * ow;
-                for (int64_t j = 0; j < ow; j++) d[j] = FNN_(relu_mask)(m[j], g[j]);
-            } else {
-                for (int64_t j = 0; j < ow; j++) d[j] = g[j];
-            }
+            if (yi)
+                FNN_(mask_row)(d, g, yi + o * p->hw + i * ow, ow);
+            else
+                FNN_(copy_row)(d, g, ow);
             for (int64_t j = ow; j < p->wp; j++) d[j] = 0;
         }
 }
@@ -187,7 +248,7 @@ static void FNN_(dy_masked)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, c
     for (int64_t o = 0; o < s->f; o++) {
         const FNN_T *g = dyi + o * p->hw + i0 * p->ow, *m = yi + o * p->hw + i0 * p->ow;
         FNN_T *d = out + o * n;
-        for (int64_t q = 0; q < n; q++) d[q] = FNN_(relu_mask)(m[q], g[q]);
+        FNN_(mask_row)(d, g, m, n);
     }
 }
 
@@ -195,10 +256,11 @@ static void FNN_(dy_masked)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, c
 
 typedef struct {
     FNN_T *xpad, *cols, *ybuf, *dxpad, *dwt;
+    int64_t padded_img; /* the image xpad holds (-1: none yet) */
 } FNN_(conv_scratch);
 
 static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) {
-    FNN_(conv_scratch) sc = {NULL, NULL, NULL, NULL, NULL};
+    FNN_(conv_scratch) sc = {NULL, NULL, NULL, NULL, NULL, -1};
     if (!base) return sc;
     sc.xpad = base;
     sc.cols = sc.xpad + p->xpad_len;
@@ -208,13 +270,14 @@ static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) 
     return sc;
 }
 
-/* Forward of the images [a, e) (several only in WIDE mode with whole images per unit). */
+/* Forward of unit u: the images [u*nb, u*nb + nb) whole when an image is one tile, else tile
+ * u % tiles of image u / tiles. Units are fixed by the shape and batch size, never by the
+ * thread count, so every GEMM has the same shape whatever the threads. */
 static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
-                               const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t a, int64_t e,
-                               const FNN_(conv_scratch) *sc, int nt) {
+                               const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
-    int st = FNN_OK;
-    if (p->mode == FNN_CONV_WIDE && p->tiles == 1) {
+    if (p->tiles == 1 && p->nb > 1) {       /* WIDE: nb whole images side by side in one GEMM */
+        const int64_t a = u * p->nb, e = a + p->nb < s->n ? a + p->nb : s->n;
         const int64_t seg = p->oh * p->wp, ld = (e - a) * seg;
         for (int64_t j = 0; j < e - a; j++) {
             const FNN_T *xs = x + (a + j) * in_img;
@@ -224,37 +287,34 @@ static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
             }
             FNN_(im2col_wide)(s, p, xs, 0, p->oh, sc->cols + j * seg, ld);
         }
-        st = FNN_CONV_GEMM(gflags, s->f, ld, ckk, 1, 0, w, ckk, sc->cols, ld, b, sc->ybuf, ld, nt);
+        sc->padded_img = -1;
+        int st = FNN_CONV_GEMM(gflags, s->f, ld, ckk, 1, 0, w, ckk, sc->cols, ld, b, sc->ybuf, ld, nt);
         if (st == FNN_OK)
             for (int64_t j = 0; j < e - a; j++)
                 FNN_(wide_to_y)(s, p, sc->ybuf + j * seg, ld, 0, p->oh, y + (a + j) * out_img);
         return st;
     }
-    for (int64_t img = a; img < e && st == FNN_OK; img++) {
-        const FNN_T *xi = x + img * in_img;
-        FNN_T *yi = y + img * out_img;
-        if (p->mode == FNN_CONV_DIRECT) {
-            st = FNN_CONV_GEMM(gflags, s->f, p->hw, ckk, 1, 0, w, ckk, xi, p->hw, b, yi, p->hw, nt);
-            continue;
-        }
-        const FNN_T *xs = xi;
-        if (p->padded) {
-            FNN_(pad_image)(s, p, xi, sc->xpad);
-            xs = sc->xpad;
-        }
-        for (int64_t t = 0; t < p->tiles && st == FNN_OK; t++) {
-            const int64_t i0 = t * p->rows, i1 = i0 + p->rows < p->oh ? i0 + p->rows : p->oh;
-            const int64_t n = (i1 - i0) * p->pitch;
-            if (p->mode == FNN_CONV_COLS) {
-                FNN_(im2col)(s, p, xi, i0, i1, sc->cols);
-                st = FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, sc->cols, n, b, yi + i0 * p->ow, p->hw, nt);
-            } else {
-                FNN_(im2col_wide)(s, p, xs, i0, i1, sc->cols, n);
-                st = FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, sc->cols, n, b, sc->ybuf, n, nt);
-                if (st == FNN_OK) FNN_(wide_to_y)(s, p, sc->ybuf, n, i0, i1, yi);
-            }
-        }
+    const int64_t img = u / p->tiles, t = u % p->tiles;
+    const int64_t i0 = t * p->rows, i1 = i0 + p->rows < p->oh ? i0 + p->rows : p->oh;
+    const int64_t n = (i1 - i0) * p->pitch;
+    const FNN_T *xi = x + img * in_img;
+    FNN_T *yi = y + img * out_img;
+    if (p->mode == FNN_CONV_DIRECT)
+        return FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, xi + i0 * p->ow, p->hw, b, yi + i0 * p->ow, p->hw,
+                             nt);
+    if (p->mode == FNN_CONV_COLS) {
+        FNN_(im2col)(s, p, xi, i0, i1, sc->cols);
+        return FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, sc->cols, n, b, yi + i0 * p->ow, p->hw, nt);
     }
+    const FNN_T *xs = xi;
+    if (p->padded) {                         /* once per image for the tiles a thread takes */
+        if (sc->padded_img != img) FNN_(pad_image)(s, p, xi, sc->xpad);
+        sc->padded_img = img;
+        xs = sc->xpad;
+    }
+    FNN_(im2col_wide)(s, p, xs, i0, i1, sc->cols, n);
+    int st = FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, sc->cols, n, b, sc->ybuf, n, nt);
+    if (st == FNN_OK) FNN_(wide_to_y)(s, p, sc->ybuf, n, i0, i1, yi);
     return st;
 }
 
@@ -269,15 +329,12 @@ static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
     status = fnn_conv_plan_fit(&p, ws_len, ws != NULL);
     if (status != FNN_OK) return status;
     const int gflags = FNN_BIAS_ROW | (flags & FNN_EPI_RELU);
-    /* Units of nb images at fixed positions (never cut by the thread partition), so each GEMM
-     * has the same shape for any thread count. */
-    const int64_t units = (s->n + p.nb - 1) / p.nb;
+    const int64_t units = fnn_conv_fwd_units(s, &p);
     if (p.outer <= 1) {
         FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws : NULL);
-        for (int64_t u = 0; u < units && status == FNN_OK; u++) {
-            const int64_t a = u * p.nb, e = a + p.nb < s->n ? a + p.nb : s->n;
-            status = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, a, e, &sc, nt);
-        }
+        const int gnt = fnn_conv_gemm_threads(s, &p, nt);
+        for (int64_t u = 0; u < units && status == FNN_OK; u++)
+            status = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, u, &sc, gnt);
         return status;
     }
 #pragma omp parallel num_threads(p.outer)
@@ -289,10 +346,8 @@ static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
 #endif
         FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws + tid * p.thr_len : NULL);
         int mine = FNN_OK;
-        for (int64_t u = units * tid / nth; u < units * (tid + 1) / nth && mine == FNN_OK; u++) {
-            const int64_t a = u * p.nb, e = a + p.nb < s->n ? a + p.nb : s->n;
-            mine = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, a, e, &sc, 1);
-        }
+        for (int64_t u = units * tid / nth; u < units * (tid + 1) / nth && mine == FNN_OK; u++)
+            mine = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, u, &sc, 1);
         if (mine != FNN_OK) {
 #pragma omp critical(fnn_conv_status)
             status = mine;
@@ -452,7 +507,7 @@ static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
             FNN_T *dwg = g == 0 ? dw : parts + (g - 1) * p.part_len;
             FNN_T *dbg = !db ? NULL : g == 0 ? db : parts + (g - 1) * p.part_len + db_off;
             status = FNN_(conv_bwd_group)(s, &p, s->n * g / G, s->n * (g + 1) / G, x, y, wt, dy, dwg, dbg, dx, &sc,
-                                          nt);
+                                          fnn_conv_gemm_threads(s, &p, nt));
         }
     } else {
 #pragma omp parallel num_threads(p.outer)
@@ -480,6 +535,7 @@ static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
 
     /* dw = ((dw_0 + dw_1) + dw_2) + ...: group order, whatever the threads. */
     int rnt = fnn_threads_for(wlen * (G - 1), FNN_PAR_MIN_ELEMS, nt);
+    (void)rnt; /* unused without OpenMP */
 #pragma omp parallel num_threads(rnt) if (rnt > 1)
     {
         int64_t i0, i1;

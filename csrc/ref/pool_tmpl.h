@@ -155,7 +155,8 @@ static inline int FNN_(max2x2_bwd_one)(FNN_T *d0, FNN_T *d1, int64_t j, FNN_T gv
 static inline int FNN_(max2x2_bwd_sse2)(float *d0, float *d1, int64_t j0, const float *gi, const int32_t *ii,
                                         int32_t base, int32_t w32) {
     const int32_t b = base + 2 * (int32_t)j0;
-    const __m128i k = _mm_sub_epi32(_mm_loadu_si128((const __m128i *)(ii + j0)), _mm_setr_epi32(b, b + 2, b + 4, b + 6));
+    const __m128i k = _mm_sub_epi32(_mm_loadu_si128((const __m128i *)(ii + j0)),
+                                    _mm_setr_epi32(b, b + 2, b + 4, b + 6));
     const __m128 g = _mm_loadu_ps(gi + j0);
     const __m128i e0 = _mm_cmpeq_epi32(k, _mm_setzero_si128()), e1 = _mm_cmpeq_epi32(k, _mm_set1_epi32(1));
     const __m128i e2 = _mm_cmpeq_epi32(k, _mm_set1_epi32(w32)), e3 = _mm_cmpeq_epi32(k, _mm_set1_epi32(w32 + 1));

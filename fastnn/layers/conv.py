@@ -116,6 +116,9 @@ class Conv2D(Layer):
             ph, pw = self.padding
             pads = [ph, ph, pw, pw]
         hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+        if max(hp, wp, kh, kw, sh, sw) >= 2 ** 31:
+            fail(self.name, "padded sizes, kernel and strides below 2^31",
+                 f"padded input ({hp}, {wp}), kernel {self.kernel_size}, stride {self.stride}")
         if kh > hp or kw > wp:
             fail(self.name, f"an input no smaller than the kernel {self.kernel_size} after padding",
                  f"input_shape (N, {c}, {h}, {w}) padded to ({hp}, {wp})")
@@ -189,15 +192,15 @@ _tls = threading.local()
 
 
 def _thread_scratch(be, size: int, dtype):
-    """size elements of a scratch buffer owned by the calling thread (grown on demand)."""
+    """A scratch buffer of at least size elements owned by the calling thread (grown on demand)."""
     bufs = getattr(_tls, "bufs", None)
     if bufs is None:
         bufs = _tls.bufs = {}
-    key = (be.name, np.dtype(dtype).name)
+    key = (be.name, dtype)
     buf = bufs.get(key)
     if buf is None or buf.shape[0] < size:
         buf = bufs[key] = be.empty((size,), dtype=dtype)
-    return buf[:size]
+    return buf
 
 
 def _channels_last(z):

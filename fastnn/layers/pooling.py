@@ -25,6 +25,8 @@ class _Pool2D(Layer):
     def compute_output_shape(self, input_shape):
         c, h, w = check_4d(self, input_shape)
         (kh, kw), (sh, sw) = self.pool_size, self.stride
+        if max(sh, sw) >= 2 ** 31:
+            fail(self.name, "strides below 2^31", f"stride {self.stride}")
         if kh > h or kw > w:
             fail(self.name, f"an input no smaller than the window {self.pool_size}",
                  f"input_shape (N, {c}, {h}, {w})")
