@@ -50,29 +50,10 @@ def _data(n, seed=0):
 
 
 def bench_cnn64(report, threads, repeats, min_seconds):
-    import torch
     n = BATCH * CNN_STEPS
     x, y = _data(n)
     model = cnn_fastnn()
-    tmodel, opt, lossf = cnn_torch()
-    tmodel.train()
-    tx = [torch.from_numpy(x[i:i + BATCH]) for i in range(0, n, BATCH)]
-    ty = [torch.from_numpy(y[i:i + BATCH]) for i in range(0, n, BATCH)]
-
-    def run_fastnn():
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-
-    def run_torch():
-        for xb, yb in zip(tx, ty):
-            opt.zero_grad()
-            loss = lossf(tmodel(xb), yb)
-            loss.backward()
-            opt.step()
-
-    common.set_threads(threads)
-    t = common.interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
-    report.add("cnn64", threads, "samples/s", n / common.median(t["fastnn"]), "torch",
-               n / common.median(t["torch"]))
+    common.training_vs_torch(report, "cnn64", threads, repeats, min_seconds, model, cnn_torch(), x, y, BATCH)
     layer_times(model, x[:BATCH], y[:BATCH], steps=max(3, repeats))
 
 

@@ -43,28 +43,9 @@ def rnn_torch(cell):
 
 
 def bench_rnn(report, threads, repeats, min_seconds, cell):
-    import torch
     rng = np.random.default_rng(0)
     n = BATCH * RNN_STEPS
     x = rng.standard_normal((n, STEPS, FEATURES)).astype(np.float32)
     y = rng.integers(0, CLASSES, n)
-    model = rnn_fastnn(cell)
-    tmodel, opt, lossf = rnn_torch(cell)
-    tmodel.train()
-    tx = [torch.from_numpy(x[i:i + BATCH]) for i in range(0, n, BATCH)]
-    ty = [torch.from_numpy(y[i:i + BATCH]) for i in range(0, n, BATCH)]
-
-    def run_fastnn():
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-
-    def run_torch():
-        for xb, yb in zip(tx, ty):
-            opt.zero_grad()
-            loss = lossf(tmodel(xb), yb)
-            loss.backward()
-            opt.step()
-
-    common.set_threads(threads)
-    t = common.interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
-    report.add(f"{cell}64", threads, "samples/s", n / common.median(t["fastnn"]), "torch",
-               n / common.median(t["torch"]))
+    common.training_vs_torch(report, f"{cell}64", threads, repeats, min_seconds, rnn_fastnn(cell), rnn_torch(cell),
+                             x, y, BATCH)

@@ -70,6 +70,30 @@ def median(values) -> float:
     return statistics.median(values)
 
 
+def training_vs_torch(report, name, threads, repeats, min_seconds, model, torch_parts, x, y, batch):
+    """Interleave one epoch of ``model.fit`` over (x, y) with the same batches through a plain
+    PyTorch loop (zero_grad, forward, loss, backward, step); report samples/s of both."""
+    import torch
+    tmodel, opt, lossf = torch_parts
+    tmodel.train()
+    n = len(x)
+    tx = [torch.from_numpy(x[i:i + batch]) for i in range(0, n, batch)]
+    ty = [torch.from_numpy(y[i:i + batch]) for i in range(0, n, batch)]
+
+    def run_fastnn():
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+
+    def run_torch():
+        for xb, yb in zip(tx, ty):
+            opt.zero_grad()
+            lossf(tmodel(xb), yb).backward()
+            opt.step()
+
+    set_threads(threads)
+    t = interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
+    report.add(name, threads, "samples/s", n / median(t["fastnn"]), "torch", n / median(t["torch"]))
+
+
 class Report:
     """Collects rows, prints a table, writes JSON lines."""
 

@@ -49,31 +49,12 @@ def mlp_torch(dropout=0.2):
 
 
 def bench_mlp(report, batch, threads, repeats, min_seconds):
-    import torch
     rng = np.random.default_rng(0)
     n = batch * MLP_STEPS
     x = rng.standard_normal((n, 784)).astype(np.float32)
     y = rng.integers(0, 10, n)
-    model = mlp_fastnn()
-    tmodel, opt, lossf = mlp_torch()
-    tmodel.train()
-    tx = [torch.from_numpy(x[i:i + batch]) for i in range(0, n, batch)]
-    ty = [torch.from_numpy(y[i:i + batch]) for i in range(0, n, batch)]
-
-    def run_fastnn():
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-
-    def run_torch():
-        for xb, yb in zip(tx, ty):
-            opt.zero_grad()
-            loss = lossf(tmodel(xb), yb)
-            loss.backward()
-            opt.step()
-
-    common.set_threads(threads)
-    t = common.interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
-    report.add(f"mlp{batch}", threads, "samples/s", n / common.median(t["fastnn"]), "torch",
-               n / common.median(t["torch"]))
+    common.training_vs_torch(report, f"mlp{batch}", threads, repeats, min_seconds, mlp_fastnn(), mlp_torch(),
+                             x, y, batch)
 
 
 def bench_infer_mlp(report, threads, repeats, min_seconds):
