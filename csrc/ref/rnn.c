@@ -169,59 +169,9 @@ int64_t fnn_gru_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h) {
 #define FNN_RNN_CAT_(a, b) a##b
 #define FNN_RNN_CAT(a, b) FNN_RNN_CAT_(a, b)
 
-#define FNN_RNN_PART 1
-#include "rnn_tmpl.h"
-#undef FNN_RNN_PART
-#define FNN_RNN_PART 2
-#define FNN_RNN_SUFFIX _generic
-#define FNN_RNN_TARGET
-#include "rnn_tmpl.h"
-#undef FNN_RNN_SUFFIX
-#undef FNN_RNN_TARGET
-#if FNN_RNN_X86
-#define FNN_RNN_SUFFIX _avx2
-#define FNN_RNN_TARGET __attribute__((target("avx2")))
-#include "rnn_tmpl.h"
-#undef FNN_RNN_SUFFIX
-#undef FNN_RNN_TARGET
-#define FNN_RNN_SUFFIX _avx512
-#define FNN_RNN_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,prefer-vector-width=512")))
-#include "rnn_tmpl.h"
-#undef FNN_RNN_SUFFIX
-#undef FNN_RNN_TARGET
-#endif
-#undef FNN_RNN_PART
-#define FNN_RNN_PART 3
-#include "rnn_tmpl.h"
-#undef FNN_RNN_PART
-
+#include "rnn_instances.h"
 #define FNN_DOUBLE
-#define FNN_RNN_PART 1
-#include "rnn_tmpl.h"
-#undef FNN_RNN_PART
-#define FNN_RNN_PART 2
-#define FNN_RNN_SUFFIX _generic
-#define FNN_RNN_TARGET
-#include "rnn_tmpl.h"
-#undef FNN_RNN_SUFFIX
-#undef FNN_RNN_TARGET
-#if FNN_RNN_X86
-#define FNN_RNN_SUFFIX _avx2
-#define FNN_RNN_TARGET __attribute__((target("avx2")))
-#include "rnn_tmpl.h"
-#undef FNN_RNN_SUFFIX
-#undef FNN_RNN_TARGET
-#define FNN_RNN_SUFFIX _avx512
-#define FNN_RNN_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,prefer-vector-width=512")))
-#include "rnn_tmpl.h"
-#undef FNN_RNN_SUFFIX
-#undef FNN_RNN_TARGET
-#endif
-#undef FNN_RNN_PART
-#define FNN_RNN_PART 3
-#include "rnn_tmpl.h"
-#undef FNN_RNN_PART
-
+#include "rnn_instances.h"
 #undef FNN_DOUBLE
 
 int fnn_rnn_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
