@@ -58,24 +58,8 @@ def bench_cnn64(report, threads, repeats, min_seconds):
 
 
 def bench_infer_cnn(report, threads, repeats, min_seconds):
-    import torch
-    model = cnn_fastnn()
-    tmodel, _, _ = cnn_torch()
-    tmodel.eval()
-    x = _data(1, seed=1)[0]
-    tx = torch.from_numpy(x)
-
-    def run_fastnn():
-        model.predict(x)
-
-    def run_torch():
-        with torch.no_grad():
-            tmodel(tx)
-
-    common.set_threads(threads)
-    t = common.interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
-    report.add("infer-cnn", threads, "us/call", common.median(t["fastnn"]) * 1e6, "torch",
-               common.median(t["torch"]) * 1e6, higher_is_better=False)
+    common.inference_vs_torch(report, "infer-cnn", threads, repeats, min_seconds, cnn_fastnn(), cnn_torch()[0],
+                              _data(1, seed=1)[0])
 
 
 def layer_times(model, x, y, steps=5, out=print):

@@ -94,6 +94,22 @@ def training_vs_torch(report, name, threads, repeats, min_seconds, model, torch_
     report.add(name, threads, "samples/s", n / median(t["fastnn"]), "torch", n / median(t["torch"]))
 
 
+def inference_vs_torch(report, name, threads, repeats, min_seconds, model, tmodel, x):
+    """Interleave ``model.predict(x)`` with the PyTorch model under ``no_grad``; report µs per call."""
+    import torch
+    tmodel.eval()
+    tx = torch.from_numpy(x)
+
+    def run_torch():
+        with torch.no_grad():
+            tmodel(tx)
+
+    set_threads(threads)
+    t = interleaved({"fastnn": lambda: model.predict(x), "torch": run_torch}, repeats, min_seconds)
+    report.add(name, threads, "us/call", median(t["fastnn"]) * 1e6, "torch", median(t["torch"]) * 1e6,
+               higher_is_better=False)
+
+
 class Report:
     """Collects rows, prints a table, writes JSON lines."""
 

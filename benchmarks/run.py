@@ -58,24 +58,8 @@ def bench_mlp(report, batch, threads, repeats, min_seconds):
 
 
 def bench_infer_mlp(report, threads, repeats, min_seconds):
-    import torch
-    model = mlp_fastnn()
-    tmodel, _, _ = mlp_torch()
-    tmodel.eval()
     x = np.random.default_rng(1).standard_normal((1, 784)).astype(np.float32)
-    tx = torch.from_numpy(x)
-
-    def run_fastnn():
-        model.predict(x)
-
-    def run_torch():
-        with torch.no_grad():
-            tmodel(tx)
-
-    common.set_threads(threads)
-    t = common.interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
-    report.add("infer-mlp", threads, "us/call", common.median(t["fastnn"]) * 1e6, "torch",
-               common.median(t["torch"]) * 1e6, higher_is_better=False)
+    common.inference_vs_torch(report, "infer-mlp", threads, repeats, min_seconds, mlp_fastnn(), mlp_torch()[0], x)
 
 
 def _gemm_pair(m, k, n, dtype):

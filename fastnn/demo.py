@@ -10,13 +10,21 @@ from . import Sequential, _info, layers, optimizers, seed
 from .data import load_breast_cancer, load_digits, standardize, train_test_split
 
 
-def _report(title: str, model, x_test, y_test, fit_seconds: float, n_samples: int):
-    acc = model.evaluate(x_test, y_test)["accuracy"]
+def _train_and_report(title: str, header: str, model, data, batch_size: int, epochs: int, verbose: int) -> float:
+    """Fit on the training part (10 % held out for validation), then print and return the test accuracy
+    with the training and inference throughput."""
+    x_tr, x_te, y_tr, y_te = data
+    print(header)
     t0 = time.perf_counter()
-    model.predict(x_test)
+    model.fit(x_tr, y_tr, batch_size=batch_size, epochs=epochs, validation_split=0.1, verbose=verbose)
+    fit_seconds = time.perf_counter() - t0
+    acc = model.evaluate(x_te, y_te)["accuracy"]
+    t0 = time.perf_counter()
+    model.predict(x_te)
     infer = time.perf_counter() - t0
-    print(f"==> {title}: test accuracy {acc:.4f} on {len(y_test)} held-out samples; training "
-          f"{n_samples / fit_seconds:,.0f} samples/s, inference {len(x_test) / max(infer, 1e-9):,.0f} samples/s\n")
+    print(f"==> {title}: test accuracy {acc:.4f} on {len(y_te)} held-out samples; training "
+          f"{epochs * len(x_tr) / fit_seconds:,.0f} samples/s, inference "
+          f"{len(x_te) / max(infer, 1e-9):,.0f} samples/s\n")
     return acc
 
 
@@ -31,11 +39,10 @@ def breast_cancer(verbose: int = 1) -> float:
         layers.Dense(1, activation="sigmoid"),
     ], input_shape=(30,), name="breast_cancer_mlp")
     model.compile(optimizer=optimizers.SGD(learning_rate=0.01, momentum=0.9), loss="binary_crossentropy")
-    print("Breast-cancer diagnosis (Wisconsin, 30 measurements -> malignant?)")
-    epochs = 30
-    t0 = time.perf_counter()
-    model.fit(x_tr, y_tr, batch_size=16, epochs=epochs, validation_split=0.1, verbose=verbose)
-    return _report("breast cancer", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
+    return _train_and_report("breast cancer",
+                             "Breast-cancer diagnosis (Wisconsin, 30 measurements -> malignant?)",
+                             model, (x_tr, x_te, y_tr, y_te),
+                             batch_size=16, epochs=30, verbose=verbose)
 
 
 def digits(verbose: int = 1) -> float:
@@ -50,11 +57,10 @@ def digits(verbose: int = 1) -> float:
     ], input_shape=(64,), name="digits_mlp")
     model.compile(optimizer=optimizers.SGD(learning_rate=0.05, momentum=0.9),
                   loss="sparse_categorical_crossentropy")
-    print("Handwritten digits (8x8 images, MLP with softmax)")
-    epochs = 30
-    t0 = time.perf_counter()
-    model.fit(x_tr, y_tr, batch_size=32, epochs=epochs, validation_split=0.1, verbose=verbose)
-    return _report("digits", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
+    return _train_and_report("digits",
+                             "Handwritten digits (8x8 images, MLP with softmax)",
+                             model, (x_tr, x_te, y_tr, y_te),
+                             batch_size=32, epochs=30, verbose=verbose)
 
 
 def digits_cnn(verbose: int = 1) -> float:
@@ -72,11 +78,10 @@ def digits_cnn(verbose: int = 1) -> float:
     ], input_shape=(1, 8, 8), name="digits_cnn")
     model.compile(optimizer=optimizers.SGD(learning_rate=0.02, momentum=0.9),
                   loss="sparse_categorical_crossentropy")
-    print("Handwritten digits (8x8 images, CNN: Conv2D-MaxPool2D-Conv2D-Dense)")
-    epochs = 20
-    t0 = time.perf_counter()
-    model.fit(x_tr, y_tr, batch_size=32, epochs=epochs, validation_split=0.1, verbose=verbose)
-    return _report("digits cnn", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
+    return _train_and_report("digits cnn",
+                             "Handwritten digits (8x8 images, CNN: Conv2D-MaxPool2D-Conv2D-Dense)",
+                             model, (x_tr, x_te, y_tr, y_te),
+                             batch_size=32, epochs=20, verbose=verbose)
 
 
 def digits_lstm(verbose: int = 1) -> float:
@@ -89,11 +94,10 @@ def digits_lstm(verbose: int = 1) -> float:
         layers.Dense(10, activation="softmax"),
     ], input_shape=(8, 8), name="digits_lstm")
     model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy")
-    print("Handwritten digits read row by row (8 steps of 8 pixels, LSTM)")
-    epochs = 20
-    t0 = time.perf_counter()
-    model.fit(x_tr, y_tr, batch_size=32, epochs=epochs, validation_split=0.1, verbose=verbose)
-    return _report("digits lstm", model, x_te, y_te, time.perf_counter() - t0, epochs * len(x_tr))
+    return _train_and_report("digits lstm",
+                             "Handwritten digits read row by row (8 steps of 8 pixels, LSTM)",
+                             model, (x_tr, x_te, y_tr, y_te),
+                             batch_size=32, epochs=20, verbose=verbose)
 
 
 # name -> function(verbose) returning the test accuracy; a new demo adds one line here.
