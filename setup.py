@@ -82,6 +82,9 @@ ext = Extension(
     "fastnn._core",
     sources=[os.path.join("fastnn", "_core.pyx")] + c_sources(),
     include_dirs=[os.path.join("csrc", "include"), "csrc"],
+    # Headers, templates and the SIMD sources (compiled apart): a change to any of them rebuilds.
+    depends=sorted(_rel(p) for pattern in ("csrc/**/*.h", "csrc/x86/**/*.c", "fastnn/*.pxi", "fastnn/*.pxd")
+                   for p in glob(os.path.join(HERE, pattern), recursive=True)),
 )
 setup(
     ext_modules=cythonize(

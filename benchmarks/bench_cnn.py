@@ -66,6 +66,7 @@ def layer_times(model, x, y, steps=5, out=print):
     """Median microseconds of each layer's forward and backward inside a training step (planned
     buffers, as in fit), plus the loss and the optimizer update; printed as a table."""
     from fastnn import backend
+    from fastnn.models import training_plan
     be = backend.get(model.device)
     layers = model.layers
     fused = model._fused()
@@ -74,9 +75,7 @@ def layer_times(model, x, y, steps=5, out=print):
     rest = {"loss": [], "optimizer": []}
     grad = be.empty((x.shape[0],) + tuple(model.output_shape), dtype=model.dtype)
     first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
-    for layer in layers:
-        layer._plan = True
-    try:
+    with training_plan(layers):
         for _ in range(steps + 1):                    # the first step warms up (plans the buffers)
             h = x
             for i, layer in enumerate(layers):
@@ -94,9 +93,6 @@ def layer_times(model, x, y, steps=5, out=print):
             t0 = time.perf_counter()
             model.optimizer.step(be, model._flat_params, model._flat_grads, model._grad_views)
             rest["optimizer"].append(time.perf_counter() - t0)
-    finally:
-        for layer in layers:
-            layer._plan = False
 
     def med(v):
         return common.median(v[1:]) * 1e6 if len(v) > 1 else 0.0

@@ -1,6 +1,7 @@
 """The Sequential model: building, compile/fit/evaluate/predict, weights and devices."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -17,6 +18,28 @@ from .layers.base import Layer
 _LAZY_BUILD_LOCK = threading.Lock()
 _ALIGN = 16   # parameter views start on 64-byte boundaries in the flat buffer (float32)
 METRICS = ("accuracy", "acc", "mae", "mse")
+
+
+@contextlib.contextmanager
+def training_plan(layers):
+    """The state of the layers during one training step: planned (reused) buffers, and, for
+    Conv2D(relu) -> MaxPool2D, the ReLU mask left to the pool, which applies it to its 4x smaller
+    gradient (by its own output > 0: the ReLU mask at each window's argmax, the only inputs it
+    sends gradient to) so the convolution skips its full-size mask. The same bits either way."""
+    relu_pool = [i for i in range(len(layers) - 1)
+                 if getattr(layers[i], "activation", None) == "relu" and hasattr(layers[i], "_relu_premasked")
+                 and hasattr(layers[i + 1], "_mask_relu_input")]
+    for layer in layers:
+        layer._plan = True
+    for i in relu_pool:
+        layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._plan = False
+        for i in relu_pool:
+            layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = False
 
 
 class Sequential:
@@ -233,9 +256,7 @@ class Sequential:
         be = backend.get(self.device)
         fused = self._fused()
         layers = self.layers
-        for layer in layers:
-            layer._plan = True
-        try:
+        with training_plan(layers):
             out = self._forward(x, True, fused)
             grad = self._grad_bufs.get(out.shape)
             if grad is None:
@@ -246,9 +267,6 @@ class Sequential:
             for i in range(len(layers) - 1, first - 1, -1):
                 d = layers[i]._backward(d, i > first)
             self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
-        finally:
-            for layer in layers:
-                layer._plan = False
         return loss, out, fused
 
     def train_on_batch(self, x, y) -> float:

@@ -303,6 +303,45 @@ def test_small_cnn_trains(rng):
     assert model.evaluate(x, y)["accuracy"] > 0.9
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", [2, (3, 2)])
+def test_relu_mask_moved_into_the_pool_changes_no_bit(pool, dtype, rng, monkeypatch):
+    """Conv2D(relu) -> MaxPool2D leaves the ReLU mask to the pool's smaller gradient; a linear
+    Activation in between turns that off. Both must train to the same bits."""
+    from fastnn.layers import Activation
+
+    def model(split):
+        fnn.seed(7)
+        layers = [Conv2D(4, 3, padding=1, activation="relu"), MaxPool2D(pool),
+                  Conv2D(5, 3, padding=1, activation="relu"), MaxPool2D(2), Flatten(), Dense(3)]
+        if split:
+            layers.insert(3, Activation())
+            layers.insert(1, Activation())
+        m = fnn.Sequential(layers, input_shape=(2, 12, 10), dtype=dtype)
+        m.compile(optimizer=fnn.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+                  loss="sparse_categorical_crossentropy")
+        return m
+
+    x = rng.standard_normal((6, 2, 12, 10)).astype(dtype)
+    x[0] = 0.0                                 # ties and exact zeros in the windows
+    y = rng.integers(0, 3, 6)
+    fused, plain = model(False), model(True)
+    seen = []
+    pool_backward = MaxPool2D._backward
+
+    def spy(self, dy, need_dx):
+        seen.append(self._mask_relu_input)
+        return pool_backward(self, dy, need_dx)
+
+    monkeypatch.setattr(MaxPool2D, "_backward", spy)
+    for _ in range(3):
+        assert fused.train_on_batch(x, y) == plain.train_on_batch(x, y)
+    assert seen == [True, True, False, False] * 3      # fused model: masked in the pool; plain: not
+    assert not fused.layers[0]._relu_premasked and not fused.layers[1]._mask_relu_input
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_cnn_save_load_round_trip(rng, tmp_path):
     fnn.seed(4)
     x, y = _blobs(rng, 32)

@@ -155,7 +155,7 @@ def test_gemm_empty_output(arch, dtype):
         _core.gemm(np.ones((m, 4), dtype), np.ones((4, n), dtype), out)
 
 
-@pytest.mark.parametrize("m, n, k", [(97, 131, 300), (37, 67, 1023), (1023, 33, 65), (65, 1023, 40)])
+@pytest.mark.parametrize("m, n, k", [(97, 131, 300), (37, 67, 1023), (1023, 33, 65), (65, 1023, 40), (37, 41, 1000)])
 def test_gemm_bit_identical_across_threads(arch, dtype, m, n, k, rng):
     for (ta, tb), epi in zip(TRANS, EPILOGUES[1:]):
         case = Case(rng, dtype, m, n, k, ta, tb, *epi)

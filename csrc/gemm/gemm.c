@@ -80,8 +80,14 @@ static int64_t tune_env(const char *name, int64_t def)
     return s ? atoll(s) : def;
 }
 #define FNN_GEMM_DIRECT_MAX_A_TRAFFIC ((double)tune_env("FNN_DIRECT_A", 4 << 20))
+#define FNN_GEMM_DOT_MAX_MN ((double)tune_env("FNN_DOT_MN", 2048))
+#define FNN_GEMM_DOT_MIN_K tune_env("FNN_DOT_K", 32)
+#define FNN_GEMM_DOT_MAX_BYTES ((double)tune_env("FNN_DOT_BYTES", 1 << 20))
 #else
 #define FNN_GEMM_DIRECT_MAX_A_TRAFFIC ((double)(4 << 20))
+#define FNN_GEMM_DOT_MAX_MN 2048.0
+#define FNN_GEMM_DOT_MIN_K 32
+#define FNN_GEMM_DOT_MAX_BYTES ((double)(1 << 20))
 #endif
 
 /* ---- thread partition ---------------------------------------------------------------------

@@ -59,6 +59,15 @@ typedef void (*fnn_gemm_ukd_f64)(int64_t k, const double *a, int64_t a_rs, int64
                                  int64_t ldb, double *c, int64_t ldc, int mr, int nr,
                                  const fnn_gemm_epi_f64 *epi, const double *bias);
 
+/* Optional dot-product kernel for C = A B^T with neither operand packed: op(A)[i, p] at
+ * a[i*lda + p], op(B)[p, j] at b[j*ldb + p] (rows of both are k contiguous values), a tile of
+ * mr x nr <= dt_m x dt_n elements, whole k in one pass. For small m x n over a long k. */
+typedef void (*fnn_gemm_ukt_f32)(int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                                 int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias);
+typedef void (*fnn_gemm_ukt_f64)(int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
+                                 double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi,
+                                 const double *bias);
+
 /* Packing routines (optional per variant; NULL selects the portable ones).
  * Pack a w x kc block (w <= W) of a matrix into one zero-padded panel dst[p*W + i]:
  *   copy:  element (i, p) at src[p*ld + i]   (rows of the panel are contiguous in memory)
@@ -79,6 +88,8 @@ typedef struct {
     fnn_gemm_pack_f32 pack_b_copy, pack_b_trans; /* W = nr */
     fnn_gemm_ukd_f32 ukd;                        /* NULL: always pack */
     int nr_wide;                                 /* ukd accepts nr <= nr_wide when mr <= 2 */
+    fnn_gemm_ukt_f32 ukt;                        /* NULL: no dot-product path */
+    int dt_m, dt_n;                              /* ukt tile: dt_m x dt_n */
 } fnn_gemm_desc_f32;
 
 typedef struct {
@@ -89,6 +100,8 @@ typedef struct {
     fnn_gemm_pack_f64 pack_b_copy, pack_b_trans;
     fnn_gemm_ukd_f64 ukd;
     int nr_wide;
+    fnn_gemm_ukt_f64 ukt;
+    int dt_m, dt_n;
 } fnn_gemm_desc_f64;
 
 extern const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32;

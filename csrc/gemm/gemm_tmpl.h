@@ -224,9 +224,26 @@ static void FNN_NAME(gemm_direct_part)(const FNN_ARGS *g, const FNN_EPI *epi, in
     }
 }
 
-/* Unpacked path: the whole k in one pass per tile, tiles split between threads on a grid
- * chosen like the packed path's. */
-static void FNN_NAME(gemm_direct)(const FNN_ARGS *g, int n_threads)
+/* Dot-product path (C = A B^T, both read in place): dt_m x dt_n tiles, B rows outer so that
+ * a tile's rows of B stay in L1 while the rows of A stream past them. */
+static void FNN_NAME(gemm_dot_part)(const FNN_ARGS *g, const FNN_EPI *epi, int64_t i0, int64_t i1,
+                                    int64_t j0, int64_t j1)
+{
+    const int TM = g->d->dt_m, TN = g->d->dt_n;
+    for (int64_t j = j0; j < j1; j += TN) {
+        const int nr = (int)((j1 - j < TN) ? j1 - j : TN);
+        for (int64_t i = i0; i < i1; i += TM) {
+            const int mr = (int)((i1 - i < TM) ? i1 - i : TM);
+            const FNN_T *tb = g->bias ? (g->bias_row ? g->bias + i : g->bias + j) : NULL;
+            g->d->ukt(g->k, g->a + i * g->lda, g->lda, g->b + j * g->ldb, g->ldb, g->c + i * g->ldc + j, g->ldc,
+                      mr, nr, epi, tb);
+        }
+    }
+}
+
+/* The unpacked paths (direct, dot): the whole k in one pass per tile, tiles of MR x NR split
+ * between threads on a grid chosen like the packed path's. */
+static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int dot, int n_threads)
 {
     const FNN_DESC *d = g->d;
     FNN_EPI epi;
@@ -234,14 +251,17 @@ static void FNN_NAME(gemm_direct)(const FNN_ARGS *g, int n_threads)
     epi.beta = g->beta;
     epi.flags = (g->beta == 0 ? FNN_GEMM_E_BETA0 : 0) | (g->relu ? FNN_GEMM_E_RELU : 0) |
                 (g->bias_row ? FNN_GEMM_E_BIASROW : 0);
-    const int NR = (g->m <= 2 && d->nr_wide > 0) ? d->nr_wide : d->nr;
+    const int MR = dot ? d->dt_m : d->mr;
+    const int NR = dot ? d->dt_n : (g->m <= 2 && d->nr_wide > 0) ? d->nr_wide : d->nr;
+    void (*part_fn)(const FNN_ARGS *, const FNN_EPI *, int64_t, int64_t, int64_t, int64_t) =
+        dot ? FNN_NAME(gemm_dot_part) : FNN_NAME(gemm_direct_part);
     int tm = 1, tn = 1;
-    const int nt = fnn_gemm_threads(g->m, g->n, g->k, d->mr, NR, n_threads, 0, &tm, &tn);
+    const int nt = fnn_gemm_threads(g->m, g->n, g->k, MR, NR, n_threads, 0, &tm, &tn);
     if (nt <= 1) {
-        FNN_NAME(gemm_direct_part)(g, &epi, 0, g->m, 0, g->n);
+        part_fn(g, &epi, 0, g->m, 0, g->n);
         return;
     }
-    const int64_t tiles_m = (g->m + d->mr - 1) / d->mr, tiles_n = (g->n + NR - 1) / NR;
+    const int64_t tiles_m = (g->m + MR - 1) / MR, tiles_n = (g->n + NR - 1) / NR;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -253,12 +273,12 @@ static void FNN_NAME(gemm_direct)(const FNN_ARGS *g, int n_threads)
 #endif
         for (int part = tid; part < tm * tn; part += nth) {
             const int pi = part / tn, pj = part % tn;
-            const int64_t i0 = tiles_m * pi / tm * d->mr;
-            const int64_t i1 = (pi + 1 == tm) ? g->m : tiles_m * (pi + 1) / tm * d->mr;
+            const int64_t i0 = tiles_m * pi / tm * MR;
+            const int64_t i1 = (pi + 1 == tm) ? g->m : tiles_m * (pi + 1) / tm * MR;
             const int64_t j0 = tiles_n * pj / tn * NR;
             const int64_t j1 = (pj + 1 == tn) ? g->n : tiles_n * (pj + 1) / tn * NR;
             if (i0 < i1 && j0 < j1)
-                FNN_NAME(gemm_direct_part)(g, &epi, i0, i1, j0, j1);
+                part_fn(g, &epi, i0, i1, j0, j1);
         }
     }
 }
@@ -345,7 +365,16 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
          (!trans_a && (lda * (int64_t)sizeof(FNN_T)) % 2048 != 0 &&
           (double)m * (double)k * sizeof(FNN_T) * (double)((n + d->nr - 1) / d->nr) <=
               FNN_GEMM_DIRECT_MAX_A_TRAFFIC))) {
-        FNN_NAME(gemm_direct)(&g, n_threads);
+        FNN_NAME(gemm_unpacked)(&g, 0, n_threads);
+        return FNN_OK;
+    }
+
+    /* Dot-product kernel for A B^T with a small C over a long k (weight gradients of
+     * convolutions: 16 x 9 or 32 x 144 over hundreds of pixels), while both operands fit L2
+     * (each row of B is read once, each row of A once per dt rows of B). */
+    if (d->ukt && trans_b && !trans_a && (double)m * (double)n <= FNN_GEMM_DOT_MAX_MN &&
+        k >= FNN_GEMM_DOT_MIN_K && (double)(m + n) * (double)k * sizeof(FNN_T) <= FNN_GEMM_DOT_MAX_BYTES) {
+        FNN_NAME(gemm_unpacked)(&g, 1, n_threads);
         return FNN_OK;
     }
 

@@ -134,10 +134,12 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
      * packs the long k dimension of the narrower operand into the wide panels. */
     p->dwt = backward && p->ckk < s->f;
     p->xpad_len = p->padded ? fnn_round16(s->c * p->hp * p->wp) : 0;
+    /* WIDE backward: xpad holds the image as padded pixel rows (kw more pixels) instead. */
+    if (backward && p->mode == FNN_CONV_WIDE) p->xpad_len = fnn_round16(s->c * (p->hp * p->wp + s->kw));
     p->cols_len = p->mode == FNN_CONV_DIRECT ? 0 : fnn_round16(p->ckk * p->ucols);
     p->ybuf_len = (p->mode == FNN_CONV_WIDE || backward) ? fnn_round16(s->f * p->ucols) : 0;
     p->dxpad_len = backward && p->padded ? p->xpad_len : 0;
-    p->dwt_len = p->dwt ? fnn_round16(s->f * p->ckk) : 0;
+    p->dwt_len = p->dwt || (backward && p->mode == FNN_CONV_WIDE) ? fnn_round16(s->f * p->ckk) : 0;
     p->thr_len = p->xpad_len + p->cols_len + p->ybuf_len + p->dxpad_len + p->dwt_len;
     /* Shapes no array could have (the sizes above would overflow): refuse them. */
     if ((double)s->c * (double)p->hp * (double)p->wp > 0x1p60 || (double)p->ckk * (double)p->ucols > 0x1p60 ||
@@ -227,6 +229,17 @@ static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, in
 #else
 #define FNN_SHORT_COPIES
 #endif
+
+/* col2im_wide is also compiled for AVX-512 (a function attribute, so the file stays portable)
+ * and picked by fnn_arch_get(), like the GEMM microkernels: its adds of long rows are the
+ * largest part of the input gradient after the GEMMs. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define FNN_CONV_X86 1
+#else
+#define FNN_CONV_X86 0
+#endif
+#define FNN_CAT_(a, b) a##b
+#define FNN_CAT(a, b) FNN_CAT_(a, b)
 
 #include "conv_tmpl.h"
 #define FNN_DOUBLE

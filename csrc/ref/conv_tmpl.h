@@ -174,44 +174,55 @@ static void FNN_(im2col_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
             }
 }
 
-/* The adjoint: dxs (padded planes) += the wide columns, in a fixed order (tap by tap for each
- * element). Columns past a row's real outputs hold exact zeros (dy was widened with zeros), so
- * they change nothing. The taps of a channel overlap almost entirely: where all of them cover
- * an element, it is loaded once, gets every tap added in tap order in a small block, and is
- * stored once (the same sums as tap-by-tap passes, with a ninth of the read-modify-writes). */
+/* The image xi (c, h, w) as padded pixel rows: xr[(r*wp + q)*c + ci] = xpad[ci, r, q], with
+ * kw zero pixels past the plane (the last wide columns' taps reach hp*wp + kw - 2). */
+static void FNN_(image_to_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xi,
+                                FNN_T *restrict xr) {
+    const int64_t c = s->c, wp = p->wp;
+    memset(xr, 0, (size_t)((p->hp * wp + s->kw) * c) * sizeof(FNN_T));
+    for (int64_t ci = 0; ci < c; ci++)
+        for (int64_t r = 0; r < s->h; r++) {
+            const FNN_T *src = xi + (ci * s->h + r) * s->w;
+            FNN_T *dst = xr + ((r + s->pad_t) * wp + s->pad_l) * c + ci;
+            for (int64_t q = 0; q < s->w; q++) dst[q * c] = src[q];
+        }
+}
+
+/* The transpose of the wide columns of output rows [i0, i1), with the taps ordered (u, v, ci):
+ * row q of rows (leading dimension ld) is [xr pixel (i0*wp + q + u*wp + v), channels 0..c)
+ * for u, v in order, i.e. kh runs of kw*c contiguous values. */
+FNN_SHORT_COPIES static void FNN_(rows_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                             const FNN_T *restrict xr, int64_t i0, int64_t i1,
+                                             FNN_T *restrict rows, int64_t ld) {
+    const int64_t wp = p->wp, run = s->kw * s->c, n = (i1 - i0) * wp;
+    for (int64_t q = 0; q < n; q++)
+        for (int64_t u = 0; u < s->kh; u++)
+            FNN_(copy_row)(rows + q * ld + u * run, xr + (i0 * wp + q + u * wp) * s->c, run);
+}
+
+/* col2im_wide, compiled per instruction set (conv_wide_tmpl.h). */
+#define FNN_CW_SUFFIX _generic
+#define FNN_CW_TARGET
+#include "conv_wide_tmpl.h"
+#undef FNN_CW_SUFFIX
+#undef FNN_CW_TARGET
+#if FNN_CONV_X86
+#define FNN_CW_SUFFIX _avx512
+#define FNN_CW_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,prefer-vector-width=512")))
+#include "conv_wide_tmpl.h"
+#undef FNN_CW_SUFFIX
+#undef FNN_CW_TARGET
+#endif
+
 static void FNN_(col2im_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict cols,
                               int64_t ld, int64_t i0, int64_t i1, FNN_T *restrict dxs) {
-    enum { B = 128 };
-    const int64_t wp = p->wp, plane = p->hp * wp, len = (i1 - i0) * wp - wp + p->ow;
-    const int64_t taps = s->kh * s->kw, omax = (s->kh - 1) * wp + s->kw - 1;
-    for (int64_t ci = 0; ci < s->c; ci++) {
-        const FNN_T *src = cols + ci * taps * ld;
-        FNN_T *dst = dxs + ci * plane + i0 * wp;
-        const int64_t mid1 = omax < len ? len : omax;     /* [omax, len): every tap covers */
-        for (int64_t u = 0; u < s->kh; u++)                /* head [0, omax) and tail [len, ...) */
-            for (int64_t v = 0; v < s->kw; v++) {
-                const int64_t o = u * wp + v;
-                const FNN_T *sr = src + (u * s->kw + v) * ld;
-                for (int64_t d = o; d < omax && d < o + len; d++) dst[d] += sr[d - o];
-            }
-        for (int64_t d0 = omax; d0 < mid1; d0 += B) {
-            const int64_t nb = mid1 - d0 < B ? mid1 - d0 : B;
-            FNN_T acc[B];
-            for (int64_t l = 0; l < nb; l++) acc[l] = dst[d0 + l];
-            for (int64_t u = 0; u < s->kh; u++)
-                for (int64_t v = 0; v < s->kw; v++) {
-                    const FNN_T *sr = src + (u * s->kw + v) * ld + d0 - (u * wp + v);
-                    for (int64_t l = 0; l < nb; l++) acc[l] += sr[l];
-                }
-            for (int64_t l = 0; l < nb; l++) dst[d0 + l] = acc[l];
-        }
-        for (int64_t u = 0; u < s->kh; u++)
-            for (int64_t v = 0; v < s->kw; v++) {
-                const int64_t o = u * wp + v;
-                const FNN_T *sr = src + (u * s->kw + v) * ld;
-                for (int64_t d = mid1 > o ? mid1 : o; d < o + len; d++) dst[d] += sr[d - o];
-            }
+#if FNN_CONV_X86
+    if (fnn_arch_get() == FNN_ARCH_AVX512) {
+        FNN_CAT(FNN_(col2im_wide), _avx512)(s, p, cols, ld, i0, i1, dxs);
+        return;
     }
+#endif
+    FNN_CAT(FNN_(col2im_wide), _generic)(s, p, cols, ld, i0, i1, dxs);
 }
 
 /* y rows [i0, i1) of one image (f, oh, ow) from the wide GEMM result (f rows, leading dim ld). */
@@ -369,9 +380,13 @@ static void FNN_(wide_dx_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *
 }
 
 /* acc (+)= g bm^T over n columns: the weight gradient of one unit, as (f, ckk) or, with p->dwt,
- * as (ckk, f). beta = 0 for the group's first unit. */
+ * as (ckk, f); WIDE: acc (+)= g bm with bm the transposed columns (rows_wide), a product whose
+ * long k is the rows of bm, read in place (no transposing pack). beta = 0 for the group's first
+ * unit. */
 static int FNN_(conv_dw_gemm)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t n, const FNN_T *g,
                               int64_t ldg, const FNN_T *bm, int64_t ldb, FNN_T *acc, FNN_T beta, int nt) {
+    if (p->mode == FNN_CONV_WIDE) /* bm: the transposed columns (n, ckk); acc in (u, v, ci) order */
+        return FNN_CONV_GEMM(0, s->f, p->ckk, n, 1, beta, g, ldg, bm, p->ckk, NULL, acc, p->ckk, nt);
     if (p->dwt)
         return FNN_CONV_GEMM(FNN_TRANS_B, p->ckk, s->f, n, 1, beta, bm, ldb, g, ldg, NULL, acc, s->f, nt);
     return FNN_CONV_GEMM(FNN_TRANS_B, s->f, p->ckk, n, 1, beta, g, ldg, bm, ldb, NULL, acc, p->ckk, nt);
@@ -385,7 +400,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                                 const FNN_T *x, const FNN_T *y, const FNN_T *wt, const FNN_T *dy, FNN_T *dwg,
                                 FNN_T *dbg, FNN_T *dx, const FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk, f = s->f;
-    FNN_T *acc = p->dwt ? sc->dwt : dwg;
+    FNN_T *acc = p->dwt || p->mode == FNN_CONV_WIDE ? sc->dwt : dwg;
     FNN_T beta = 0;
     int st = FNN_OK;
     if (dbg) memset(dbg, 0, (size_t)f * sizeof(FNN_T));
@@ -394,18 +409,14 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
         for (int64_t b0 = a; b0 < e && st == FNN_OK; b0 += p->nb) {
             const int64_t nbk = b0 + p->nb < e ? p->nb : e - b0, ld = nbk * seg;
             for (int64_t j = 0; j < nbk; j++) {
-                const FNN_T *xs = x + (b0 + j) * in_img;
-                if (p->padded) {
-                    FNN_(pad_image)(s, p, xs, sc->xpad);
-                    xs = sc->xpad;
-                }
-                FNN_(im2col_wide)(s, p, xs, 0, p->oh, sc->cols + j * seg, ld);
+                FNN_(image_to_rows)(s, p, x + (b0 + j) * in_img, sc->xpad);
+                FNN_(rows_wide)(s, p, sc->xpad, 0, p->oh, sc->cols + j * seg * ckk, ckk);
                 FNN_(dy_to_wide)(s, p, dy + (b0 + j) * out_img, y ? y + (b0 + j) * out_img : NULL, 0, p->oh,
                                  sc->ybuf + j * seg, ld);
                 if (dbg)
                     for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(sc->ybuf + o * ld + j * seg, seg);
             }
-            st = FNN_(conv_dw_gemm)(s, p, ld, sc->ybuf, ld, sc->cols, ld, acc, beta, nt);
+            st = FNN_(conv_dw_gemm)(s, p, ld, sc->ybuf, ld, sc->cols, ckk, acc, beta, nt);
             beta = 1;
             if (st != FNN_OK || !dx) continue;
             st = FNN_CONV_GEMM(0, ckk, ld, f, 1, 0, wt, f, sc->ybuf, ld, NULL, sc->cols, ld, nt);
@@ -417,12 +428,10 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
         for (int64_t img = a; img < e && st == FNN_OK; img++) {
             const FNN_T *xi = x + img * in_img, *dyi = dy + img * out_img, *yi = y ? y + img * out_img : NULL;
             FNN_T *dxi = dx ? dx + img * in_img : NULL;
-            const FNN_T *xs = xi;
             FNN_T *dxs = dxi;
-            if (p->padded) {
-                FNN_(pad_image)(s, p, xi, sc->xpad);
-                xs = sc->xpad;
-                dxs = dxi ? sc->dxpad : NULL;
+            if (p->mode == FNN_CONV_WIDE) {
+                FNN_(image_to_rows)(s, p, xi, sc->xpad);
+                if (p->padded) dxs = dxi ? sc->dxpad : NULL;
             }
             if (dxs && p->mode != FNN_CONV_DIRECT)
                 memset(dxs, 0, (size_t)(p->padded ? s->c * p->hp * p->wp : in_img) * sizeof(FNN_T));
@@ -436,9 +445,9 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                     bm = sc->cols;
                     ldb = n;
                 } else if (p->mode == FNN_CONV_WIDE) {
-                    FNN_(im2col_wide)(s, p, xs, i0, i1, sc->cols, n);
+                    FNN_(rows_wide)(s, p, sc->xpad, i0, i1, sc->cols, ckk);
                     bm = sc->cols;
-                    ldb = n;
+                    ldb = ckk;
                 }
                 const FNN_T *g = dyi + i0 * p->ow;      /* unmasked COLS/DIRECT: dy in place */
                 int64_t ldg = p->hw;
@@ -470,9 +479,15 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             if (st == FNN_OK && dxi && p->padded) FNN_(crop_image)(s, p, sc->dxpad, dxi);
         }
     }
-    if (st == FNN_OK && p->dwt)
+    if (st == FNN_OK && p->mode == FNN_CONV_WIDE) {
+        const int64_t kk = s->kh * s->kw;
+        for (int64_t o = 0; o < f; o++)
+            for (int64_t ci = 0; ci < s->c; ci++)
+                for (int64_t t = 0; t < kk; t++) dwg[(o * s->c + ci) * kk + t] = sc->dwt[o * ckk + t * s->c + ci];
+    } else if (st == FNN_OK && p->dwt) {
         for (int64_t o = 0; o < f; o++)
             for (int64_t k = 0; k < ckk; k++) dwg[o * ckk + k] = sc->dwt[k * f + o];
+    }
     return st;
 }
 

@@ -98,12 +98,19 @@ static inline void FNN_(max2x2_sse2)(const float *r0, const float *r1, int64_t j
  * path the last group of 4 overlaps the previous one instead of a scalar tail (recomputing an
  * output writes the same value). */
 static void FNN_(maxpool_plane_2x2)(int64_t w, int64_t oh, int64_t ow, const FNN_T *restrict xp, FNN_T *restrict yp,
-                                    int32_t *restrict ip) {
+                                    int32_t *restrict ip, int wide) {
+    (void)wide;
     for (int64_t i = 0; i < oh; i++) {
         const FNN_T *r0 = xp + 2 * i * w, *r1 = r0 + w;
         const int32_t base = (int32_t)(2 * i * w), w32 = (int32_t)w;
         FNN_T *out = yp + i * ow;
         int32_t *oi = ip ? ip + i * ow : NULL;
+#if FNN_POOL_AVX512 && !defined(FNN_DOUBLE)
+        if (wide) {
+            fnn_max2x2_row_avx512(r0, r1, ow, out, oi, base, w32);
+            continue;
+        }
+#endif
 #if FNN_POOL_SSE2 && !defined(FNN_DOUBLE)
         if (ow >= 4) {
             int64_t j0 = 0;
@@ -128,12 +135,13 @@ static int FNN_(maxpool2d_fwd)(const fnn_pool2d_shape *s, const FNN_T *x, FNN_T 
     if (planes == 0) return FNN_OK;
     if (!x || !y) return FNN_ERR_ARG;
     const int fast = s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2;
+    const int wide = fnn_arch_get() == FNN_ARCH_AVX512;
     nt = fnn_threads_for(planes * in_plane, FNN_PAR_MIN_ELEMS, nt);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t pl = 0; pl < planes; pl++) {
         if (fast)
             FNN_(maxpool_plane_2x2)(s->w, oh, ow, x + pl * in_plane, y + pl * out_plane,
-                                    idx ? idx + pl * out_plane : NULL);
+                                    idx ? idx + pl * out_plane : NULL, wide);
         else
             FNN_(maxpool_plane)(s, oh, ow, x + pl * in_plane, y + pl * out_plane, idx ? idx + pl * out_plane : NULL);
     }
@@ -172,13 +180,19 @@ static inline int FNN_(max2x2_bwd_sse2)(float *d0, float *d1, int64_t j0, const 
 #endif
 
 static int FNN_(maxpool_bwd_plane_2x2)(int64_t h, int64_t w, int64_t oh, int64_t ow, const FNN_T *restrict g,
-                                       const int32_t *restrict ip, FNN_T *restrict d) {
+                                       const int32_t *restrict ip, FNN_T *restrict d, int wide) {
     int bad = 0;
+    (void)wide;
     for (int64_t i = 0; i < oh; i++) {
         FNN_T *d0 = d + 2 * i * w, *d1 = d0 + w;
         const FNN_T *gi = g + i * ow;
         const int32_t *ii = ip + i * ow;
         const int32_t base = (int32_t)(2 * i * w), w32 = (int32_t)w;
+#if FNN_POOL_AVX512 && !defined(FNN_DOUBLE)
+        if (wide)
+            bad |= fnn_max2x2_bwd_row_avx512(d0, d1, ow, gi, ii, base, w32);
+        else
+#endif
 #if FNN_POOL_SSE2 && !defined(FNN_DOUBLE)
         if (ow >= 4) {
             int64_t j0 = 0;
@@ -207,6 +221,7 @@ static int FNN_(maxpool2d_bwd)(const fnn_pool2d_shape *s, const FNN_T *dy, const
     if (planes == 0) return FNN_OK;
     if (!dy || !idx || !dx) return FNN_ERR_ARG;
     const int fast = s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2;
+    const int wide = fnn_arch_get() == FNN_ARCH_AVX512;
     int bad = 0;
     nt = fnn_threads_for(planes * in_plane, FNN_PAR_MIN_ELEMS, nt);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) reduction(| : bad)
@@ -215,7 +230,7 @@ static int FNN_(maxpool2d_bwd)(const fnn_pool2d_shape *s, const FNN_T *dy, const
         const int32_t *ip = idx + pl * out_plane;
         FNN_T *d = dx + pl * in_plane;
         if (fast) {
-            bad |= FNN_(maxpool_bwd_plane_2x2)(s->h, s->w, oh, ow, g, ip, d);
+            bad |= FNN_(maxpool_bwd_plane_2x2)(s->h, s->w, oh, ow, g, ip, d, wide);
             continue;
         }
         memset(d, 0, (size_t)in_plane * sizeof(FNN_T));

@@ -86,6 +86,7 @@ class Conv2D(Layer):
         self.alpha = 0.01 if self.activation == "leaky_relu" else 0.0
         self._pads = (0, 0, 0, 0)
         self._ws_sizes: dict = {}
+        self._relu_premasked = False    # set by Sequential while a MaxPool2D after it masks dy
 
     @property
     def output_activation(self):
@@ -183,8 +184,10 @@ class Conv2D(Layer):
         elif act not in ("linear", "relu"):     # the ReLU mask is applied inside conv2d_bwd
             dz = activation_grad(be, act, y, dy, self._buf("dz", dy.shape), self.alpha)
         dx = self._buf("dx", x.shape) if need_dx else None
+        relu = act == "relu" and not self._relu_premasked
         be.conv2d_bwd(x, self.params[0], dz, self.grads[0], self.grads[1] if self.use_bias else None, dx,
-                      self.stride, self._pads, y=y, relu=act == "relu", ws=self._workspace(x.shape[0], True))
+                      self.stride, self._pads, y=y if relu else None, relu=relu,
+                      ws=self._workspace(x.shape[0], True))
         return dx
 
 

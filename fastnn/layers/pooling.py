@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import fail
+from .activation import activation_grad
 from .base import Layer
 from .conv import as_pair, check_4d, pair_config
 
@@ -52,6 +53,11 @@ class MaxPool2D(_Pool2D):
     (8, 14, 14)
     """
 
+    def __init__(self, pool_size, stride=None, name=None):
+        super().__init__(pool_size, stride, name)
+        self._mask_relu_input = False   # set by Sequential: the input is a ReLU output whose
+        #                                 layer leaves its mask to this one (see _backward)
+
     def _forward(self, x, training, logits):
         be = self.backend
         y = self._buf("y", (x.shape[0],) + self.output_shape)
@@ -72,8 +78,14 @@ class MaxPool2D(_Pool2D):
     def _backward(self, dy, need_dx):
         if not need_dx:
             return None
-        x, _, extra = self._cache
-        return self.backend.maxpool2d_bwd(dy, extra["idx"], self.pool_size, self.stride, self._buf("dx", x.shape))
+        x, y, extra = self._cache
+        be = self.backend
+        if self._mask_relu_input:
+            # The input is relu(z) and each window sends its gradient to its argmax, where the
+            # input equals y: masking by y > 0 here is the ReLU backward at every position that
+            # gets a gradient.
+            dy = activation_grad(be, "relu", y, dy, self._buf("dy_masked", dy.shape))
+        return be.maxpool2d_bwd(dy, extra["idx"], self.pool_size, self.stride, self._buf("dx", x.shape))
 
 
 class AvgPool2D(_Pool2D):

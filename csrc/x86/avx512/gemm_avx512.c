@@ -5,6 +5,7 @@
  */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <math.h>
 
 #include "../../gemm/gemm_internal.h"
 
@@ -566,6 +567,151 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
     pack_trans_f64(NR_F64, w, kc, src, ld, dst);
 }
 
+/* ---- dot-product kernels: C = A B^T with both operands read in place, rows of k values ----
+ * For weight gradients (dW = dY X^T over a long k of pixels or samples) the packed path
+ * transposes both operands into panels and wastes most of a 12 x 32 tile on m x n of
+ * 9 x 16 or 32 x 144. Here each of the 4 x 4 elements of a tile keeps one vector of partial
+ * sums over k (lane l sums k = l mod VL), loaded straight from the rows; the vectors are then
+ * reduced by the same fixed tree for every element (lanes l + l+VL/2 first, then halving),
+ * so an element's result does not depend on the tile or thread it falls in. Tiles are 4 x 4:
+ * 8 loads per 16 FMAs. Edge tiles read row 0 again in place of missing rows and drop those
+ * results. */
+#define DT 4
+
+/* Sixteen vectors -> one vector of their sums; lane 4q + r gets vector 4r + q. */
+static inline __m512 dot_reduce16_f32(const __m512 v[16])
+{
+    __m512 u[8], w[4], x[2];
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; p++)
+        u[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0xee));
+    for (int p = 0; p < 4; p++)
+        w[p] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * p], u[2 * p + 1], 0x88),
+                             _mm512_shuffle_f32x4(u[2 * p], u[2 * p + 1], 0xdd));
+    for (int p = 0; p < 2; p++)
+        x[p] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * p], w[2 * p + 1], 0x44),
+                             _mm512_shuffle_ps(w[2 * p], w[2 * p + 1], 0xee));
+    return _mm512_add_ps(_mm512_shuffle_ps(x[0], x[1], 0x88), _mm512_shuffle_ps(x[0], x[1], 0xdd));
+}
+
+/* Eight vectors -> one vector of their sums; lane 2q + r gets vector 4r + q. */
+static inline __m512d dot_reduce8_f64(const __m512d v[8])
+{
+    __m512d u[4], w[2];
+    for (int p = 0; p < 4; p++)
+        u[p] = _mm512_add_pd(_mm512_shuffle_f64x2(v[2 * p], v[2 * p + 1], 0x44),
+                             _mm512_shuffle_f64x2(v[2 * p], v[2 * p + 1], 0xee));
+    for (int p = 0; p < 2; p++)
+        w[p] = _mm512_add_pd(_mm512_shuffle_f64x2(u[2 * p], u[2 * p + 1], 0x88),
+                             _mm512_shuffle_f64x2(u[2 * p], u[2 * p + 1], 0xdd));
+    return _mm512_add_pd(_mm512_unpacklo_pd(w[0], w[1]), _mm512_unpackhi_pd(w[0], w[1]));
+}
+
+static void ukt_f32(int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
+                    int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    const float *ar[DT], *br[DT];
+#pragma GCC unroll 4
+    for (int i = 0; i < DT; i++) {
+        ar[i] = a + (i < mr ? i : 0) * lda;
+        br[i] = b + (i < nr ? i : 0) * ldb;
+    }
+    __m512 acc[16]; /* acc[4j + i]: C[i][j] */
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; p += 16) {
+        const __mmask16 mk = mask16(k - p);
+        __m512 av[DT], bv[DT];
+#pragma GCC unroll 4
+        for (int i = 0; i < DT; i++) {
+            av[i] = _mm512_maskz_loadu_ps(mk, ar[i] + p);
+            bv[i] = _mm512_maskz_loadu_ps(mk, br[i] + p);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < DT; j++)
+#pragma GCC unroll 4
+            for (int i = 0; i < DT; i++)
+                acc[4 * j + i] = _mm512_fmadd_ps(av[i], bv[j], acc[4 * j + i]);
+    }
+    /* lane 4q + r holds acc[4r + q] = C[q][r]: row i of the tile is lanes 4i .. 4i+3 */
+    __m512 r = _mm512_mul_ps(_mm512_set1_ps(epi->alpha), dot_reduce16_f32(acc));
+    const __mmask16 cols = (__mmask16)(0x1111 * ((1u << nr) - 1)), rows = (__mmask16)((1u << (4 * mr)) - 1);
+    const __mmask16 live = cols & rows;
+    __m512 cv = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int i = 0; i < DT; i++)
+        if (i < mr)
+            cv = _mm512_mask_expandloadu_ps(cv, live & (__mmask16)(0xf << (4 * i)), c + i * ldc);
+    if (!(epi->flags & FNN_GEMM_E_BETA0))
+        r = _mm512_fmadd_ps(_mm512_set1_ps(epi->beta), cv, r);
+    if (bias) {
+        __m512 bv;
+        if (epi->flags & FNN_GEMM_E_BIASROW) {
+            const __m512i row = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+            bv = _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), live, row, _mm512_maskz_loadu_ps(mask16(mr), bias));
+        } else {
+            const __m512i col = _mm512_and_si512(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                 _mm512_set1_epi32(3));
+            bv = _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), live, col, _mm512_maskz_loadu_ps(mask16(nr), bias));
+        }
+        r = _mm512_add_ps(r, bv);
+    }
+    if (epi->flags & FNN_GEMM_E_RELU)
+        r = _mm512_max_ps(_mm512_setzero_ps(), r); /* max(0, NaN) = NaN */
+#pragma GCC unroll 4
+    for (int i = 0; i < DT; i++)
+        if (i < mr)
+            _mm512_mask_compressstoreu_ps(c + i * ldc, live & (__mmask16)(0xf << (4 * i)), r);
+}
+
+static void ukt_f64(int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb, double *c,
+                    int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+    const double *ar[DT], *br[DT];
+    for (int i = 0; i < DT; i++)
+        ar[i] = a + (i < mr ? i : 0) * lda;
+    for (int j = 0; j < DT; j++)
+        br[j] = b + (j < nr ? j : 0) * ldb;
+    __m512d acc[16]; /* acc[DT*j + i]: C[i][j] */
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++)
+        acc[t] = _mm512_setzero_pd();
+    for (int64_t p = 0; p < k; p += 8) {
+        const __mmask8 mk = mask8(k - p);
+        __m512d av[DT];
+#pragma GCC unroll 16
+        for (int i = 0; i < DT; i++)
+            av[i] = _mm512_maskz_loadu_pd(mk, ar[i] + p);
+#pragma GCC unroll 16
+        for (int j = 0; j < DT; j++) {
+            const __m512d bv = _mm512_maskz_loadu_pd(mk, br[j] + p);
+#pragma GCC unroll 16
+            for (int i = 0; i < DT; i++)
+                acc[DT * j + i] = _mm512_fmadd_pd(av[i], bv, acc[DT * j + i]);
+        }
+    }
+    double z[16], s[DT][DT];
+    _mm512_storeu_pd(z, dot_reduce8_f64(acc));
+    _mm512_storeu_pd(z + 8, dot_reduce8_f64(acc + 8));
+    for (int t = 0; t < 16; t++) /* in each half, lane 2q + r holds acc[4r + q] */
+        s[t % DT][t / DT] = z[8 * (t / 8) + 2 * (t % 4) + (t % 8) / 4];
+    /* A scalar epilogue: the 16 results span two vectors here. */
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            double r = epi->alpha * s[i][j];
+            double *cij = c + i * ldc + j;
+            if (!(epi->flags & FNN_GEMM_E_BETA0))
+                r = fma(epi->beta, *cij, r);
+            if (bias)
+                r += (epi->flags & FNN_GEMM_E_BIASROW) ? bias[i] : bias[j];
+            if ((epi->flags & FNN_GEMM_E_RELU) && r < 0)
+                r = 0; /* NaN stays NaN */
+            *cij = r;
+        }
+}
+
 /* Blocking (L1d 48 KiB / L2 2 MiB on Sapphire Rapids; 32 KiB / 1 MiB on Zen 4):
  * kc: the 12 x kc A micro-panel (12 KiB float, 24 KiB double at kc = 256) stays in L1 with
  * room for the B micro-panels streaming through; nc: the kc x nc B block (512 KiB float and
@@ -574,10 +720,10 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
  * the A rows packed ahead of use. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx512_f32 = {
     MR_F32, NR_F32, 96, 256, 512, ukr_f32, pack_a_copy_f32, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32,
-    ukd_f32, NRW_F32,
+    ukd_f32, NRW_F32, ukt_f32, DT, DT,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx512_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64, pack_a_copy_f64, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64,
-    ukd_f64, NRW_F64,
+    ukd_f64, NRW_F64, ukt_f64, DT, DT,
 };
 #endif
