@@ -1,6 +1,7 @@
 """Losses (``fnn.losses``, also by name in ``compile``).
 
-Each loss returns the batch mean and writes dL/d(output) into a caller buffer. When the model
+Each loss returns the batch mean (a float, or a 0-d device array on the GPU, read back by the
+caller when it needs the number) and writes dL/d(output) into a caller buffer. When the model
 ends with the activation a cross-entropy expects (softmax / sigmoid), ``Sequential`` trains on
 the logits and the loss runs one fused kernel (gradient ``p - y``), never ``log`` of a saturated
 probability. ``from_logits=True`` says the model output already is logits.
@@ -86,7 +87,7 @@ class SparseCategoricalCrossentropy(Loss):
         n = out.shape[0]
         if logits or self.from_logits:
             return be.softmax_xent(out, labels=y, grad=grad, scale=1.0 / max(n, 1))
-        p = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0)
+        p, y = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y)
         rows = np.arange(n)
         if grad is not None:
             g = np.zeros(out.shape, dtype=out.dtype)
@@ -113,7 +114,7 @@ class CategoricalCrossentropy(Loss):
         n = out.shape[0]
         if logits or self.from_logits:
             return be.softmax_xent(out, onehot=y, grad=grad, scale=1.0 / max(n, 1))
-        p = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0)
+        p, y = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y)
         if grad is not None:
             grad[...] = be.asarray(-y / (p * n))
         return float(-(y * np.log(p)).sum(axis=1).mean()) if n else 0.0
@@ -139,7 +140,7 @@ class BinaryCrossentropy(Loss):
         if logits or self.from_logits:
             return be.sigmoid_bce(out, y, grad=grad, scale=1.0 / max(out.size, 1))
         eps = _EPS[out.dtype]
-        p = np.clip(be.to_numpy(out), eps, 1 - eps)
+        p, y = np.clip(be.to_numpy(out), eps, 1 - eps), be.to_numpy(y)
         if grad is not None:
             grad[...] = be.asarray((p - y) / (p * (1 - p) * max(out.size, 1)))
         return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean()) if out.size else 0.0

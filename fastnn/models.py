@@ -116,6 +116,7 @@ class Sequential:
                 fail(f"{self.name}: layer {layer.name}", f"input shape {layer.input_shape} and dtype "
                      f"{layer.dtype}", f"input shape {shape} and dtype {self.dtype}")
             if not layer.built:
+                layer.device = self.device
                 layer.build(shape, self.dtype)
             shape = layer.output_shape
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -196,8 +197,27 @@ class Sequential:
 
     # ---- devices -----------------------------------------------------------------------
     def to(self, device: str) -> Sequential:
-        """Move the model to "cpu" or "cuda" (returns the model)."""
-        backend.get(device)   # raises for unknown or unavailable devices
+        """Move the model, its weights and its optimizer state to "cpu" or "cuda" (returns the
+        model). ``fit``, ``evaluate`` and ``predict`` keep taking NumPy arrays and move the
+        batches; ``predict`` returns NumPy arrays."""
+        new_be = backend.get(device)   # raises for unknown or unavailable devices
+        if device == self.device:
+            return self
+        old_be = backend.get(self.device)
+        for layer in self.layers:
+            layer.params = [new_be.asarray(old_be.to_numpy(p)) for p in layer.params]
+            layer.grads = [new_be.asarray(old_be.to_numpy(g)) for g in layer.grads]
+            layer.device = device
+            layer._bufs, layer._cache = {}, None
+            if hasattr(layer, "_ws_sizes"):
+                layer._ws_sizes = {}
+        state = dict(self.optimizer.state) if self.optimizer is not None else {}
+        self.device = device
+        self._grad_bufs = {}
+        if self.built:
+            self._flatten_params()
+        if self.optimizer is not None:
+            self.optimizer.state = {k: new_be.asarray(old_be.to_numpy(v)) for k, v in state.items()}
         return self
 
     # ---- training ----------------------------------------------------------------------
@@ -273,35 +293,35 @@ class Sequential:
         """One optimizer step on the batch (x, y); returns the batch loss before the step."""
         self._check_compiled("train_on_batch")
         x, y = self._prepare_xy(x, y, "train_on_batch")
-        loss, _, _ = self._train_step(x, y)
+        be = backend.get(self.device)
+        loss, _, _ = self._train_step(be.asarray(x), be.asarray(y))
         return float(loss)
 
     def _metric_sums(self, out, y, logits: bool) -> dict:
-        """Per-batch sums of each metric (divided by the sample count at the end)."""
+        """Per-batch sums of each metric (divided by the sample count at the end), as 0-d arrays
+        on the model's device."""
+        # Array methods only, so the sums stay on the model's device (read back once per epoch).
         sums = {}
-        if not self.metrics:
-            return sums
-        out = backend.get(self.device).to_numpy(out)
         for m in self.metrics:
             if m in ("accuracy", "acc"):
                 sums[m] = self._correct(out, y, logits)
             else:
-                d = out.reshape(out.shape[0], -1) - np.asarray(y, dtype=out.dtype).reshape(out.shape[0], -1)
-                per = np.abs(d) if m == "mae" else d * d
-                sums[m] = float(per.mean(axis=1).sum())
+                d = out.reshape(out.shape[0], -1) - y.astype(out.dtype).reshape(out.shape[0], -1)
+                per = abs(d) if m == "mae" else d * d
+                sums[m] = per.mean(axis=1).sum()
         return sums
 
-    def _correct(self, out, y, logits: bool) -> float:
+    def _correct(self, out, y, logits: bool):
         loss = self.loss
         if isinstance(loss, losses.SparseCategoricalCrossentropy):
-            return float(np.count_nonzero(out.argmax(axis=1) == y))
+            return (out.argmax(axis=1) == y).sum()
         if isinstance(loss, losses.CategoricalCrossentropy):
-            return float(np.count_nonzero(out.argmax(axis=1) == y.argmax(axis=1)))
+            return (out.argmax(axis=1) == y.argmax(axis=1)).sum()
         if out.ndim == 2 and out.shape[1] > 1 and not isinstance(loss, losses.BinaryCrossentropy):
-            return float(np.count_nonzero(out.argmax(axis=1) == np.asarray(y).argmax(axis=1)))
+            return (out.argmax(axis=1) == y.argmax(axis=1)).sum()
         threshold = 0.0 if (logits or loss.from_logits) and isinstance(loss, losses.BinaryCrossentropy) else 0.5
-        hit = (out > threshold) == (np.asarray(y) > 0.5)
-        return float(hit.reshape(out.shape[0], -1).mean(axis=1).sum())
+        hit = (out > threshold) == (y > 0.5)
+        return hit.reshape(out.shape[0], -1).mean(axis=1).sum()
 
     def fit(self, x, y, batch_size=32, epochs=1, validation_data=None, validation_split=0.0, shuffle=True,
             verbose=1, callbacks=None) -> cbks.History:
@@ -343,8 +363,14 @@ class Sequential:
         self.stop_training = False
         n = x.shape[0]
         rng = _config.rng()
-        xb_full = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype)
-        yb_full = np.empty((min(batch_size, n),) + y.shape[1:], dtype=y.dtype)
+        be = backend.get(self.device)
+        on_host = be.name == "cpu"
+        if on_host:
+            xb_full = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype)
+            yb_full = np.empty((min(batch_size, n),) + y.shape[1:], dtype=y.dtype)
+        else:
+            # The training set goes to the device once per fit; batches are gathered there.
+            x, y = be.asarray(x), be.asarray(y)
         for cb in all_cbs:
             cb.on_train_begin()
         for epoch in range(epochs):
@@ -354,14 +380,19 @@ class Sequential:
             bar = ProgressBar(n, epoch, epochs) if verbose == 1 else None
             loss_sum, sums, seen = 0.0, dict.fromkeys(self.metrics, 0.0), 0
             t0 = time.perf_counter()
+            if order is not None and not on_host:
+                order = be.asarray(order)
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 if order is None:
                     xb, yb = x[start:stop], y[start:stop]
-                else:
+                elif on_host:
                     idx = order[start:stop]
                     xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
                     yb = np.take(y, idx, axis=0, out=yb_full[:stop - start])
+                else:
+                    idx = order[start:stop]
+                    xb, yb = x.take(idx, axis=0), y.take(idx, axis=0)
                 loss, out, fused = self._train_step(xb, yb)
                 m = stop - start
                 loss_sum += loss * m
@@ -372,8 +403,9 @@ class Sequential:
                     cb.on_batch_end(start // batch_size, {"loss": loss, "size": m})
                 if bar is not None:
                     bar.update(seen, {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}})
+            # The losses and metric sums may be device scalars: read back here, once per epoch.
+            logs = {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in sums.items()}}
             train_seconds = time.perf_counter() - t0
-            logs = {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
             if val is not None:
                 vlogs = self._evaluate_checked(val[0], val[1], 256)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
@@ -397,12 +429,12 @@ class Sequential:
         be = backend.get(self.device)
         loss_sum, sums, n = 0.0, dict.fromkeys(self.metrics, 0.0), x.shape[0]
         for start in range(0, n, batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = be.asarray(x[start:start + batch_size]), be.asarray(y[start:start + batch_size])
             out = self._forward(xb, False, fused)
             loss_sum += self.loss.compute(be, out, yb, None, logits=fused) * xb.shape[0]
             for k, v in self._metric_sums(out, yb, fused).items():
                 sums[k] += v
-        return {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}
+        return {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in sums.items()}}
 
     def evaluate(self, x, y, batch_size=256, verbose=0) -> dict:
         """Mean loss and metrics over (x, y), e.g. ``{"loss": 0.12, "accuracy": 0.97}``."""
@@ -425,13 +457,14 @@ class Sequential:
         batch_size = positive_int(batch_size, f"{self.name}.predict(batch_size=...)")
         x = self._prepare_x(x, "predict", finite=False)
         n = x.shape[0]
+        be = backend.get(self.device)
         if n <= batch_size:
-            out = backend.get(self.device).to_numpy(self._forward(x, False, False))
+            out = be.to_numpy(self._forward(be.asarray(x), False, False))
             # Shape-only models (Flatten, Dropout at inference) would return a view of x.
             return out.copy() if np.may_share_memory(out, x) else out
         out = None
         for start in range(0, n, batch_size):
-            yb = backend.get(self.device).to_numpy(self._forward(x[start:start + batch_size], False, False))
+            yb = be.to_numpy(self._forward(be.asarray(x[start:start + batch_size]), False, False))
             if out is None:
                 out = np.empty((n,) + yb.shape[1:], dtype=yb.dtype)
             out[start:start + yb.shape[0]] = yb

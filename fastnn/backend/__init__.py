@@ -1,7 +1,8 @@
 """Backends: the small op set every layer computes through (DESIGN.md, principle 1).
 
-``cpu`` runs our C kernels on NumPy arrays, ``numpy_ref`` is the readable pure-NumPy
-specification of the same ops (the test oracle). A CUDA backend implements the same names.
+``cpu`` runs our C kernels on NumPy arrays, ``cuda`` our CUDA kernels and cuBLAS on CuPy arrays
+(imported only when asked for), ``numpy_ref`` is the readable pure-NumPy specification of the same
+ops (the test oracle).
 Every op writes into caller-provided output arrays, so layers can plan their buffers.
 """
 from __future__ import annotations
@@ -14,9 +15,12 @@ ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "leaky_relu": 4}
 
 
 def get(device: str) -> ModuleType:
-    """The backend module for a device name ("cpu" or "cuda")."""
+    """The backend module for a device name ("cpu" or "cuda"); asking for "cuda" without CuPy or
+    without a usable device raises a ValueError that says which is missing."""
     if device == "cpu":
         return cpu
     if device == "cuda":
-        raise ValueError("device: the CUDA backend is not available in this build of fastnn yet")
+        from . import cuda
+        cuda._cupy()
+        return cuda
     raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")

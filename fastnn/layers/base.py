@@ -100,7 +100,7 @@ class Layer:
             self.build(x.shape[1:])
             x = np.ascontiguousarray(x, dtype=self.dtype)
         check_shape(x, self.input_shape, f"{self.name} input")
-        return self._forward(x, bool(training), False)
+        return self._forward(self.backend.asarray(x), bool(training), False)
 
     def backward(self, dy):
         """Given dL/dy, store the parameter gradients in ``self.grads`` and return dL/dx."""
@@ -110,7 +110,7 @@ class Layer:
         expected = self._cache_batch_shape()
         if dy.shape != expected:
             fail(f"{self.name} output gradient", f"shape {expected}", f"shape {dy.shape}")
-        return self._backward(dy, True)
+        return self._backward(self.backend.asarray(dy), True)
 
     def _cache_batch_shape(self) -> tuple:
         return (self._cache_n,) + tuple(self.output_shape)

@@ -1,0 +1,430 @@
+"""CUDA backend: CuPy arrays, the kernels of ``cuda_kernels.cu`` (loaded with ``cupy.RawModule``)
+and cuBLAS through CuPy's low-level bindings.
+
+The same op set and signatures as ``fastnn.backend.cpu``; layers never know which one they
+call. CuPy is imported on the first use of this module's ops (``backend.get("cuda")`` checks it
+is there and a device answers), never at ``import fastnn``.
+
+Speed at small batches is decided by launches, not arithmetic, so:
+- every op writes into buffers the caller planned (layers, the model's flat parameters);
+- the geometry of convolutions and pools goes to the kernels as a small device array cached
+  per shape, so no op copies from the host inside a training step;
+- the losses return a 0-d device array: nothing here waits for the GPU (the model reads the
+  loss back once per epoch, or when a progress bar or callback asks for it).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .numpy_ref import _mix64
+
+name = "cuda"
+_THREADS = 256
+_MAX_BLOCKS = 4096                # kernels are grid-stride loops: any launch size is correct
+_NULL = np.uint64(0)              # a null pointer argument (pointers are 64-bit kernel parameters)
+_state: dict = {"cp": None, "module": None, "fns": {}, "geo": {}, "scratch": {}}
+
+
+def _cupy():
+    cp = _state["cp"]
+    if cp is None:
+        cp = _state["cp"] = require()
+    return cp
+
+
+def require():
+    """CuPy with a usable device, or a ValueError that says what is missing."""
+    try:
+        import cupy
+    except ImportError as err:
+        raise ValueError("device 'cuda': CuPy is not installed; install fastnn[cuda12] or fastnn[cuda13] "
+                         "(the CuPy wheel for your CUDA version)") from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # no driver, driver too old, broken install
+        raise ValueError(f"device 'cuda': CuPy is installed but no CUDA device is usable ({err})") from err
+    if count < 1:
+        raise ValueError("device 'cuda': no CUDA device found")
+    return cupy
+
+
+def kernel_source() -> str:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_kernels.cu")) as f:
+        return f.read()
+
+
+def _fn(kernel: str, dtype):
+    """The compiled kernel ``<kernel>_f32`` / ``_f64``."""
+    key = (kernel, np.dtype(dtype).char)
+    fn = _state["fns"].get(key)
+    if fn is None:
+        if _state["module"] is None:
+            # --fmad=false: a*b+c is rounded twice, as in the C kernels (compiled without contraction).
+            _state["module"] = _cupy().RawModule(code=kernel_source(), options=("--std=c++14", "--fmad=false"))
+        suffix = "f32" if np.dtype(dtype) == np.float32 else "f64"
+        fn = _state["fns"][key] = _state["module"].get_function(f"{kernel}_{suffix}")
+    return fn
+
+
+def _launch(kernel: str, dtype, n: int, *args):
+    if n <= 0:
+        return
+    blocks = min((n + _THREADS - 1) // _THREADS, _MAX_BLOCKS)
+    _fn(kernel, dtype)((blocks,), (_THREADS,), args)
+
+
+def _i(v):
+    return np.int64(v)
+
+
+def _t(a, v):
+    """v as a kernel scalar of a's element type."""
+    return a.dtype.type(v)
+
+
+def _p(a):
+    return _NULL if a is None else a
+
+
+# ---- arrays ---------------------------------------------------------------------------------
+
+def empty(shape, dtype=np.float32):
+    return _cupy().empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype=np.float32):
+    return _cupy().zeros(shape, dtype=dtype)
+
+
+def asarray(x, dtype=None):
+    return _cupy().asarray(x, dtype=dtype)
+
+
+def to_numpy(x):
+    return _cupy().asnumpy(x)
+
+
+def _device_ints(values) -> object:
+    """A cached device int64 array of a geometry tuple (copied to the GPU once per shape)."""
+    key = tuple(int(v) for v in values)
+    arr = _state["geo"].get(key)
+    if arr is None:
+        arr = _state["geo"][key] = _cupy().asarray(np.array(key, dtype=np.int64))
+    return arr
+
+
+def _scratch(key, shape, dtype):
+    """A device buffer reused across calls of one op (the per-row loss terms)."""
+    k = (key, tuple(shape), np.dtype(dtype).char)
+    buf = _state["scratch"].get(k)
+    if buf is None:
+        buf = _state["scratch"][k] = _cupy().empty(shape, dtype=dtype)
+    return buf
+
+
+# ---- GEMM (cuBLAS, row-major through the transposed column-major product) -------------------
+
+def _ld(a):
+    """Leading dimension of a 2-D array with contiguous rows."""
+    return max(a.strides[0] // a.itemsize, a.shape[1], 1)
+
+
+def _gemm(a, b, c, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    """c = alpha op(a) op(b) + beta c, all row-major: cuBLAS computes c^T = op(b)^T op(a)^T."""
+    cp = _cupy()
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return c
+    if k == 0:
+        c *= beta
+        return c
+    from cupy.cuda import cublas
+    one = np.array([alpha, beta], dtype=c.dtype)
+    fn = cublas.sgemm if c.dtype == np.float32 else cublas.dgemm
+    fn(cp.cuda.device.get_cublas_handle(), int(trans_b), int(trans_a), n, m, k,
+       one.ctypes.data, b.data.ptr, _ld(b), a.data.ptr, _ld(a), one.ctypes.data + one.itemsize, c.data.ptr, _ld(c))
+    return c
+
+
+def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    return _gemm(a, b, out, trans_a, trans_b, alpha, beta)
+
+
+def linear_fwd(x, w, b, out, relu=False):
+    """out = x @ w + b, then ReLU; bias and ReLU in one kernel after the GEMM."""
+    _gemm(x, w, out)
+    if b is not None or relu:
+        _launch("bias_act", out.dtype, out.size, _i(out.shape[0]), _i(out.shape[1]), _p(b), np.int32(int(relu)),
+                _t(out, 0), out)
+    return out
+
+
+def linear_bwd(x, w, dy, dw, db, dx=None):
+    _gemm(x, dy, dw, trans_a=True)
+    if db is not None:
+        _launch("col_sum", dy.dtype, dy.shape[1], _i(dy.shape[0]), _i(dy.shape[1]), dy, db)
+    if dx is not None:
+        _gemm(dy, w, dx, trans_b=True)
+    return dx
+
+
+def act_fwd(code, x, out, alpha=0.0):
+    _launch("act_fwd", x.dtype, x.size, _i(x.size), np.int32(code), _t(x, alpha), x, out)
+    return out
+
+
+def act_bwd(code, y, dy, out, alpha=0.0):
+    _launch("act_bwd", y.dtype, y.size, _i(y.size), np.int32(code), _t(y, alpha), y, dy, out)
+    return out
+
+
+def softmax_fwd(x, out):
+    _launch("softmax_fwd", x.dtype, x.shape[0], _i(x.shape[0]), _i(x.shape[1]), x, out)
+    return out
+
+
+def softmax_bwd(y, dy, out):
+    _launch("softmax_bwd", y.dtype, y.shape[0], _i(y.shape[0]), _i(y.shape[1]), y, dy, out)
+    return out
+
+
+def _mean(terms):
+    """The mean of the per-row loss terms as a 0-d device array (no host synchronisation)."""
+    return terms.sum() / max(terms.shape[0], 1)
+
+
+def softmax_xent(z, labels=None, onehot=None, grad=None, prob=None, scale=1.0):
+    m, k = z.shape
+    if m == 0:
+        return 0.0
+    terms = _scratch("xent", (m,), np.float64)
+    _launch("softmax_xent", z.dtype, m, _i(m), _i(k), _t(z, scale), z, _p(labels), _p(onehot), _p(grad), _p(prob),
+            terms)
+    return _mean(terms)
+
+
+def sigmoid_bce(z, t, grad=None, prob=None, scale=1.0):
+    if z.size == 0:
+        return 0.0
+    terms = _scratch("bce", (z.size,), np.float64)
+    _launch("sigmoid_bce", z.dtype, z.size, _i(z.size), _t(z, scale), z, t, _p(grad), _p(prob), terms)
+    return _mean(terms)
+
+
+def mse(y, t, grad=None, scale=1.0):
+    if y.size == 0:
+        return 0.0
+    terms = _scratch("mse", (y.size,), np.float64)
+    _launch("mse", y.dtype, y.size, _i(y.size), _t(y, scale), y, t, _p(grad), terms)
+    return _mean(terms)
+
+
+def dropout_fwd(x, rate, seed, offset, out, mask):
+    """The CPU's counter-based mask bit for bit (keys and threshold computed as in dropout.c)."""
+    key = _mix64(int(seed))
+    thr = int(rate * 16777216.0)
+    _launch("dropout_fwd", x.dtype, x.size, _i(x.size), np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32),
+            np.uint64(offset), np.uint32(thr), _t(x, 1.0 / (1.0 - rate)), x, out, mask)
+    return out
+
+
+def mul(a, b, out):
+    _launch("mul", a.dtype, a.size, _i(a.size), a, b, out)
+    return out
+
+
+def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov, first):
+    _launch("sgd_step", p.dtype, p.size, _i(p.size), np.int32(bool(nesterov)), np.int32(bool(first)), _t(p, lr),
+            _t(p, momentum), _t(p, weight_decay), g, p, _NULL if momentum == 0 or buf is None else buf)
+
+
+def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
+    # Bias corrections in double from the parameters rounded to the element type, as adam_step in C.
+    tt = p.dtype.type
+    b1, b2 = float(tt(beta1)), float(tt(beta2))
+    bc1, bc2 = 1.0 - b1 ** int(t), 1.0 - b2 ** int(t)
+    _launch("adam_step", p.dtype, p.size, _i(p.size), tt(float(tt(lr)) / bc1), tt(1.0 / np.sqrt(bc2)), tt(beta1),
+            tt(beta2), tt(eps), tt(weight_decay), g, p, m, v)
+
+
+# ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----
+
+def _conv_geometry(x_shape, w_shape, stride, padding):
+    n, c, h, w = (int(d) for d in x_shape)
+    f, _, kh, kw = (int(d) for d in w_shape)
+    (sh, sw), (pt, pb, pl, pr) = stride, padding
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    return (n, c, h, w, kh, kw, sh, sw, pt, pl, oh, ow), f
+
+
+def conv2d_workspace(x_shape, w_shape, stride, padding, backward=False):
+    """Columns (c*kh*kw, n*oh*ow) and the GEMM's (f, n*oh*ow) result; backward also the
+    input-gradient columns."""
+    g, f = _conv_geometry(x_shape, w_shape, stride, padding)
+    p, ckk = g[0] * g[10] * g[11], g[1] * g[4] * g[5]
+    return p * (ckk + f + (ckk if backward else 0))
+
+
+def _conv_buffers(ws, g, f, backward):
+    p, ckk = g[0] * g[10] * g[11], g[1] * g[4] * g[5]
+    cols = ws[:ckk * p].reshape(ckk, p)
+    yt = ws[ckk * p:(ckk + f) * p].reshape(f, p)
+    dcols = ws[(ckk + f) * p:(2 * ckk + f) * p].reshape(ckk, p) if backward else None
+    return cols, yt, dcols
+
+
+def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
+    g, f = _conv_geometry(x.shape, w.shape, stride, padding)
+    if g[0] == 0:
+        return out
+    if ws is None:
+        ws = empty((conv2d_workspace(x.shape, w.shape, stride, padding),), x.dtype)
+    cols, yt, _ = _conv_buffers(ws, g, f, False)
+    geo = _device_ints(g)
+    _launch("im2col", x.dtype, cols.size, geo, x, cols)
+    _gemm(w.reshape(f, -1), cols, yt)
+    hw = g[10] * g[11]
+    _launch("conv_out", x.dtype, out.size, _i(g[0]), _i(f), _i(hw), yt, _p(b), np.int32(int(relu)), out)
+    return out
+
+
+def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None):
+    g, f = _conv_geometry(x.shape, w.shape, stride, padding)
+    if g[0] == 0:
+        dw[...] = 0
+        if db is not None:
+            db[...] = 0
+        return dx
+    if ws is None:
+        ws = empty((conv2d_workspace(x.shape, w.shape, stride, padding, backward=True),), x.dtype)
+    cols, gt, dcols = _conv_buffers(ws, g, f, True)
+    geo = _device_ints(g)
+    hw = g[10] * g[11]
+    _launch("conv_grad_in", x.dtype, gt.size, _i(g[0]), _i(f), _i(hw), dy, _p(y if relu else None), gt)
+    _launch("im2col", x.dtype, cols.size, geo, x, cols)
+    _gemm(gt, cols, dw.reshape(f, -1), trans_b=True)
+    if db is not None:
+        _launch("row_sum", x.dtype, f, _i(f), _i(gt.shape[1]), gt, db)
+    if dx is not None:
+        _gemm(w.reshape(f, -1), gt, dcols, trans_a=True)
+        _launch("col2im", x.dtype, dx.size, geo, dcols, dx)
+    return dx
+
+
+def _pool_geometry(x_shape, pool, stride):
+    n, c, h, w = (int(d) for d in x_shape)
+    (kh, kw), (sh, sw) = pool, stride
+    return (n * c, h, w, kh, kw, sh, sw, (h - kh) // sh + 1, (w - kw) // sw + 1)
+
+
+def maxpool2d_fwd(x, pool, stride, out, idx=None):
+    _launch("maxpool_fwd", x.dtype, out.size, _device_ints(_pool_geometry(x.shape, pool, stride)), x, out, _p(idx))
+    return out
+
+
+def maxpool2d_bwd(dy, idx, pool, stride, dx):
+    _launch("maxpool_bwd", dx.dtype, dx.size, _device_ints(_pool_geometry(dx.shape, pool, stride)), dy, idx, dx)
+    return dx
+
+
+def avgpool2d_fwd(x, pool, stride, out):
+    _launch("avgpool_fwd", x.dtype, out.size, _device_ints(_pool_geometry(x.shape, pool, stride)), x, out)
+    return out
+
+
+def avgpool2d_bwd(dy, pool, stride, dx):
+    _launch("avgpool_bwd", dx.dtype, dx.size, _device_ints(_pool_geometry(dx.shape, pool, stride)), dy, dx)
+    return dx
+
+
+# ---- recurrent layers -------------------------------------------------------------------------
+# Forward workspace: ax (n*t, G*H) the input projection of every step (rows in x's (n, t)
+# order); gates (t, n, K*H) what backward needs (K = 4 for LSTM and GRU, 1 for SimpleRNN);
+# hs (t, n, H) the states, time-major so that h_{t-1} of every step is one contiguous block;
+# cs (t, n, H) the LSTM cells; hb (n, G*H) the recurrent product of one step.
+# Backward workspace: dax (n*t, G*H), dah (t, n, G*H), and dh, dh_next, dc, direct (n, H).
+_G = {"rnn": 1, "lstm": 4, "gru": 3}
+_K = {"rnn": 1, "lstm": 4, "gru": 4}
+_CELL = {"rnn": 0, "lstm": 1, "gru": 2}
+
+
+def recurrent_workspace(cell, n, t, f, h):
+    g, kk = _G[cell] * h, _K[cell] * h
+    fwd = n * t * (g + kk + h + (h if cell == "lstm" else 0)) + n * g
+    bwd = 2 * n * t * g + 4 * n * h
+    return fwd, bwd
+
+
+def _fwd_parts(cell, ws, n, t, h):
+    g, kk = _G[cell] * h, _K[cell] * h
+    sizes = [("ax", (n * t, g)), ("gates", (t, n, kk)), ("hs", (t, n, h))]
+    if cell == "lstm":
+        sizes.append(("cs", (t, n, h)))
+    sizes.append(("hb", (n, g)))
+    parts, at = {"cs": None}, 0
+    for key, shape in sizes:
+        size = int(np.prod(shape))
+        parts[key] = ws[at:at + size].reshape(shape)
+        at += size
+    return parts
+
+
+def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
+    n, t, f = x.shape
+    h = wh.shape[0]
+    s = _fwd_parts(cell, ws, n, t, h)
+    ax, gates, hs, cs, hb = s["ax"], s["gates"], s["hs"], s["cs"], s["hb"]
+    linear_fwd(x.reshape(n * t, f), wx, bx, ax)
+    g = ax.shape[1]
+    for step in range(t):
+        hb[...] = bh
+        if step > 0:
+            _gemm(hs[step - 1], wh, hb, beta=1.0)
+        _launch("rnn_step_fwd", x.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), ax[step:], _i(t * g), hb,
+                _p(hs[step - 1] if step > 0 else None), _p(cs[step - 1] if cell == "lstm" and step > 0 else None),
+                gates[step], _i(gates.shape[2]), hs[step], _i(h), _p(cs[step] if cell == "lstm" else None), _i(h))
+    y[...] = hs.transpose(1, 0, 2) if return_sequences else hs[t - 1]
+    return y
+
+
+def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
+    cp = _cupy()
+    n, t, f = x.shape
+    h = wh.shape[0]
+    s = _fwd_parts(cell, ws, n, t, h)
+    gates, hs, cs = s["gates"], s["hs"], s["cs"]
+    g = _G[cell] * h
+    dax = bws[:n * t * g].reshape(n * t, g)
+    dah = bws[n * t * g:2 * n * t * g].reshape(t, n, g)
+    rest = bws[2 * n * t * g:].reshape(4, n, h)
+    dh, dh_next, dc, direct = rest[0], rest[1], rest[2], rest[3]
+    dh_next[...] = 0
+    dc[...] = 0
+    for step in reversed(range(t)):
+        if return_sequences:
+            cp.add(dh_next, dy[:, step], out=dh)
+        elif step == t - 1:
+            cp.add(dh_next, dy, out=dh)
+        else:
+            dh[...] = dh_next
+        _launch("rnn_step_bwd", x.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), gates[step],
+                _i(gates.shape[2]), _p(hs[step - 1] if step > 0 else None), _i(h),
+                _p(cs[step] if cell == "lstm" else None), _p(cs[step - 1] if cell == "lstm" and step > 0 else None),
+                _i(h), dh, dc, dax[step:], _i(t * g), dah[step], direct)
+        _gemm(dah[step], wh, dh_next, trans_b=True)
+        if cell == "gru":
+            dh_next += direct
+    xs = x.reshape(n * t, f)
+    _gemm(xs, dax, dwx, trans_a=True)
+    _launch("col_sum", x.dtype, g, _i(n * t), _i(g), dax, dbx)
+    if t > 1:
+        _gemm(hs[:t - 1].reshape((t - 1) * n, h), dah[1:].reshape((t - 1) * n, g), dwh, trans_a=True)
+    else:
+        dwh[...] = 0
+    _launch("col_sum", x.dtype, g, _i(n * t), _i(g), dah.reshape(n * t, g), dbh)
+    if dx is not None:
+        _gemm(dax, wx, dx.reshape(n * t, f), trans_b=True)
+    return dx
