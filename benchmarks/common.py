@@ -14,6 +14,17 @@ import statistics
 import time
 
 PAUSE = 0.3
+# "cuda" (run.py --device cuda): the models train on the GPU, fastnn against PyTorch CUDA eager.
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    """Wait for the GPU (nothing on the CPU): a timed block ends when its work is done."""
+    if DEVICE == "cuda":
+        import cupy
+        import torch
+        cupy.cuda.runtime.deviceSynchronize()
+        torch.cuda.synchronize()
 
 
 def cpu_model() -> str:
@@ -79,15 +90,23 @@ def training_vs_torch(report, name, threads, repeats, min_seconds, model, torch_
     n = len(x)
     tx = [torch.from_numpy(x[i:i + batch]) for i in range(0, n, batch)]
     ty = [torch.from_numpy(y[i:i + batch]) for i in range(0, n, batch)]
+    if DEVICE == "cuda":
+        # Both start from data in host memory: fit moves the epoch's samples itself, PyTorch's
+        # batches are moved here once (its parameters move in place, the optimizer keeps them).
+        model.to("cuda")
+        tmodel.cuda()
+        tx, ty = [t.cuda() for t in tx], [t.cuda() for t in ty]
 
     def run_fastnn():
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        sync()
 
     def run_torch():
         for xb, yb in zip(tx, ty):
             opt.zero_grad()
             lossf(tmodel(xb), yb).backward()
             opt.step()
+        sync()
 
     set_threads(threads)
     t = interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
@@ -125,6 +144,10 @@ class Report:
             self.meta["numpy"] = numpy.__version__
             import torch
             self.meta["torch"] = torch.__version__
+            if DEVICE == "cuda":
+                import cupy
+                self.meta["gpu"] = torch.cuda.get_device_name()
+                self.meta["cupy"] = cupy.__version__
         except ImportError:
             pass
 

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                         # everything, 1 and 2 threads
     python benchmarks/run.py --workloads mlp128,gemmnn --threads 2 --repeats 7
+    python benchmarks/run.py --device cuda --workloads mlp128,mlp1024,cnn64,lstm64 --threads 1
 
 Prints one line per (workload, threads) with medians and the ratio fastnn/peer (> 1: fastnn
 faster); --json appends the rows (with CPU model, versions and kernel variant) as JSON lines.
@@ -93,13 +94,18 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5, help="minimum seconds per timed block")
     parser.add_argument("--json", default=None, help="append result rows to this JSON-lines file")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: train on the GPU against PyTorch CUDA eager (training workloads only)")
     args = parser.parse_args(argv)
+    common.DEVICE = args.device
     report = common.Report(args.json)
     print(f"# {report.meta}")
     fnn.seed(0)
     for w in args.workloads.split(","):
         if w not in WORKLOADS:
             parser.error(f"unknown workload {w!r}; available: {', '.join(WORKLOADS)}")
+        if args.device == "cuda" and w not in GPU_WORKLOADS:
+            parser.error(f"workload {w!r} has no GPU mode; with --device cuda: {', '.join(GPU_WORKLOADS)}")
         for threads in map(int, args.threads.split(",")):
             WORKLOADS[w](report, threads, args.repeats, args.seconds)
     return report
@@ -112,6 +118,7 @@ WORKLOADS = {
     "gemmnn": lambda r, t, n, s: bench_gemm(r, "gemmnn", GEMMNN, t, n, s),
     "mlp128": lambda r, t, n, s: bench_mlp(r, 128, t, n, s),
     "mlp32": lambda r, t, n, s: bench_mlp(r, 32, t, n, s),
+    "mlp1024": lambda r, t, n, s: bench_mlp(r, 1024, t, n, s),
     "infer-mlp": bench_infer_mlp,
     "cnn64": bench_cnn.bench_cnn64,
     "infer-cnn": bench_cnn.bench_infer_cnn,
@@ -119,6 +126,8 @@ WORKLOADS = {
     "lstm64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "lstm"),
     "gru64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "gru"),
 }
+
+GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "cnn64", "rnn64", "lstm64", "gru64")
 
 
 if __name__ == "__main__":

@@ -330,7 +330,9 @@ template <typename T> __device__ void im2col(fnn_conv_geom g, const T *x, T *col
         cols[e] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? x[((b * g.c + c) * g.h + ih) * g.w + iw] : (T)0;
     }
 }
-extern "C" __global__ void im2col_f32(const long long *geo, const float *x, float *cols) { im2col<float>(fnn_conv_load(geo), x, cols); }
+extern "C" __global__ void im2col_f32(const long long *geo, const float *x, float *cols) {
+    im2col<float>(fnn_conv_load(geo), x, cols);
+}
 extern "C" __global__ void im2col_f64(const long long *geo, const double *x, double *cols) {
     im2col<double>(fnn_conv_load(geo), x, cols);
 }
@@ -353,7 +355,9 @@ template <typename T> __device__ void col2im(fnn_conv_geom g, const T *cols, T *
         dx[e] = s;
     }
 }
-extern "C" __global__ void col2im_f32(const long long *geo, const float *cols, float *dx) { col2im<float>(fnn_conv_load(geo), cols, dx); }
+extern "C" __global__ void col2im_f32(const long long *geo, const float *cols, float *dx) {
+    col2im<float>(fnn_conv_load(geo), cols, dx);
+}
 extern "C" __global__ void col2im_f64(const long long *geo, const double *cols, double *dx) {
     col2im<double>(fnn_conv_load(geo), cols, dx);
 }
@@ -480,7 +484,9 @@ template <typename T> __device__ void avgpool_fwd(fnn_pool_geom g, const T *x, T
         y[e] = acc * inv;
     }
 }
-extern "C" __global__ void avgpool_fwd_f32(const long long *geo, const float *x, float *y) { avgpool_fwd<float>(fnn_pool_load(geo), x, y); }
+extern "C" __global__ void avgpool_fwd_f32(const long long *geo, const float *x, float *y) {
+    avgpool_fwd<float>(fnn_pool_load(geo), x, y);
+}
 extern "C" __global__ void avgpool_fwd_f64(const long long *geo, const double *x, double *y) {
     avgpool_fwd<double>(fnn_pool_load(geo), x, y);
 }
