@@ -238,6 +238,9 @@ static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, in
 #else
 #define FNN_CONV_X86 0
 #endif
+#if FNN_CONV_X86
+#include <immintrin.h>
+#endif
 #define FNN_CAT_(a, b) a##b
 #define FNN_CAT(a, b) FNN_CAT_(a, b)
 

@@ -2,6 +2,11 @@
 #include "tmpl_types.h"
 
 #undef FNN_CONV_GEMM
+#undef FNN_CW_PICK
+#undef FNN_col2im_wide
+#undef FNN_rows_wide
+#undef FNN_wide_to_y
+#undef FNN_dy_to_wide
 #undef FNN_CONV_U
 #ifdef FNN_DOUBLE
 #define FNN_CONV_GEMM fnn_gemm_f64
@@ -188,69 +193,34 @@ static void FNN_(image_to_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *
         }
 }
 
-/* The transpose of the wide columns of output rows [i0, i1), with the taps ordered (u, v, ci):
- * row q of rows (leading dimension ld) is [xr pixel (i0*wp + q + u*wp + v), channels 0..c)
- * for u, v in order, i.e. kh runs of kw*c contiguous values. */
-FNN_SHORT_COPIES static void FNN_(rows_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
-                                             const FNN_T *restrict xr, int64_t i0, int64_t i1,
-                                             FNN_T *restrict rows, int64_t ld) {
-    const int64_t wp = p->wp, run = s->kw * s->c, n = (i1 - i0) * wp;
-    for (int64_t q = 0; q < n; q++)
-        for (int64_t u = 0; u < s->kh; u++)
-            FNN_(copy_row)(rows + q * ld + u * run, xr + (i0 * wp + q + u * wp) * s->c, run);
-}
-
-/* col2im_wide, compiled per instruction set (conv_wide_tmpl.h). */
+/* The wide-mode copies and col2im, compiled per instruction set (conv_wide_tmpl.h) and picked
+ * at each call through fnn_arch_get (FNN_CW_PICK). */
 #define FNN_CW_SUFFIX _generic
 #define FNN_CW_TARGET
+#define FNN_CW_PLAIN 0
 #include "conv_wide_tmpl.h"
 #undef FNN_CW_SUFFIX
 #undef FNN_CW_TARGET
+#undef FNN_CW_PLAIN
 #if FNN_CONV_X86
 #define FNN_CW_SUFFIX _avx512
 #define FNN_CW_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,prefer-vector-width=512")))
+#define FNN_CW_PLAIN 1
 #include "conv_wide_tmpl.h"
 #undef FNN_CW_SUFFIX
 #undef FNN_CW_TARGET
+#undef FNN_CW_PLAIN
 #endif
 
-static void FNN_(col2im_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict cols,
-                              int64_t ld, int64_t i0, int64_t i1, FNN_T *restrict dxs) {
 #if FNN_CONV_X86
-    if (fnn_arch_get() == FNN_ARCH_AVX512) {
-        FNN_CAT(FNN_(col2im_wide), _avx512)(s, p, cols, ld, i0, i1, dxs);
-        return;
-    }
+#define FNN_CW_PICK(name) (fnn_arch_get() == FNN_ARCH_AVX512 ? FNN_CAT(FNN_(name), _avx512) : FNN_CAT(FNN_(name), _generic))
+#else
+#define FNN_CW_PICK(name) FNN_CAT(FNN_(name), _generic)
 #endif
-    FNN_CAT(FNN_(col2im_wide), _generic)(s, p, cols, ld, i0, i1, dxs);
-}
-
-/* y rows [i0, i1) of one image (f, oh, ow) from the wide GEMM result (f rows, leading dim ld). */
-FNN_SHORT_COPIES static void FNN_(wide_to_y)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
-                                             const FNN_T *restrict yw, int64_t ld, int64_t i0, int64_t i1,
-                                             FNN_T *restrict yi) {
-    const int64_t ow = p->ow;
-    for (int64_t o = 0; o < s->f; o++)
-        for (int64_t i = i0; i < i1; i++) FNN_(copy_row)(yi + o * p->hw + i * ow, yw + o * ld + (i - i0) * p->wp, ow);
-}
-
-/* The wide form of dy rows [i0, i1) of one image: each row padded with zeros to wp; with yi
- * (the forward's ReLU output) the gradient is masked by yi > 0 on the way. */
-FNN_SHORT_COPIES static void FNN_(dy_to_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
-                                              const FNN_T *restrict dyi, const FNN_T *restrict yi, int64_t i0,
-                                              int64_t i1, FNN_T *restrict yw, int64_t ld) {
-    const int64_t ow = p->ow;
-    for (int64_t o = 0; o < s->f; o++)
-        for (int64_t i = i0; i < i1; i++) {
-            FNN_T *d = yw + o * ld + (i - i0) * p->wp;
-            const FNN_T *g = dyi + o * p->hw + i * ow;
-            if (yi)
-                FNN_(mask_row)(d, g, yi + o * p->hw + i * ow, ow);
-            else
-                FNN_(copy_row)(d, g, ow);
-            for (int64_t j = ow; j < p->wp; j++) d[j] = 0;
-        }
-}
+#define FNN_col2im_wide FNN_CW_PICK(col2im_wide)
+#define FNN_rows_wide FNN_CW_PICK(rows_wide)
+#define FNN_wide_to_y FNN_CW_PICK(wide_to_y)
+#define FNN_dy_to_wide FNN_CW_PICK(dy_to_wide)
 
 /* dy rows [i0, i1) of one image masked by yi > 0, as an (f, n) matrix (COLS and DIRECT). */
 static void FNN_(dy_masked)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict dyi,
@@ -302,7 +272,7 @@ static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
         int st = FNN_CONV_GEMM(gflags, s->f, ld, ckk, 1, 0, w, ckk, sc->cols, ld, b, sc->ybuf, ld, nt);
         if (st == FNN_OK)
             for (int64_t j = 0; j < e - a; j++)
-                FNN_(wide_to_y)(s, p, sc->ybuf + j * seg, ld, 0, p->oh, y + (a + j) * out_img);
+                FNN_wide_to_y(s, p, sc->ybuf + j * seg, ld, 0, p->oh, y + (a + j) * out_img);
         return st;
     }
     const int64_t img = u / p->tiles, t = u % p->tiles;
@@ -325,7 +295,7 @@ static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
     }
     FNN_(im2col_wide)(s, p, xs, i0, i1, sc->cols, n);
     int st = FNN_CONV_GEMM(gflags, s->f, n, ckk, 1, 0, w, ckk, sc->cols, n, b, sc->ybuf, n, nt);
-    if (st == FNN_OK) FNN_(wide_to_y)(s, p, sc->ybuf, n, i0, i1, yi);
+    if (st == FNN_OK) FNN_wide_to_y(s, p, sc->ybuf, n, i0, i1, yi);
     return st;
 }
 
@@ -375,7 +345,7 @@ static void FNN_(wide_dx_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                                 FNN_T *dxi, FNN_T *dxpad) {
     FNN_T *dxs = p->padded ? dxpad : dxi;
     memset(dxs, 0, (size_t)(p->padded ? s->c * p->hp * p->wp : s->c * s->h * s->w) * sizeof(FNN_T));
-    FNN_(col2im_wide)(s, p, dcols, ld, 0, p->oh, dxs);
+    FNN_col2im_wide(s, p, dcols, ld, 0, p->oh, dxs);
     if (p->padded) FNN_(crop_image)(s, p, dxpad, dxi);
 }
 
@@ -410,8 +380,8 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             const int64_t nbk = b0 + p->nb < e ? p->nb : e - b0, ld = nbk * seg;
             for (int64_t j = 0; j < nbk; j++) {
                 FNN_(image_to_rows)(s, p, x + (b0 + j) * in_img, sc->xpad);
-                FNN_(rows_wide)(s, p, sc->xpad, 0, p->oh, sc->cols + j * seg * ckk, ckk);
-                FNN_(dy_to_wide)(s, p, dy + (b0 + j) * out_img, y ? y + (b0 + j) * out_img : NULL, 0, p->oh,
+                FNN_rows_wide(s, p, sc->xpad, 0, p->oh, sc->cols + j * seg * ckk, ckk);
+                FNN_dy_to_wide(s, p, dy + (b0 + j) * out_img, y ? y + (b0 + j) * out_img : NULL, 0, p->oh,
                                  sc->ybuf + j * seg, ld);
                 if (dbg)
                     for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(sc->ybuf + o * ld + j * seg, seg);
@@ -445,14 +415,14 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                     bm = sc->cols;
                     ldb = n;
                 } else if (p->mode == FNN_CONV_WIDE) {
-                    FNN_(rows_wide)(s, p, sc->xpad, i0, i1, sc->cols, ckk);
+                    FNN_rows_wide(s, p, sc->xpad, i0, i1, sc->cols, ckk);
                     bm = sc->cols;
                     ldb = ckk;
                 }
                 const FNN_T *g = dyi + i0 * p->ow;      /* unmasked COLS/DIRECT: dy in place */
                 int64_t ldg = p->hw;
                 if (p->mode == FNN_CONV_WIDE) {
-                    FNN_(dy_to_wide)(s, p, dyi, yi, i0, i1, sc->ybuf, n);
+                    FNN_dy_to_wide(s, p, dyi, yi, i0, i1, sc->ybuf, n);
                     g = sc->ybuf;
                     ldg = n;
                 } else if (yi) {
@@ -474,7 +444,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 if (p->mode == FNN_CONV_COLS)
                     FNN_(col2im)(s, p, sc->cols, i0, i1, dxi);
                 else
-                    FNN_(col2im_wide)(s, p, sc->cols, n, i0, i1, dxs);
+                    FNN_col2im_wide(s, p, sc->cols, n, i0, i1, dxs);
             }
             if (st == FNN_OK && dxi && p->padded) FNN_(crop_image)(s, p, sc->dxpad, dxi);
         }

@@ -1,6 +1,46 @@
-/* col2im_wide of conv_tmpl.h, included once per instruction set (FNN_CW_SUFFIX, FNN_CW_TARGET)
- * for each type: plain loops the compiler vectorises for the target. The adds are the same in
- * every variant (the same order per element), so the results are too. */
+/* The wide-mode copies and col2im of conv_tmpl.h, included once per instruction set (FNN_CW_SUFFIX,
+ * FNN_CW_TARGET) for each type: loops the compiler vectorises for the target. Short rows go
+ * through FNN_CW_COPY/FNN_CW_MASK: SSE2 with an overlapping last group in the generic variant,
+ * masked zmm loads and stores in the AVX-512 one. Every variant computes
+ * the same values (the adds of col2im in the same order per element). */
+#undef FNN_CW_COPY
+#undef FNN_CW_MASK
+#if FNN_CW_PLAIN
+#undef FNN_CW_V
+#undef FNN_CW_M
+#undef FNN_CW_LOAD
+#undef FNN_CW_STORE
+#undef FNN_CW_GT0
+#undef FNN_CW_ZMOV
+#ifdef FNN_DOUBLE
+#define FNN_CW_V 8
+#define FNN_CW_M(r) ((__mmask8)((r) >= 8 ? 0xff : (1u << (r)) - 1))
+#define FNN_CW_LOAD _mm512_maskz_loadu_pd
+#define FNN_CW_STORE _mm512_mask_storeu_pd
+#define FNN_CW_GT0(k, v) _mm512_mask_cmp_pd_mask(k, v, _mm512_setzero_pd(), _CMP_GT_OQ)
+#define FNN_CW_ZMOV _mm512_maskz_mov_pd
+#else
+#define FNN_CW_V 16
+#define FNN_CW_M(r) ((__mmask16)((r) >= 16 ? 0xffff : (1u << (r)) - 1))
+#define FNN_CW_LOAD _mm512_maskz_loadu_ps
+#define FNN_CW_STORE _mm512_mask_storeu_ps
+#define FNN_CW_GT0(k, v) _mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_GT_OQ)
+#define FNN_CW_ZMOV _mm512_maskz_mov_ps
+#endif
+/* Rows of 7 to 48 values are mostly a vector's tail: masked loads and stores do them whole. */
+#define FNN_CW_COPY(d, src, n)                                                                   \
+    for (int64_t j_ = 0; j_ < (n); j_ += FNN_CW_V)                                             \
+        FNN_CW_STORE((d) + j_, FNN_CW_M((n) - j_), FNN_CW_LOAD(FNN_CW_M((n) - j_), (src) + j_))
+#define FNN_CW_MASK(d, g, m, n)                                                                  \
+    for (int64_t j_ = 0; j_ < (n); j_ += FNN_CW_V)                                             \
+        FNN_CW_STORE((d) + j_, FNN_CW_M((n) - j_),                                             \
+                     FNN_CW_ZMOV(FNN_CW_GT0(FNN_CW_M((n) - j_), FNN_CW_LOAD(FNN_CW_M((n) - j_), (m) + j_)), \
+                                 FNN_CW_LOAD(FNN_CW_M((n) - j_), (g) + j_)))
+#else
+#define FNN_CW_COPY(d, src, n) FNN_(copy_row)(d, src, n)
+#define FNN_CW_MASK(d, g, m, n) FNN_(mask_row)(d, g, m, n)
+#endif
+
 /* The adjoint: dxs (padded planes) += the wide columns, in a fixed order (tap by tap for each
  * element). Columns past a row's real outputs hold exact zeros (dy was widened with zeros), so
  * they change nothing. The taps of a channel overlap almost entirely: where all of them cover
@@ -41,5 +81,45 @@ FNN_CW_TARGET static void FNN_CAT(FNN_(col2im_wide), FNN_CW_SUFFIX)(const fnn_co
                 for (int64_t d = mid1 > o ? mid1 : o; d < o + len; d++) dst[d] += sr[d - o];
             }
     }
+}
+
+
+/* The transpose of the wide columns of output rows [i0, i1), with the taps ordered (u, v, ci):
+ * row q of rows (leading dimension ld) is [xr pixel (i0*wp + q + u*wp + v), channels 0..c)
+ * for u, v in order, i.e. kh runs of kw*c contiguous values. */
+FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(rows_wide), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                             const FNN_T *restrict xr, int64_t i0, int64_t i1,
+                                             FNN_T *restrict rows, int64_t ld) {
+    const int64_t wp = p->wp, run = s->kw * s->c, n = (i1 - i0) * wp;
+    for (int64_t q = 0; q < n; q++)
+        for (int64_t u = 0; u < s->kh; u++)
+            FNN_CW_COPY(rows + q * ld + u * run, xr + (i0 * wp + q + u * wp) * s->c, run);
+}
+
+/* y rows [i0, i1) of one image (f, oh, ow) from the wide GEMM result (f rows, leading dim ld). */
+FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(wide_to_y), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                             const FNN_T *restrict yw, int64_t ld, int64_t i0, int64_t i1,
+                                             FNN_T *restrict yi) {
+    const int64_t ow = p->ow;
+    for (int64_t o = 0; o < s->f; o++)
+        for (int64_t i = i0; i < i1; i++) FNN_CW_COPY(yi + o * p->hw + i * ow, yw + o * ld + (i - i0) * p->wp, ow);
+}
+
+/* The wide form of dy rows [i0, i1) of one image: each row padded with zeros to wp; with yi
+ * (the forward's ReLU output) the gradient is masked by yi > 0 on the way. */
+FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(dy_to_wide), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                              const FNN_T *restrict dyi, const FNN_T *restrict yi, int64_t i0,
+                                              int64_t i1, FNN_T *restrict yw, int64_t ld) {
+    const int64_t ow = p->ow;
+    for (int64_t o = 0; o < s->f; o++)
+        for (int64_t i = i0; i < i1; i++) {
+            FNN_T *d = yw + o * ld + (i - i0) * p->wp;
+            const FNN_T *g = dyi + o * p->hw + i * ow;
+            if (yi)
+                FNN_CW_MASK(d, g, yi + o * p->hw + i * ow, ow);
+            else
+                FNN_CW_COPY(d, g, ow);
+            for (int64_t j = ow; j < p->wp; j++) d[j] = 0;
+        }
 }
 
