@@ -32,11 +32,13 @@ class ProgressBar:
         parts.append(f"{done / elapsed:,.0f} samples/s")
         return " - ".join(parts)
 
-    def update(self, done: int, logs: dict) -> None:
+    def update(self, done: int, logs) -> None:
+        """Redraw when the interval has passed; ``logs`` is a dict or a function returning one,
+        called only then (on the GPU, reading the running loss back waits for the device)."""
         now = time.perf_counter()
         if now - self.last >= self.interval:
             self.last = now
-            self.stream.write("\r" + self._line(done, logs))
+            self.stream.write("\r" + self._line(done, logs() if callable(logs) else logs))
             self.stream.flush()
 
     def finish(self, logs: dict, train_seconds: float) -> None:

@@ -402,7 +402,8 @@ class Sequential:
                 for cb in callbacks:
                     cb.on_batch_end(start // batch_size, {"loss": loss, "size": m})
                 if bar is not None:
-                    bar.update(seen, {"loss": loss_sum / seen, **{k: v / seen for k, v in sums.items()}})
+                    bar.update(seen, lambda s=seen, ls=loss_sum, ms=dict(sums): {
+                        "loss": float(ls) / s, **{k: float(v) / s for k, v in ms.items()}})
             # The losses and metric sums may be device scalars: read back here, once per epoch.
             logs = {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in sums.items()}}
             train_seconds = time.perf_counter() - t0

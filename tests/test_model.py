@@ -797,3 +797,17 @@ def test_summary_of_an_unbuilt_model():
     model = fnn.Sequential([L.Dense(4, name="later")])
     text = model.summary()
     assert "later" in text and "Total params: 0" in text
+
+
+def test_progress_bar_reads_the_logs_only_when_it_draws():
+    """fit hands the bar a function: on the GPU, reading the running loss waits for the device."""
+    import io
+
+    from fastnn._progress import ProgressBar
+    calls, stream = [], io.StringIO()
+    bar = ProgressBar(10, 0, 1, stream=stream, interval=3600.0)
+    bar.update(5, lambda: calls.append(5) or {"loss": 1.0})
+    assert calls == [] and "loss" not in stream.getvalue()
+    bar.interval = 0.0
+    bar.update(6, lambda: calls.append(6) or {"loss": 0.5})
+    assert calls == [6] and "6/10" in stream.getvalue() and "loss: 0.5000" in stream.getvalue()

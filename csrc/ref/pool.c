@@ -51,7 +51,7 @@ FNN_POOL_T512 static inline __mmask16 fnn_pool_mask16(int64_t n) {
 
 /* out[0, ow) and oi (may be NULL) for the windows of rows r0, r1; base = offset of r0[0] in
  * its plane, w32 = the row length. */
-FNN_POOL_T512 static void fnn_max2x2_row_avx512(const float *r0, const float *r1, int64_t ow, float *out,
+FNN_POOL_T512 static inline void fnn_max2x2_row_avx512(const float *r0, const float *r1, int64_t ow, float *out,
                                                 int32_t *oi, int32_t base, int32_t w32) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
@@ -82,7 +82,7 @@ FNN_POOL_T512 static void fnn_max2x2_row_avx512(const float *r0, const float *r1
 
 /* The input gradient of one row pair: d0/d1 (2*ow values each) = gi where the window's index
  * points, else 0. Returns nonzero when an index is not inside its window. */
-FNN_POOL_T512 static int fnn_max2x2_bwd_row_avx512(float *d0, float *d1, int64_t ow, const float *gi,
+FNN_POOL_T512 static inline int fnn_max2x2_bwd_row_avx512(float *d0, float *d1, int64_t ow, const float *gi,
                                                    const int32_t *ii, int32_t base, int32_t w32) {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -106,6 +106,28 @@ FNN_POOL_T512 static int fnn_max2x2_bwd_row_avx512(float *d0, float *d1, int64_t
         _mm512_mask_storeu_ps(d1 + 2 * j0, ma, _mm512_permutex2var_ps(v2, lo, v3));
         _mm512_mask_storeu_ps(d1 + 2 * j0 + 16, mb, _mm512_permutex2var_ps(v2, hi, v3));
     }
+    return bad;
+}
+/* Whole planes per call: a call per row of 7 or 14 outputs cost more than the row. */
+FNN_POOL_T512 static void fnn_max2x2_plane_avx512(int64_t w, int64_t oh, int64_t ow, const float *xp, float *yp,
+                                                  int32_t *ip) {
+    for (int64_t i = 0; i < oh; i++)
+        fnn_max2x2_row_avx512(xp + 2 * i * w, xp + (2 * i + 1) * w, ow, yp + i * ow, ip ? ip + i * ow : NULL,
+                              (int32_t)(2 * i * w), (int32_t)w);
+}
+
+FNN_POOL_T512 static int fnn_max2x2_bwd_plane_avx512(int64_t h, int64_t w, int64_t oh, int64_t ow, const float *g,
+                                                     const int32_t *ip, float *d) {
+    int bad = 0;
+    for (int64_t i = 0; i < oh; i++) {
+        float *d0 = d + 2 * i * w, *d1 = d0 + w;
+        bad |= fnn_max2x2_bwd_row_avx512(d0, d1, ow, g + i * ow, ip + i * ow, (int32_t)(2 * i * w), (int32_t)w);
+        if (2 * ow < w) {
+            d0[w - 1] = 0;
+            d1[w - 1] = 0;
+        }
+    }
+    if (2 * oh < h) memset(d + (h - 1) * w, 0, (size_t)w * sizeof(float));
     return bad;
 }
 #else

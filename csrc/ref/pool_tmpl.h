@@ -100,17 +100,17 @@ static inline void FNN_(max2x2_sse2)(const float *r0, const float *r1, int64_t j
 static void FNN_(maxpool_plane_2x2)(int64_t w, int64_t oh, int64_t ow, const FNN_T *restrict xp, FNN_T *restrict yp,
                                     int32_t *restrict ip, int wide) {
     (void)wide;
+#if FNN_POOL_AVX512 && !defined(FNN_DOUBLE)
+    if (wide) {
+        fnn_max2x2_plane_avx512(w, oh, ow, xp, yp, ip);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < oh; i++) {
         const FNN_T *r0 = xp + 2 * i * w, *r1 = r0 + w;
         const int32_t base = (int32_t)(2 * i * w), w32 = (int32_t)w;
         FNN_T *out = yp + i * ow;
         int32_t *oi = ip ? ip + i * ow : NULL;
-#if FNN_POOL_AVX512 && !defined(FNN_DOUBLE)
-        if (wide) {
-            fnn_max2x2_row_avx512(r0, r1, ow, out, oi, base, w32);
-            continue;
-        }
-#endif
 #if FNN_POOL_SSE2 && !defined(FNN_DOUBLE)
         if (ow >= 4) {
             int64_t j0 = 0;
@@ -183,16 +183,14 @@ static int FNN_(maxpool_bwd_plane_2x2)(int64_t h, int64_t w, int64_t oh, int64_t
                                        const int32_t *restrict ip, FNN_T *restrict d, int wide) {
     int bad = 0;
     (void)wide;
+#if FNN_POOL_AVX512 && !defined(FNN_DOUBLE)
+    if (wide) return fnn_max2x2_bwd_plane_avx512(h, w, oh, ow, g, ip, d);
+#endif
     for (int64_t i = 0; i < oh; i++) {
         FNN_T *d0 = d + 2 * i * w, *d1 = d0 + w;
         const FNN_T *gi = g + i * ow;
         const int32_t *ii = ip + i * ow;
         const int32_t base = (int32_t)(2 * i * w), w32 = (int32_t)w;
-#if FNN_POOL_AVX512 && !defined(FNN_DOUBLE)
-        if (wide)
-            bad |= fnn_max2x2_bwd_row_avx512(d0, d1, ow, gi, ii, base, w32);
-        else
-#endif
 #if FNN_POOL_SSE2 && !defined(FNN_DOUBLE)
         if (ow >= 4) {
             int64_t j0 = 0;
