@@ -1,8 +1,9 @@
 """A CPU stand-in for the few parts of CuPy that fastnn's CUDA backend calls, so that backend and
 its kernels are tested on machines without a GPU (CI). It is a test harness, not a GPU:
 
-- device arrays are NumPy arrays of a subclass whose ``data.ptr`` is their host address; mixing
-  them with plain NumPy arrays in arithmetic raises, as it does in CuPy;
+- device arrays wrap NumPy memory in an object that is not a NumPy array: as with CuPy,
+  ``np.asarray`` on one raises, host arrays are refused in arithmetic and assignment, NumPy
+  functions dispatch to it (NEP 18), and ``data.ptr`` is the host address;
 - ``RawModule`` compiles ``fastnn/backend/cuda_kernels.cu`` as C++ (g++) with ``blockIdx`` and
   friends as globals, and a launch runs every thread of the grid one after another. That is
   exact for these kernels, which use no shared memory, barriers, warps or atomics (a rule the
@@ -28,30 +29,145 @@ import types
 import numpy as np
 
 
-class DevArray(np.ndarray):
-    """A 'device' array: NumPy memory with CuPy's ``data.ptr``."""
+def _unwrap(v, where="an operation"):
+    """NumPy views of device arrays inside v (tuples/lists/dicts too); host arrays are refused."""
+    if isinstance(v, DevArray):
+        return v._a
+    if isinstance(v, np.ndarray) and v.ndim > 0:
+        raise TypeError(f"emulated CuPy: a NumPy (host) array in {where} on device arrays")
+    if isinstance(v, (list, tuple)):
+        return type(v)(_unwrap(x, where) for x in v)
+    if isinstance(v, dict):
+        return {k: _unwrap(x, where) for k, x in v.items()}
+    return v
+
+
+def _wrap(v):
+    if isinstance(v, np.ndarray):
+        return DevArray(v)
+    if isinstance(v, tuple):
+        return tuple(_wrap(x) for x in v)
+    return v
+
+
+class DevArray:
+    """A 'device' array: NumPy memory behind an object that, like cupy.ndarray, is not a NumPy
+    array (np.asarray on it raises), refuses host arrays in arithmetic, and has ``data.ptr``."""
+
+    __slots__ = ("_a",)
+
+    def __init__(self, a: np.ndarray):
+        self._a = a
+
+    # attributes
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    size = property(lambda self: self._a.size)
+    ndim = property(lambda self: self._a.ndim)
+    strides = property(lambda self: self._a.strides)
+    itemsize = property(lambda self: self._a.itemsize)
+    nbytes = property(lambda self: self._a.nbytes)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: DevArray(self._a.T))
 
     @property
     def data(self):
-        return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
+        return types.SimpleNamespace(ptr=self._a.__array_interface__["data"][0])
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("emulated CuPy: implicit conversion to a NumPy array is not allowed (use asnumpy)")
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
-        for a in inputs + (out or ()):
-            if isinstance(a, np.ndarray) and not isinstance(a, DevArray) and a.ndim > 0:
-                raise TypeError("emulated CuPy: a NumPy (host) array in an operation on device arrays")
-        plain = [a.view(np.ndarray) if isinstance(a, DevArray) else a for a in inputs]
         if out is not None:
-            kwargs["out"] = tuple(o.view(np.ndarray) for o in out)
-        result = getattr(ufunc, method)(*plain, **kwargs)
+            kwargs["out"] = tuple(_unwrap(o, ufunc.__name__) for o in out)
+        result = getattr(ufunc, method)(*_unwrap(inputs, ufunc.__name__), **kwargs)
         if out is not None:
             return out[0] if len(out) == 1 else out
-        if isinstance(result, np.ndarray):
-            return result.view(DevArray)
-        return result
+        return _wrap(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        return _wrap(func(*_unwrap(args, func.__name__), **_unwrap(kwargs, func.__name__)))
+
+    # methods (those of cupy.ndarray that fastnn calls)
+    def reshape(self, *shape, **kw):
+        return DevArray(self._a.reshape(*shape, **kw))
+
+    def transpose(self, *axes):
+        return DevArray(self._a.transpose(*axes))
+
+    def take(self, indices, axis=None):
+        return DevArray(self._a.take(_unwrap(indices, "take"), axis=axis))
+
+    def astype(self, dtype, copy=True):
+        return DevArray(self._a.astype(dtype, copy=copy))
+
+    def copy(self):
+        return DevArray(self._a.copy())
+
+    def sum(self, axis=None, **kw):
+        return _wrap(np.asarray(self._a.sum(axis=axis, **kw)))
+
+    def mean(self, axis=None, **kw):
+        return _wrap(np.asarray(self._a.mean(axis=axis, **kw)))
+
+    def argmax(self, axis=None):
+        return _wrap(np.asarray(self._a.argmax(axis=axis)))
+
+    def item(self):
+        return self._a.item()
+
+    def __getitem__(self, key):
+        return _wrap(np.asarray(self._a[_unwrap(key, "indexing")]))
+
+    def __setitem__(self, key, value):
+        if isinstance(value, np.ndarray) and value.ndim > 0:
+            raise TypeError("emulated CuPy: assigning a NumPy (host) array into a device array")
+        self._a[_unwrap(key, "indexing")] = _unwrap(value, "assignment")
+
+    def __len__(self):
+        return len(self._a)
+
+    def __float__(self):
+        return float(self._a)
+
+    def __int__(self):
+        return int(self._a)
+
+    def __bool__(self):
+        return bool(self._a)
+
+    def __repr__(self):
+        return f"emulated device array({self._a!r})"
+
+
+def _binary(ufunc, reflected=False):
+    if reflected:
+        return lambda self, other: ufunc(other, self)
+    return lambda self, other: ufunc(self, other)
+
+
+def _inplace(ufunc):
+    def op(self, other):
+        ufunc(self, other, out=(self,))
+        return self
+    return op
+
+
+for _name, _uf in (("add", np.add), ("sub", np.subtract), ("mul", np.multiply), ("truediv", np.true_divide),
+                   ("pow", np.power)):
+    setattr(DevArray, f"__{_name}__", _binary(_uf))
+    setattr(DevArray, f"__r{_name}__", _binary(_uf, reflected=True))
+    setattr(DevArray, f"__i{_name}__", _inplace(_uf))
+for _name, _uf in (("gt", np.greater), ("ge", np.greater_equal), ("lt", np.less), ("le", np.less_equal),
+                   ("eq", np.equal), ("ne", np.not_equal)):
+    setattr(DevArray, f"__{_name}__", _binary(_uf))
+DevArray.__neg__ = lambda self: np.negative(self)
+DevArray.__abs__ = lambda self: np.absolute(self)
+DevArray.__hash__ = None
 
 
 def _dev(a):
-    return a.view(DevArray)
+    return DevArray(a)
 
 
 def empty(shape, dtype=np.float32):
@@ -63,16 +179,20 @@ def zeros(shape, dtype=np.float32):
 
 
 def asarray(x, dtype=None):
-    if isinstance(x, DevArray) and (dtype is None or np.dtype(dtype) == x.dtype):
-        return x
-    return _dev(np.array(np.asarray(x), dtype=dtype, copy=True))
+    if isinstance(x, DevArray):
+        return x if dtype is None or np.dtype(dtype) == x.dtype else x.astype(dtype)
+    return _dev(np.array(x, dtype=dtype, copy=True))
 
 
 def asnumpy(x):
-    return np.array(np.asarray(x).view(np.ndarray), copy=True)
+    if isinstance(x, DevArray):
+        return np.array(x._a, copy=True)
+    return np.array(x, copy=True)
 
 
-add = np.add
+def add(a, b, out=None):
+    return np.add(a, b, out=out)
+
 
 # ---- kernels -----------------------------------------------------------------------------------
 

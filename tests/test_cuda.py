@@ -18,7 +18,22 @@ from test_pool import _geometry as pool_geometry
 
 import fastnn as fnn
 from fastnn.backend import ACT_CODES, cpu
-from fastnn.layers import GRU, LSTM, AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, SimpleRNN
+from fastnn.layers import (
+    GRU,
+    LSTM,
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    SimpleRNN,
+    Softmax,
+    Tanh,
+)
 
 
 @pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
@@ -207,6 +222,45 @@ def test_recurrent(cuda, cell, seq, dtype, rng):
         np.testing.assert_allclose(d, a, err_msg=f"{cell} {what}", **_tol(dtype, scale=n * t))
 
 
+# Every layer class and activation, through the public layer API, on both devices (the CPU
+# layers are gradchecked elsewhere, so agreeing with them checks the GPU gradients).
+LAYERS = [
+    (lambda: Dense(5, activation="relu"), (7,)), (lambda: Dense(5, activation="sigmoid"), (7,)),
+    (lambda: Dense(5, activation="tanh"), (7,)), (lambda: Dense(5, activation="softmax"), (7,)),
+    (lambda: Dense(5, activation="leaky_relu", use_bias=False), (7,)),
+    (ReLU, (6,)), (Sigmoid, (6,)), (Tanh, (6,)), (Softmax, (6,)), (lambda: LeakyReLU(0.2), (6,)),
+    (lambda: Dropout(0.4), (3, 4, 5)), (Flatten, (2, 3, 4)),
+    (lambda: Conv2D(3, 3, padding="same", activation="relu"), (2, 6, 5)),
+    (lambda: Conv2D(4, (2, 3), stride=(2, 1), activation="softmax"), (3, 7, 6)),
+    (lambda: Conv2D(2, 1, activation="tanh"), (3, 4, 4)),
+    (lambda: MaxPool2D(2), (2, 6, 7)), (lambda: MaxPool2D(3, stride=1), (2, 5, 5)),
+    (lambda: AvgPool2D((2, 3)), (2, 6, 7)),
+    (lambda: SimpleRNN(4), (5, 3)), (lambda: LSTM(4, return_sequences=True), (5, 3)), (lambda: GRU(4), (5, 3)),
+]
+
+
+@pytest.mark.parametrize("make, shape", LAYERS)
+def test_every_layer_forward_and_backward(cuda, make, shape, dtype, rng):
+    host = fnn.Sequential([make()], input_shape=shape, dtype=dtype)
+    dev = fnn.Sequential([make()], input_shape=shape, dtype=dtype)
+    dev.set_weights([rng.uniform(-1, 1, w.shape) for w in host.get_weights()])
+    host.set_weights(dev.get_weights())
+    dev.to("cuda")
+    h, d = host.layers[0], dev.layers[0]
+    if isinstance(h, Dropout):
+        d.seed, d.counter = h.seed, h.counter          # the same mask stream on both devices
+    x = rng.standard_normal((4,) + shape).astype(dtype)
+    y = h.forward(x)
+    yd = d.forward(x)
+    _same(cuda, y, yd, dtype, "forward", scale=10)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = h.backward(dy)
+    dxd = d.backward(dy)
+    _same(cuda, dx, dxd, dtype, "input gradient", scale=10)
+    for g, gd in zip(h.grads, d.grads):
+        _same(cuda, g, gd, dtype, "weight gradient", scale=10)
+
+
 def _cnn(dtype):
     fnn.seed(11)
     m = fnn.Sequential([Conv2D(4, 3, padding=1, activation="relu"), MaxPool2D(2), Conv2D(6, 3, activation="relu"),
@@ -264,6 +318,38 @@ def test_training_matches_the_cpu(cuda, make, dtype, rng, tmp_path):
     assert all(isinstance(v, np.ndarray) for v in dev.optimizer.state.values())
 
 
+@pytest.mark.parametrize("loss, last, metrics", [
+    ("mse", Dense(2), ("mae", "mse")),
+    ("categorical_crossentropy", Dense(3, activation="relu"), ("accuracy",)),     # probability-space loss
+    ("sparse_categorical_crossentropy", Dense(3, activation="sigmoid"), ("accuracy",)),
+    ("binary_crossentropy", Dense(2, activation="sigmoid"), ("accuracy",)),
+])
+def test_losses_metrics_and_clipping_match_the_cpu(cuda, loss, last, metrics, rng):
+    import copy
+    models = []
+    for _ in range(2):
+        fnn.seed(21)
+        m = fnn.Sequential([Dense(6, activation="tanh"), copy.deepcopy(last)], input_shape=(4,), dtype="float64")
+        m.compile(optimizer=fnn.optimizers.SGD(learning_rate=0.1, momentum=0.5, clipnorm=0.3, clipvalue=0.05),
+                  loss=loss, metrics=metrics)
+        models.append(m)
+    host, dev = models[0], models[1].to("cuda")
+    x = rng.standard_normal((30, 4))
+    k = last.units
+    y = {"mse": rng.standard_normal((30, k)), "categorical_crossentropy": np.eye(k)[rng.integers(0, k, 30)],
+         "sparse_categorical_crossentropy": rng.integers(0, k, 30),
+         "binary_crossentropy": rng.integers(0, 2, (30, k)).astype(float)}[loss]
+    fnn.seed(3)
+    h1 = host.fit(x, y, batch_size=7, epochs=2, verbose=0, validation_split=0.2)
+    fnn.seed(3)
+    h2 = dev.fit(x, y, batch_size=7, epochs=2, verbose=0, validation_split=0.2)
+    assert set(h1.history) == set(h2.history)
+    for key in h1.history:
+        np.testing.assert_allclose(h2.history[key], h1.history[key], rtol=1e-10, atol=1e-12, err_msg=key)
+    for a, b in zip(dev.get_weights(), host.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_layer_forward_and_backward_on_the_device(cuda, rng):
     m = fnn.Sequential([Dense(4, activation="relu")], input_shape=(3,)).to("cuda")
     layer = m.layers[0]
@@ -288,6 +374,8 @@ def test_emulator_rejects_host_arrays_and_wrong_scalars(monkeypatch):
         fn((1,), (32,), (4, x, x, x))
     with pytest.raises(TypeError, match="host"):
         x + np.ones(4, np.float32)
+    with pytest.raises(TypeError, match="implicit"):
+        np.asarray(x)
 
 
 def test_cuda_without_cupy_is_a_clear_error(monkeypatch):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-
 from .. import initializers
 from .._config import get_num_threads
 from .._validate import fail, positive_int
@@ -207,14 +205,16 @@ def _thread_scratch(be, size: int, dtype):
 
 
 def _channels_last(z):
-    return np.ascontiguousarray(np.moveaxis(z, 1, -1)).reshape(-1, z.shape[1])
+    """(N, C, H, W) -> a contiguous (N*H*W, C) copy. Array methods only (no np.* calls), so the
+    same code runs on CuPy arrays."""
+    return z.transpose(0, 2, 3, 1).copy().reshape(-1, z.shape[1])
 
 
 def _channel_softmax(be, z, out):
     """out = softmax of z over its channel axis (axis 1); out may be z."""
     t = _channels_last(z)
     be.softmax_fwd(t, t)
-    out[...] = np.moveaxis(t.reshape(z.shape[0], z.shape[2], z.shape[3], z.shape[1]), -1, 1)
+    out[...] = t.reshape(z.shape[0], z.shape[2], z.shape[3], z.shape[1]).transpose(0, 3, 1, 2)
     return out
 
 
@@ -222,5 +222,5 @@ def _channel_softmax_grad(be, y, dy, out):
     t = _channels_last(y)
     g = _channels_last(dy)
     be.softmax_bwd(t, g, g)
-    out[...] = np.moveaxis(g.reshape(y.shape[0], y.shape[2], y.shape[3], y.shape[1]), -1, 1)
+    out[...] = g.reshape(y.shape[0], y.shape[2], y.shape[3], y.shape[1]).transpose(0, 3, 1, 2)
     return out
