@@ -1,7 +1,8 @@
 """Kernels on arrays (``fnn.ops``), for benchmarking and embedding.
 
 Each accepts any array of the right rank and a float dtype (float32/float64; a non-contiguous
-array is copied) and returns a new array unless ``out=`` is given.
+array is copied) and returns a new array unless ``out=`` is given. CuPy arrays run on the GPU
+(through the CUDA backend) and give CuPy arrays; NumPy and CuPy arrays cannot be mixed.
 """
 from __future__ import annotations
 
@@ -9,10 +10,25 @@ import numpy as np
 
 from . import backend
 from ._validate import as_array, fail
+from .backend import ACT_CODES
 
 
-def _float_array(x, where: str, ndim: int | None = None):
-    arr = as_array(x, where)
+def _backend_of(where: str, *arrays):
+    """The backend of the arrays: "cuda" for CuPy arrays, else the CPU; mixing them is an error."""
+    on_gpu = [hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+              for a in arrays if a is not None]
+    if not any(on_gpu):
+        return backend.cpu
+    if not all(on_gpu):
+        fail(where, "arrays on one device", "NumPy and GPU arrays mixed", TypeError)
+    return backend.get("cuda")
+
+
+def _float_array(x, where: str, ndim: int | None = None, be=backend.cpu):
+    if be is backend.cpu:
+        arr = as_array(x, where)
+    else:
+        arr = be.contiguous(x)
     if arr.dtype not in (np.float32, np.float64):
         fail(where, "a float32 or float64 array", f"dtype {arr.dtype}", TypeError)
     if ndim is not None and arr.ndim != ndim:
@@ -20,14 +36,14 @@ def _float_array(x, where: str, ndim: int | None = None):
     return arr
 
 
-def _check_out(out, shape, dtype, where):
+def _check_out(out, shape, dtype, where, be=backend.cpu):
     if out is None:
-        return np.empty(shape, dtype=dtype)
-    if not isinstance(out, np.ndarray):
+        return be.empty(shape, dtype=dtype)
+    if be is backend.cpu and not isinstance(out, np.ndarray):
         fail(where, "a NumPy array", type(out).__name__, TypeError)
     if out.shape != tuple(shape) or out.dtype != dtype:
         fail(where, f"shape {tuple(shape)} and dtype {dtype}", f"shape {out.shape} and dtype {out.dtype}")
-    if not out.flags.writeable:
+    if be is backend.cpu and not out.flags.writeable:
         fail(where, "a writeable array", "a read-only array")
     return out
 
@@ -42,68 +58,70 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
         Receives the result; its rows must be contiguous (a row stride larger than the width is
         fine, e.g. a column slice).
     """
-    a = _float_array(a, "matmul a", 2)
-    b = _float_array(b, "matmul b", 2)
+    be = _backend_of("matmul", a, b, out)
+    a = _float_array(a, "matmul a", 2, be)
+    b = _float_array(b, "matmul b", 2, be)
     if a.dtype != b.dtype:
         fail("matmul", "a and b of the same dtype", f"{a.dtype} and {b.dtype}", TypeError)
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != kb:
         fail("matmul", f"op(b) with {k} rows to match op(a) of shape ({m}, {k})", f"op(b) of shape ({kb}, {n})")
-    if out is None:
-        out = np.empty((m, n), dtype=a.dtype)
-    else:
-        if not isinstance(out, np.ndarray):
-            fail("matmul out", "a NumPy array", type(out).__name__, TypeError)
-        if out.shape != (m, n) or out.dtype != a.dtype:
-            fail("matmul out", f"shape {(m, n)} and dtype {a.dtype}", f"shape {out.shape} and dtype {out.dtype}")
-        if out.ndim == 2 and out.shape[1] > 1 and out.strides[1] != out.itemsize or out.strides[0] < 0 \
-                or not out.flags.writeable:
+    if out is not None:
+        out = _check_out(out, (m, n), a.dtype, "matmul out", be)
+        if out.ndim == 2 and out.shape[1] > 1 and out.strides[1] != out.itemsize or out.strides[0] < 0:
             fail("matmul out", "a writeable array with contiguous rows", f"strides {out.strides}")
-        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        if be.may_share_memory(out, a) or be.may_share_memory(out, b):
             fail("matmul out", "an array not overlapping a or b", "an overlapping array")
-    return backend.cpu.matmul(a, b, out, bool(trans_a), bool(trans_b))
-
-
-def _unary(x, out, where, fn):
-    x = _float_array(x, where)
-    out = _check_out(out, x.shape, x.dtype, f"{where} out")
-    if out.flags.c_contiguous:
-        fn(x, out)
     else:
-        tmp = np.empty_like(x)
-        fn(x, tmp)
+        out = be.empty((m, n), dtype=a.dtype)
+    return be.matmul(a, b, out, bool(trans_a), bool(trans_b))
+
+
+def _unary(x, out, where, code):
+    be = _backend_of(where, x, out)
+    x = _float_array(x, where, None, be)
+    out = _check_out(out, x.shape, x.dtype, f"{where} out", be)
+    if out.flags.c_contiguous:
+        be.act_fwd(code, x, out)
+    else:
+        tmp = be.empty(x.shape, dtype=x.dtype)
+        be.act_fwd(code, x, tmp)
         out[...] = tmp
     return out
 
 
 def relu(x, out=None):
     """``max(x, 0)`` elementwise."""
-    return _unary(x, out, "relu", lambda a, o: backend.cpu.act_fwd(1, a, o))
+    return _unary(x, out, "relu", ACT_CODES["relu"])
 
 
 def sigmoid(x, out=None):
     """``1 / (1 + exp(-x))`` elementwise, without overflow."""
-    return _unary(x, out, "sigmoid", lambda a, o: backend.cpu.act_fwd(2, a, o))
+    return _unary(x, out, "sigmoid", ACT_CODES["sigmoid"])
 
 
 def tanh(x, out=None):
     """``tanh(x)`` elementwise."""
-    return _unary(x, out, "tanh", lambda a, o: backend.cpu.act_fwd(3, a, o))
+    return _unary(x, out, "tanh", ACT_CODES["tanh"])
 
 
 def softmax(x, axis=-1, out=None):
     """Numerically stable softmax along ``axis``."""
-    x = _float_array(x, "softmax")
+    be = _backend_of("softmax", x, out)
+    x = _float_array(x, "softmax", None, be)
     if x.ndim == 0:
         fail("softmax", "an array with at least one axis", "a scalar")
     if not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
         fail("softmax", f"axis in [{-x.ndim}, {x.ndim})", repr(axis))
-    out = _check_out(out, x.shape, x.dtype, "softmax out")
-    moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    out = _check_out(out, x.shape, x.dtype, "softmax out", be)
+    # The axis moved last with array methods only, so CuPy arrays take the same path.
+    axis = int(axis) % x.ndim
+    order = [d for d in range(x.ndim) if d != axis] + [axis]
+    moved = x.transpose(order).copy()
     rows = moved.reshape(-1, moved.shape[-1]) if moved.size else moved.reshape(0, max(moved.shape[-1], 1))
-    res = np.empty_like(rows)
+    res = be.empty(rows.shape, dtype=rows.dtype)
     if rows.size:
-        backend.cpu.softmax_fwd(rows, res)
-    out[...] = np.moveaxis(res.reshape(moved.shape), -1, axis)
+        be.softmax_fwd(rows, res)
+    out[...] = res.reshape(moved.shape).transpose(np.argsort(order).tolist())
     return out

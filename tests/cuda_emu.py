@@ -74,6 +74,10 @@ class DevArray:
     def data(self):
         return types.SimpleNamespace(ptr=self._a.__array_interface__["data"][0])
 
+    @property
+    def __cuda_array_interface__(self):
+        return {**self._a.__array_interface__, "version": 3}
+
     def __array__(self, *args, **kwargs):
         raise TypeError("emulated CuPy: implicit conversion to a NumPy array is not allowed (use asnumpy)")
 
@@ -192,6 +196,14 @@ def asnumpy(x):
 
 def add(a, b, out=None):
     return np.add(a, b, out=out)
+
+
+def ascontiguousarray(x):
+    return DevArray(np.ascontiguousarray(_unwrap(x, "ascontiguousarray")))
+
+
+def may_share_memory(a, b):
+    return np.may_share_memory(_unwrap(a), _unwrap(b))
 
 
 # ---- kernels -----------------------------------------------------------------------------------
@@ -343,7 +355,8 @@ def install(monkeypatch):
     cuda.cublas = cublas
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
     cuda.device = types.SimpleNamespace(get_cublas_handle=lambda: 0)
-    for attr in ("empty", "zeros", "asarray", "asnumpy", "add", "RawModule", "DevArray"):
+    for attr in ("empty", "zeros", "asarray", "asnumpy", "add", "ascontiguousarray", "may_share_memory", "RawModule",
+                 "DevArray"):
         setattr(cupy, attr, getattr(sys.modules[__name__], attr))
     cupy.ndarray = DevArray
     cupy.cuda = cuda

@@ -401,3 +401,28 @@ def test_kernels_compile_with_nvcc(tmp_path):
     src.write_text(cuda_backend.kernel_source())
     subprocess.run([nvcc, "-arch=sm_90", "--fmad=false", "-std=c++14", "-c", str(src), "-o", str(tmp_path / "k.o")],
                    check=True)
+
+
+def test_ops_run_on_device_arrays(cuda, dtype, rng):
+    a, b = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((9, 5)).astype(dtype)
+    out = fnn.ops.matmul(cuda.asarray(a), cuda.asarray(b), trans_b=True)
+    assert not isinstance(out, np.ndarray)
+    _same(cuda, fnn.ops.matmul(a, b, trans_b=True), out, dtype, "ops.matmul", scale=5)
+    dev_out = cuda.empty((7, 9), dtype)
+    assert fnn.ops.matmul(cuda.asarray(a), cuda.asarray(b), out=dev_out, trans_b=True) is dev_out
+    x = (rng.standard_normal((3, 4, 5)) * 3).astype(dtype)
+    for name in ("relu", "sigmoid", "tanh"):
+        _same(cuda, getattr(fnn.ops, name)(x), getattr(fnn.ops, name)(cuda.asarray(x)), dtype, name)
+    for axis in (0, 1, -1):
+        _same(cuda, fnn.ops.softmax(x, axis=axis), fnn.ops.softmax(cuda.asarray(x), axis=axis), dtype, "softmax")
+    with pytest.raises(TypeError, match="mixed"):
+        fnn.ops.matmul(cuda.asarray(a), b, trans_b=True)
+    with pytest.raises(TypeError, match="mixed"):
+        fnn.ops.relu(x, out=cuda.empty(x.shape, dtype))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fnn.ops.relu(cuda.asarray(np.ones(3, np.int64)))
+    with pytest.raises(ValueError, match="overlapping"):
+        sq = cuda.asarray(np.ones((4, 4), dtype))
+        fnn.ops.matmul(sq, sq, out=sq)
+    with pytest.raises(TypeError, match="NumPy array on the CPU"):   # models take host arrays
+        fnn.Sequential([Dense(2)], input_shape=(5,)).predict(cuda.asarray(a))

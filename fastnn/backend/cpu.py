@@ -14,6 +14,8 @@ name = "cpu"
 empty = np.empty
 zeros = np.zeros
 asarray = np.asarray
+contiguous = np.ascontiguousarray
+may_share_memory = np.may_share_memory
 
 
 def to_numpy(x):

@@ -106,6 +106,14 @@ def to_numpy(x):
     return _cupy().asnumpy(x)
 
 
+def contiguous(x):
+    return _cupy().ascontiguousarray(x)
+
+
+def may_share_memory(a, b):
+    return _cupy().may_share_memory(a, b)
+
+
 def _device_ints(values) -> object:
     """A cached device int64 array of a geometry tuple (copied to the GPU once per shape)."""
     key = tuple(int(v) for v in values)

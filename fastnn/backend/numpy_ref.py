@@ -10,6 +10,8 @@ name = "numpy_ref"
 empty = np.empty
 zeros = np.zeros
 asarray = np.asarray
+contiguous = np.ascontiguousarray
+may_share_memory = np.may_share_memory
 
 
 def to_numpy(x):
