@@ -18,6 +18,8 @@ from .layers.base import Layer
 _LAZY_BUILD_LOCK = threading.Lock()
 _ALIGN = 16   # parameter views start on 64-byte boundaries in the flat buffer (float32)
 METRICS = ("accuracy", "acc", "mae", "mse")
+# fit copies a training set up to this size (bytes) to the GPU whole; larger ones go batch by batch.
+DEVICE_DATA_MAX = 1 << 30
 
 
 @contextlib.contextmanager
@@ -364,13 +366,14 @@ class Sequential:
         n = x.shape[0]
         rng = _config.rng()
         be = backend.get(self.device)
-        on_host = be.name == "cpu"
-        if on_host:
+        # On a GPU the training set goes to the device once per fit and batches are gathered
+        # there, unless it is large: then batches are gathered on the host and copied one by one.
+        on_device = be.name != "cpu" and x.nbytes + y.nbytes <= DEVICE_DATA_MAX
+        if on_device:
+            x, y = be.asarray(x), be.asarray(y)
+        else:
             xb_full = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype)
             yb_full = np.empty((min(batch_size, n),) + y.shape[1:], dtype=y.dtype)
-        else:
-            # The training set goes to the device once per fit; batches are gathered there.
-            x, y = be.asarray(x), be.asarray(y)
         for cb in all_cbs:
             cb.on_train_begin()
         for epoch in range(epochs):
@@ -380,19 +383,20 @@ class Sequential:
             bar = ProgressBar(n, epoch, epochs) if verbose == 1 else None
             loss_sum, sums, seen = 0.0, dict.fromkeys(self.metrics, 0.0), 0
             t0 = time.perf_counter()
-            if order is not None and not on_host:
+            if order is not None and on_device:
                 order = be.asarray(order)
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 if order is None:
                     xb, yb = x[start:stop], y[start:stop]
-                elif on_host:
+                elif on_device:
+                    idx = order[start:stop]
+                    xb, yb = x.take(idx, axis=0), y.take(idx, axis=0)
+                else:
                     idx = order[start:stop]
                     xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
                     yb = np.take(y, idx, axis=0, out=yb_full[:stop - start])
-                else:
-                    idx = order[start:stop]
-                    xb, yb = x.take(idx, axis=0), y.take(idx, axis=0)
+                xb, yb = be.asarray(xb), be.asarray(yb)      # no copy when they are there already
                 loss, out, fused = self._train_step(xb, yb)
                 m = stop - start
                 loss_sum += loss * m

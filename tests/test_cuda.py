@@ -350,6 +350,23 @@ def test_losses_metrics_and_clipping_match_the_cpu(cuda, loss, last, metrics, rn
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_large_training_sets_go_to_the_device_batch_by_batch(cuda, shuffle, rng, monkeypatch):
+    """Above DEVICE_DATA_MAX, fit gathers batches on the host: the same training as on the device."""
+    from fastnn import models
+    x, y = rng.standard_normal((40, 2, 10, 10)).astype(np.float32), rng.integers(0, 3, 40)
+    results = []
+    for limit in (1 << 30, 0):
+        monkeypatch.setattr(models, "DEVICE_DATA_MAX", limit)
+        m = _cnn(np.float32).to("cuda")
+        fnn.seed(9)
+        hist = m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=shuffle)
+        results.append((hist.history["loss"], m.get_weights()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_layer_forward_and_backward_on_the_device(cuda, rng):
     m = fnn.Sequential([Dense(4, activation="relu")], input_shape=(3,)).to("cuda")
     layer = m.layers[0]
