@@ -85,6 +85,8 @@ static int64_t tune_env(const char *name, int64_t def)
 #define FNN_GEMM_DOT_MAX_BYTES ((double)tune_env("FNN_DOT_BYTES", 1 << 20))
 #else
 #define FNN_GEMM_DIRECT_MAX_A_TRAFFIC ((double)(4 << 20))
+/* The dot-product path (see gemm()): C of at most this many elements, k of at least this much,
+ * both operands within this many bytes. */
 #define FNN_GEMM_DOT_MAX_MN 2048.0
 #define FNN_GEMM_DOT_MIN_K 32
 #define FNN_GEMM_DOT_MAX_BYTES ((double)(1 << 20))
