@@ -354,7 +354,7 @@ def avgpool2d_bwd(dy, pool, stride, dx):
 # order); gates (t, n, K*H) what backward needs (K = 4 for LSTM and GRU, 1 for SimpleRNN);
 # hs (t, n, H) the states, time-major so that h_{t-1} of every step is one contiguous block;
 # cs (t, n, H) the LSTM cells; hb (n, G*H) the recurrent product of one step.
-# Backward workspace: dax (n*t, G*H), dah (t, n, G*H), and dh, dh_next, dc, direct (n, H).
+# Backward workspace: dax (n*t, G*H), dah (t, n, G*H), and dh, dh_prev, dc (n, H).
 _G = {"rnn": 1, "lstm": 4, "gru": 3}
 _K = {"rnn": 1, "lstm": 4, "gru": 4}
 _CELL = {"rnn": 0, "lstm": 1, "gru": 2}
@@ -363,7 +363,7 @@ _CELL = {"rnn": 0, "lstm": 1, "gru": 2}
 def recurrent_workspace(cell, n, t, f, h):
     g, kk = _G[cell] * h, _K[cell] * h
     fwd = n * t * (g + kk + h + (h if cell == "lstm" else 0)) + n * g
-    bwd = 2 * n * t * g + 4 * n * h
+    bwd = 2 * n * t * g + 3 * n * h
     return fwd, bwd
 
 
@@ -388,19 +388,20 @@ def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
     ax, gates, hs, cs, hb = s["ax"], s["gates"], s["hs"], s["cs"], s["hb"]
     linear_fwd(x.reshape(n * t, f), wx, bx, ax)
     g = ax.shape[1]
+    # Two launches a step: the recurrent GEMM (none at t = 0, where h = 0) and the gate kernel,
+    # which adds b_h itself.
     for step in range(t):
-        hb[...] = bh
         if step > 0:
-            _gemm(hs[step - 1], wh, hb, beta=1.0)
-        _launch("rnn_step_fwd", x.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), ax[step:], _i(t * g), hb,
-                _p(hs[step - 1] if step > 0 else None), _p(cs[step - 1] if cell == "lstm" and step > 0 else None),
-                gates[step], _i(gates.shape[2]), hs[step], _i(h), _p(cs[step] if cell == "lstm" else None), _i(h))
+            _gemm(hs[step - 1], wh, hb)
+        _launch("rnn_step_fwd", x.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), ax[step:], _i(t * g),
+                _p(hb if step > 0 else None), bh, _p(hs[step - 1] if step > 0 else None),
+                _p(cs[step - 1] if cell == "lstm" and step > 0 else None), gates[step], _i(gates.shape[2]), hs[step],
+                _i(h), _p(cs[step] if cell == "lstm" else None), _i(h))
     y[...] = hs.transpose(1, 0, 2) if return_sequences else hs[t - 1]
     return y
 
 
 def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
-    cp = _cupy()
     n, t, f = x.shape
     h = wh.shape[0]
     s = _fwd_parts(cell, ws, n, t, h)
@@ -408,24 +409,21 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
     g = _G[cell] * h
     dax = bws[:n * t * g].reshape(n * t, g)
     dah = bws[n * t * g:2 * n * t * g].reshape(t, n, g)
-    rest = bws[2 * n * t * g:].reshape(4, n, h)
-    dh, dh_next, dc, direct = rest[0], rest[1], rest[2], rest[3]
-    dh_next[...] = 0
+    rest = bws[2 * n * t * g:2 * n * t * g + 3 * n * h].reshape(3, n, h)
+    dh, dh_prev, dc = rest[0], rest[1], rest[2]
+    dh[...] = 0
     dc[...] = 0
+    # Two launches a step: the gate kernel (which adds the output's gradient at this step and
+    # writes the direct part of dL/dh_{t-1}) and dL/dh_{t-1} += dah W_h^T; dh and dh_prev swap.
     for step in reversed(range(t)):
-        if return_sequences:
-            cp.add(dh_next, dy[:, step], out=dh)
-        elif step == t - 1:
-            cp.add(dh_next, dy, out=dh)
-        else:
-            dh[...] = dh_next
+        dy_t, lddy = (dy[:, step], t * h) if return_sequences else (dy if step == t - 1 else None, h)
         _launch("rnn_step_bwd", x.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), gates[step],
                 _i(gates.shape[2]), _p(hs[step - 1] if step > 0 else None), _i(h),
                 _p(cs[step] if cell == "lstm" else None), _p(cs[step - 1] if cell == "lstm" and step > 0 else None),
-                _i(h), dh, dc, dax[step:], _i(t * g), dah[step], direct)
-        _gemm(dah[step], wh, dh_next, trans_b=True)
-        if cell == "gru":
-            dh_next += direct
+                _i(h), dh, _p(dy_t), _i(lddy), dc, dax[step:], _i(t * g), dah[step], dh_prev)
+        if step > 0:
+            _gemm(dah[step], wh, dh_prev, trans_b=True, beta=1.0)
+            dh, dh_prev = dh_prev, dh
     xs = x.reshape(n * t, f)
     _gemm(xs, dax, dwx, trans_a=True)
     _launch("col_sum", x.dtype, g, _i(n * t), _i(g), dax, dbx)

@@ -518,27 +518,29 @@ extern "C" __global__ void avgpool_bwd_f64(const long long *geo, const double *d
 
 // ---- recurrent cells: one time step, thread per (sample, unit) -----------------------------------
 // ax: x_t W_x + b_x for the step (row stride lda: rows of the whole sequence's projection);
-// hb: h_{t-1} W_h + b_h (n, G*H). Gate blocks as the CPU: i, f, g, o (LSTM); r, z, n (GRU).
-// gates (row stride ldg) keeps what backward needs: the activations, and for a GRU also hb_n.
-// cell: 0 rnn, 1 lstm, 2 gru. c_prev/c (LSTM) may be null otherwise; h_prev null at t = 0.
+// hb: h_{t-1} W_h (n, G*H), null at t = 0 (h_0 = 0), plus bh here. Gate blocks as the CPU: i, f,
+// g, o (LSTM); r, z, n (GRU). gates (row stride ldg) keeps what backward needs: the activations,
+// and for a GRU also h W_hn + b_hn. cell: 0 rnn, 1 lstm, 2 gru. c_prev/c (LSTM) may be null
+// otherwise; h_prev null at t = 0.
 template <typename T>
-__device__ void rnn_step_fwd(int cell, long long n, long long H, const T *ax, long long lda, const T *hb,
+__device__ void rnn_step_fwd(int cell, long long n, long long H, const T *ax, long long lda, const T *hb, const T *bh,
                              const T *h_prev, const T *c_prev, T *gates, long long ldg, T *h, long long ldh, T *c,
                              long long ldc) {
+    const long long G = cell == 0 ? 1 : cell == 1 ? 4 : 3;
     FNN_LOOP(e, n * H) {
         const long long j = e % H, b = e / H;
-        const T *a = ax + b * lda, *r = hb;
+        const T *a = ax + b * lda, *rb = hb ? hb + b * G * H : nullptr;
         T *gt = gates + b * ldg;
+#define FNN_RB(q) ((rb ? rb[(q) * H + j] : (T)0) + bh[(q) * H + j])
         if (cell == 0) {
-            T v = fnn_tanh<T>(a[j] + r[b * H + j]);
+            T v = fnn_tanh<T>(a[j] + FNN_RB(0));
             gt[j] = v;
             h[b * ldh + j] = v;
         } else if (cell == 1) {
-            const T *rb = r + b * 4 * H;
-            T ig = fnn_sigmoid<T>(a[j] + rb[j]);
-            T fg = fnn_sigmoid<T>(a[H + j] + rb[H + j]);
-            T gg = fnn_tanh<T>(a[2 * H + j] + rb[2 * H + j]);
-            T og = fnn_sigmoid<T>(a[3 * H + j] + rb[3 * H + j]);
+            T ig = fnn_sigmoid<T>(a[j] + FNN_RB(0));
+            T fg = fnn_sigmoid<T>(a[H + j] + FNN_RB(1));
+            T gg = fnn_tanh<T>(a[2 * H + j] + FNN_RB(2));
+            T og = fnn_sigmoid<T>(a[3 * H + j] + FNN_RB(3));
             T cp = c_prev ? c_prev[b * ldc + j] : (T)0;
             T cn = fg * cp + ig * gg;
             gt[j] = ig;
@@ -548,50 +550,53 @@ __device__ void rnn_step_fwd(int cell, long long n, long long H, const T *ax, lo
             c[b * ldc + j] = cn;
             h[b * ldh + j] = og * fnn_tanh<T>(cn);
         } else {
-            const T *rb = r + b * 3 * H;
-            T rg = fnn_sigmoid<T>(a[j] + rb[j]);
-            T zg = fnn_sigmoid<T>(a[H + j] + rb[H + j]);
-            T ng = fnn_tanh<T>(a[2 * H + j] + rg * rb[2 * H + j]);
+            T rg = fnn_sigmoid<T>(a[j] + FNN_RB(0));
+            T zg = fnn_sigmoid<T>(a[H + j] + FNN_RB(1));
+            T bn = FNN_RB(2);
+            T ng = fnn_tanh<T>(a[2 * H + j] + rg * bn);
             T hp = h_prev ? h_prev[b * ldh + j] : (T)0;
             gt[j] = rg;
             gt[H + j] = zg;
             gt[2 * H + j] = ng;
-            gt[3 * H + j] = rb[2 * H + j];
+            gt[3 * H + j] = bn;
             h[b * ldh + j] = (1 - zg) * ng + zg * hp;
         }
+#undef FNN_RB
     }
 }
 extern "C" __global__ void rnn_step_fwd_f32(int cell, long long n, long long H, const float *ax, long long lda,
-                                            const float *hb, const float *h_prev, const float *c_prev, float *gates,
-                                            long long ldg, float *h, long long ldh, float *c, long long ldc) {
-    rnn_step_fwd<float>(cell, n, H, ax, lda, hb, h_prev, c_prev, gates, ldg, h, ldh, c, ldc);
+                                            const float *hb, const float *bh, const float *h_prev,
+                                            const float *c_prev, float *gates, long long ldg, float *h, long long ldh,
+                                            float *c, long long ldc) {
+    rnn_step_fwd<float>(cell, n, H, ax, lda, hb, bh, h_prev, c_prev, gates, ldg, h, ldh, c, ldc);
 }
 extern "C" __global__ void rnn_step_fwd_f64(int cell, long long n, long long H, const double *ax, long long lda,
-                                            const double *hb, const double *h_prev, const double *c_prev,
-                                            double *gates, long long ldg, double *h, long long ldh, double *c,
-                                            long long ldc) {
-    rnn_step_fwd<double>(cell, n, H, ax, lda, hb, h_prev, c_prev, gates, ldg, h, ldh, c, ldc);
+                                            const double *hb, const double *bh, const double *h_prev,
+                                            const double *c_prev, double *gates, long long ldg, double *h,
+                                            long long ldh, double *c, long long ldc) {
+    rnn_step_fwd<double>(cell, n, H, ax, lda, hb, bh, h_prev, c_prev, gates, ldg, h, ldh, c, ldc);
 }
 
-// One step back: dh (n, H) is dL/dh_t (later steps plus the output's); writes the gate
-// gradients of the input projection dax (row stride lda) and of the recurrent one dah (n, G*H),
-// the direct part of dL/dh_{t-1} (GRU: dh z; else 0) into dh_direct, and for an LSTM updates dc
-// (in: dL/dc_t from later steps; out: dL/dc_{t-1}).
+// One step back. dL/dh_t = dh (n, H: from the later steps) + dy_t (the output's gradient at
+// this step, row stride lddy; null when there is none). Writes the gate gradients of the input
+// projection dax (row stride lda) and of the recurrent one dah (n, G*H), and into dh_prev the
+// direct part of dL/dh_{t-1} (GRU: dh z; else 0), to which the caller adds dah W_h^T. For an
+// LSTM, dc is updated in place (in: dL/dc_t from later steps; out: dL/dc_{t-1}).
 template <typename T>
 __device__ void rnn_step_bwd(int cell, long long n, long long H, const T *gates, long long ldg, const T *h_prev,
-                             long long ldh, const T *c, const T *c_prev, long long ldc, const T *dh, T *dc, T *dax,
-                             long long lda, T *dah, T *dh_direct) {
+                             long long ldh, const T *c, const T *c_prev, long long ldc, const T *dh, const T *dy_t,
+                             long long lddy, T *dc, T *dax, long long lda, T *dah, T *dh_prev) {
     FNN_LOOP(e, n * H) {
         const long long j = e % H, b = e / H;
         const T *gt = gates + b * ldg;
-        const T g = dh[b * H + j];
+        const T g = dy_t ? dh[b * H + j] + dy_t[b * lddy + j] : dh[b * H + j];
         T *ax = dax + b * lda;
         if (cell == 0) {
             const T y = gt[j];
             const T d = g * (1 - y * y);
             ax[j] = d;
             dah[b * H + j] = d;
-            dh_direct[b * H + j] = 0;
+            dh_prev[b * H + j] = 0;
         } else if (cell == 1) {
             const T ig = gt[j], fg = gt[H + j], gg = gt[2 * H + j], og = gt[3 * H + j];
             const T tc = fnn_tanh<T>(c[b * ldc + j]);
@@ -603,7 +608,7 @@ __device__ void rnn_step_bwd(int cell, long long n, long long H, const T *gates,
             ax[2 * H + j] = ah[2 * H + j] = dcv * ig * (1 - gg * gg);
             ax[3 * H + j] = ah[3 * H + j] = g * tc * og * (1 - og);
             dc[b * H + j] = dcv * fg;
-            dh_direct[b * H + j] = 0;
+            dh_prev[b * H + j] = 0;
         } else {
             const T rg = gt[j], zg = gt[H + j], ng = gt[2 * H + j], bn = gt[3 * H + j];
             const T hp = h_prev ? h_prev[b * ldh + j] : (T)0;
@@ -615,19 +620,22 @@ __device__ void rnn_step_bwd(int cell, long long n, long long H, const T *gates,
             ax[H + j] = ah[H + j] = dz;
             ax[2 * H + j] = dn;
             ah[2 * H + j] = dn * rg;
-            dh_direct[b * H + j] = g * zg;
+            dh_prev[b * H + j] = g * zg;
         }
     }
 }
 extern "C" __global__ void rnn_step_bwd_f32(int cell, long long n, long long H, const float *gates, long long ldg,
                                             const float *h_prev, long long ldh, const float *c, const float *c_prev,
-                                            long long ldc, const float *dh, float *dc, float *dax, long long lda,
-                                            float *dah, float *dh_direct) {
-    rnn_step_bwd<float>(cell, n, H, gates, ldg, h_prev, ldh, c, c_prev, ldc, dh, dc, dax, lda, dah, dh_direct);
+                                            long long ldc, const float *dh, const float *dy_t, long long lddy,
+                                            float *dc, float *dax, long long lda, float *dah, float *dh_prev) {
+    rnn_step_bwd<float>(cell, n, H, gates, ldg, h_prev, ldh, c, c_prev, ldc, dh, dy_t, lddy, dc, dax, lda, dah,
+                        dh_prev);
 }
 extern "C" __global__ void rnn_step_bwd_f64(int cell, long long n, long long H, const double *gates, long long ldg,
                                             const double *h_prev, long long ldh, const double *c,
-                                            const double *c_prev, long long ldc, const double *dh, double *dc,
-                                            double *dax, long long lda, double *dah, double *dh_direct) {
-    rnn_step_bwd<double>(cell, n, H, gates, ldg, h_prev, ldh, c, c_prev, ldc, dh, dc, dax, lda, dah, dh_direct);
+                                            const double *c_prev, long long ldc, const double *dh,
+                                            const double *dy_t, long long lddy, double *dc, double *dax,
+                                            long long lda, double *dah, double *dh_prev) {
+    rnn_step_bwd<double>(cell, n, H, gates, ldg, h_prev, ldh, c, c_prev, ldc, dh, dy_t, lddy, dc, dax, lda, dah,
+                         dh_prev);
 }
