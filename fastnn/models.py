@@ -383,15 +383,16 @@ class Sequential:
             bar = ProgressBar(n, epoch, epochs) if verbose == 1 else None
             loss_sum, sums, seen = 0.0, dict.fromkeys(self.metrics, 0.0), 0
             t0 = time.perf_counter()
+            xe, ye = x, y
             if order is not None and on_device:
-                order = be.asarray(order)
+                # One gather of the whole epoch on the device; batches are then plain slices
+                # (two launches an epoch instead of two a step).
+                order_d = be.asarray(order)
+                xe, ye, order = x.take(order_d, axis=0), y.take(order_d, axis=0), None
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 if order is None:
-                    xb, yb = x[start:stop], y[start:stop]
-                elif on_device:
-                    idx = order[start:stop]
-                    xb, yb = x.take(idx, axis=0), y.take(idx, axis=0)
+                    xb, yb = xe[start:stop], ye[start:stop]
                 else:
                     idx = order[start:stop]
                     xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
