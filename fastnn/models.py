@@ -208,7 +208,6 @@ class Sequential:
         old_be = backend.get(self.device)
         for layer in self.layers:
             layer.params = [new_be.asarray(old_be.to_numpy(p)) for p in layer.params]
-            layer.grads = [new_be.asarray(old_be.to_numpy(g)) for g in layer.grads]
             layer.device = device
             layer._bufs, layer._cache = {}, None
             if hasattr(layer, "_ws_sizes"):
@@ -217,7 +216,10 @@ class Sequential:
         self.device = device
         self._grad_bufs = {}
         if self.built:
-            self._flatten_params()
+            self._flatten_params()       # new gradient buffers on the device, views per layer
+        else:
+            for layer in self.layers:
+                layer.grads = [new_be.zeros(p.shape, dtype=p.dtype) for p in layer.params]
         if self.optimizer is not None:
             self.optimizer.state = {k: new_be.asarray(old_be.to_numpy(v)) for k, v in state.items()}
         return self

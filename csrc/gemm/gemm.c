@@ -164,6 +164,19 @@ static int fnn_gemm_threads(int64_t m, int64_t n, int64_t k, int mr, int nr, int
     return best_tm * best_tn;
 }
 
+/* Rows [i0, i1) and columns [j0, j1) of block `part` of a tm x tn grid over an m x n C cut in
+ * whole mr x nr tiles (the last block of a row or column takes the remainder). */
+static inline void fnn_gemm_block(int part, int tm, int tn, int64_t m, int64_t n, int mr, int nr, int64_t *i0,
+                                  int64_t *i1, int64_t *j0, int64_t *j1)
+{
+    const int64_t tiles_m = (m + mr - 1) / mr, tiles_n = (n + nr - 1) / nr;
+    const int pi = part / tn, pj = part % tn;
+    *i0 = tiles_m * pi / tm * mr;
+    *i1 = (pi + 1 == tm) ? m : tiles_m * (pi + 1) / tm * mr;
+    *j0 = tiles_n * pj / tn * nr;
+    *j1 = (pj + 1 == tn) ? n : tiles_n * (pj + 1) / tn * nr;
+}
+
 /* ---- the two instantiations --------------------------------------------------------------- */
 #define FNN_T float
 #define FNN_DESC fnn_gemm_desc_f32

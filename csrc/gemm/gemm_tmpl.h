@@ -261,7 +261,6 @@ static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int dot, int n_threads)
         part_fn(g, &epi, 0, g->m, 0, g->n);
         return;
     }
-    const int64_t tiles_m = (g->m + MR - 1) / MR, tiles_n = (g->n + NR - 1) / NR;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -272,11 +271,8 @@ static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int dot, int n_threads)
         nth = omp_get_num_threads();
 #endif
         for (int part = tid; part < tm * tn; part += nth) {
-            const int pi = part / tn, pj = part % tn;
-            const int64_t i0 = tiles_m * pi / tm * MR;
-            const int64_t i1 = (pi + 1 == tm) ? g->m : tiles_m * (pi + 1) / tm * MR;
-            const int64_t j0 = tiles_n * pj / tn * NR;
-            const int64_t j1 = (pj + 1 == tn) ? g->n : tiles_n * (pj + 1) / tn * NR;
+            int64_t i0, i1, j0, j1;
+            fnn_gemm_block(part, tm, tn, g->m, g->n, MR, NR, &i0, &i1, &j0, &j1);
             if (i0 < i1 && j0 < j1)
                 part_fn(g, &epi, i0, i1, j0, j1);
         }
@@ -438,11 +434,8 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
         failed = fail;
         if (!failed) {
             for (int part = tid; part < tm * tn; part += nth) {
-                const int pi = part / tn, pj = part % tn;
-                const int64_t i0 = tiles_m * pi / tm * d->mr;
-                const int64_t i1 = (pi + 1 == tm) ? m : tiles_m * (pi + 1) / tm * d->mr;
-                const int64_t j0 = tiles_n * pj / tn * d->nr;
-                const int64_t j1 = (pj + 1 == tn) ? n : tiles_n * (pj + 1) / tn * d->nr;
+                int64_t i0, i1, j0, j1;
+                fnn_gemm_block(part, tm, tn, m, n, d->mr, d->nr, &i0, &i1, &j0, &j1);
                 if (i0 < i1 && j0 < j1)
                     FNN_NAME(gemm_part)(&g, i0, i1, j0, j1, ws + a_off, ws);
             }

@@ -157,6 +157,13 @@ def _gemm(a, b, c, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     return c
 
 
+def _col_sum(x, out):
+    """out[j] = sum over the rows of the 2-D x, any strides (a bias gradient; of gt.T for a
+    convolution's (f, n*oh*ow) gradient)."""
+    so, si = x.strides[1] // x.itemsize, x.strides[0] // x.itemsize
+    _launch("axis_sum", x.dtype, x.shape[1], _i(x.shape[1]), _i(x.shape[0]), _i(so), _i(si), x, out)
+
+
 def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     return _gemm(a, b, out, trans_a, trans_b, alpha, beta)
 
@@ -173,7 +180,7 @@ def linear_fwd(x, w, b, out, relu=False):
 def linear_bwd(x, w, dy, dw, db, dx=None):
     _gemm(x, dy, dw, trans_a=True)
     if db is not None:
-        _launch("col_sum", dy.dtype, dy.shape[1], _i(dy.shape[0]), _i(dy.shape[1]), dy, db)
+        _col_sum(dy, db)
     if dx is not None:
         _gemm(dy, w, dx, trans_b=True)
     return dx
@@ -316,7 +323,7 @@ def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=Non
     _launch("im2col", x.dtype, cols.size, geo, x, cols)
     _gemm(gt, cols, dw.reshape(f, -1), trans_b=True)
     if db is not None:
-        _launch("row_sum", x.dtype, f, _i(f), _i(gt.shape[1]), gt, db)
+        _col_sum(gt.T, db)
     if dx is not None:
         _gemm(w.reshape(f, -1), gt, dcols, trans_a=True)
         _launch("col2im", x.dtype, dx.size, geo, dcols, dx)
@@ -426,12 +433,12 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
             dh, dh_prev = dh_prev, dh
     xs = x.reshape(n * t, f)
     _gemm(xs, dax, dwx, trans_a=True)
-    _launch("col_sum", x.dtype, g, _i(n * t), _i(g), dax, dbx)
+    _col_sum(dax, dbx)
     if t > 1:
         _gemm(hs[:t - 1].reshape((t - 1) * n, h), dah[1:].reshape((t - 1) * n, g), dwh, trans_a=True)
     else:
         dwh[...] = 0
-    _launch("col_sum", x.dtype, g, _i(n * t), _i(g), dah.reshape(n * t, g), dbh)
+    _col_sum(dah.reshape(n * t, g), dbh)
     if dx is not None:
         _gemm(dax, wx, dx.reshape(n * t, f), trans_b=True)
     return dx

@@ -101,19 +101,23 @@ extern "C" __global__ void mul_f64(long long n, const double *a, const double *b
     mul<double>(n, a, b, out);
 }
 
-// out[j] = sum_i x[i * cols + j] (the bias gradient), rows in order.
-template <typename T> __device__ void col_sum(long long rows, long long cols, const T *x, T *out) {
-    FNN_LOOP(j, cols) {
+// out[o] = sum_i x[o * so + i * si] for i = 0 .. terms-1 in order: bias gradients, over the rows of
+// a (rows, cols) matrix (so = 1, si = cols) or along each row (so = cols, si = 1).
+template <typename T>
+__device__ void axis_sum(long long outs, long long terms, long long so, long long si, const T *x, T *out) {
+    FNN_LOOP(o, outs) {
         T s = 0;
-        for (long long i = 0; i < rows; i++) s += x[i * cols + j];
-        out[j] = s;
+        for (long long i = 0; i < terms; i++) s += x[o * so + i * si];
+        out[o] = s;
     }
 }
-extern "C" __global__ void col_sum_f32(long long rows, long long cols, const float *x, float *out) {
-    col_sum<float>(rows, cols, x, out);
+extern "C" __global__ void axis_sum_f32(long long outs, long long terms, long long so, long long si, const float *x,
+                                        float *out) {
+    axis_sum<float>(outs, terms, so, si, x, out);
 }
-extern "C" __global__ void col_sum_f64(long long rows, long long cols, const double *x, double *out) {
-    col_sum<double>(rows, cols, x, out);
+extern "C" __global__ void axis_sum_f64(long long outs, long long terms, long long so, long long si,
+                                        const double *x, double *out) {
+    axis_sum<double>(outs, terms, so, si, x, out);
 }
 
 // ---- softmax and the fused losses: one thread per row (k is the class count, small) --------------
@@ -393,21 +397,6 @@ extern "C" __global__ void conv_grad_in_f32(long long n, long long f, long long 
                                             float *gt) { conv_grad_in<float>(n, f, hw, dy, y, gt); }
 extern "C" __global__ void conv_grad_in_f64(long long n, long long f, long long hw, const double *dy,
                                             const double *y, double *gt) { conv_grad_in<double>(n, f, hw, dy, y, gt); }
-
-// out[r] = sum_j x[r * cols + j] (the convolution's bias gradient over (f, n*hw))
-template <typename T> __device__ void row_sum(long long rows, long long cols, const T *x, T *out) {
-    FNN_LOOP(r, rows) {
-        T s = 0;
-        for (long long j = 0; j < cols; j++) s += x[r * cols + j];
-        out[r] = s;
-    }
-}
-extern "C" __global__ void row_sum_f32(long long rows, long long cols, const float *x, float *out) {
-    row_sum<float>(rows, cols, x, out);
-}
-extern "C" __global__ void row_sum_f64(long long rows, long long cols, const double *x, double *out) {
-    row_sum<double>(rows, cols, x, out);
-}
 
 // ---- pooling (no padding): planes of h x w into oh x ow ------------------------------------------
 struct fnn_pool_geom {
