@@ -74,16 +74,12 @@ def conv2d_fwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
         ws = _np.empty(max(need, 1), dtype=_np.float32 if floating is float else _np.float64)
     elif ws.shape[0] < need:
         raise ValueError(f"conv2d workspace: expected at least {need} elements, got {ws.shape[0]}")
-    cdef const floating *pb = &b[0] if b is not None else NULL
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_conv2d_fwd_f32(c.FNN_EPI_RELU if relu else 0, &s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb,
-                                          &y[0, 0, 0, 0], &ws[0], ws.shape[0], n_threads)
-        else:
-            status = c.fnn_conv2d_fwd_f64(c.FNN_EPI_RELU if relu else 0, &s, &x[0, 0, 0, 0], &w[0, 0, 0, 0], pb,
-                                          &y[0, 0, 0, 0], &ws[0], ws.shape[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.flags, o.n_threads = _OP_CONV, floating is double, c.FNN_EPI_RELU if relu else 0, n_threads
+    o.conv, o.ws_len = s, ws.shape[0]
+    o.a, o.b, o.out, o.ws = &x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0], &ws[0]
+    o.c = &b[0] if b is not None else NULL
+    _exec(&o, (x, w, b, y, ws))
 
 
 def conv2d_bwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, ::1] w not None,
@@ -92,6 +88,7 @@ def conv2d_bwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
                bint relu=False, floating[::1] ws=None, int n_threads=1):
     """dw, db (may be None) and dx (may be None) from g = dy, or g = dy * (y > 0) with relu (y is then
     the forward output)."""
+    _no_capture("conv2d_bwd")
     cdef tuple xs = _shape4(x.shape), wsh = _shape4(w.shape)
     cdef c.fnn_conv2d_shape s = _conv_shape(xs, wsh, stride, padding)
     cdef tuple out = _conv_out(&s)
@@ -159,19 +156,16 @@ def maxpool2d_fwd(const floating[:, :, :, ::1] x not None, floating[:, :, :, ::1
         _same_shape(_shape4(idx.shape), out, "maxpool2d indices")
     if s.n == 0:
         return
-    cdef int32_t *pi = &idx[0, 0, 0, 0] if idx is not None else NULL
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_maxpool2d_fwd_f32(&s, &x[0, 0, 0, 0], &y[0, 0, 0, 0], pi, n_threads)
-        else:
-            status = c.fnn_maxpool2d_fwd_f64(&s, &x[0, 0, 0, 0], &y[0, 0, 0, 0], pi, n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.pool, o.n_threads = _OP_MAXPOOL, floating is double, s, n_threads
+    o.a, o.out, o.idx = &x[0, 0, 0, 0], &y[0, 0, 0, 0], &idx[0, 0, 0, 0] if idx is not None else NULL
+    _exec(&o, (x, y, idx))
 
 
 def maxpool2d_bwd(const floating[:, :, :, ::1] dy not None, const int32_t[:, :, :, ::1] idx not None,
                   floating[:, :, :, ::1] dx not None, pool, stride, int n_threads=1):
     """dx = 0, then dx[plane][idx] += dy."""
+    _no_capture("maxpool2d_bwd")
     cdef c.fnn_pool2d_shape s = _pool_shape(_shape4(dx.shape), pool, stride, "maxpool2d")
     cdef tuple out = _pool_out(&s)
     _same_shape(_shape4(dy.shape), out, "maxpool2d output gradient")
@@ -196,18 +190,16 @@ def avgpool2d_fwd(const floating[:, :, :, ::1] x not None, floating[:, :, :, ::1
     _same_shape(_shape4(y.shape), _pool_out(&s), "avgpool2d output")
     if s.n == 0:
         return
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_avgpool2d_fwd_f32(&s, &x[0, 0, 0, 0], &y[0, 0, 0, 0], n_threads)
-        else:
-            status = c.fnn_avgpool2d_fwd_f64(&s, &x[0, 0, 0, 0], &y[0, 0, 0, 0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.pool, o.n_threads = _OP_AVGPOOL, floating is double, s, n_threads
+    o.a, o.out = &x[0, 0, 0, 0], &y[0, 0, 0, 0]
+    _exec(&o, (x, y))
 
 
 def avgpool2d_bwd(const floating[:, :, :, ::1] dy not None, floating[:, :, :, ::1] dx not None, pool, stride,
                   int n_threads=1):
     """dx = 0, then every window of dx += its dy / (kh * kw)."""
+    _no_capture("avgpool2d_bwd")
     cdef c.fnn_pool2d_shape s = _pool_shape(_shape4(dx.shape), pool, stride, "avgpool2d")
     _same_shape(_shape4(dy.shape), _pool_out(&s), "avgpool2d output gradient")
     if s.n == 0:

@@ -45,6 +45,9 @@ cdef inline int64_t _ld(const floating[:, :] x, str what) except -1:
     return x.strides[0] // sizeof(floating)
 
 
+include "_plan.pxi"
+
+
 # ---- dispatch and threads -------------------------------------------------------------------
 
 ARCH_NAMES = ("generic", "avx2", "avx512")
@@ -92,26 +95,21 @@ def gemm(const floating[:, :] a, const floating[:, :] b, floating[:, :] out, bin
     cdef int64_t lda = _ld(a, "matmul a"), ldb = _ld(b, "matmul b"), ldc = _ld(out, "matmul out")
     cdef int flags = (c.FNN_TRANS_A if trans_a else 0) | (c.FNN_TRANS_B if trans_b else 0) \
         | (c.FNN_BIAS_ROW if bias_row else 0) | (c.FNN_EPI_RELU if relu else 0)
-    cdef const floating *pb = NULL
-    cdef int status
-    if bias is not None and bias.shape[0] > 0:
-        pb = &bias[0]
     if m == 0 or n == 0:
         return
-    cdef const floating *pa = &a[0, 0] if k > 0 else NULL
-    cdef const floating *pbm = &b[0, 0] if k > 0 else NULL
-    with nogil:
-        if floating is float:
-            status = c.fnn_gemm_f32(flags, m, n, k, <float>alpha, <float>beta, pa, lda, pbm, ldb, pb,
-                                    &out[0, 0], ldc, n_threads)
-        else:
-            status = c.fnn_gemm_f64(flags, m, n, k, alpha, beta, pa, lda, pbm, ldb, pb,
-                                    &out[0, 0], ldc, n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.flags, o.n_threads = _OP_GEMM, floating is double, flags, n_threads
+    o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.alpha, o.beta = m, n, k, lda, ldb, ldc, alpha, beta
+    o.a = &a[0, 0] if k > 0 else NULL
+    o.b = &b[0, 0] if k > 0 else NULL
+    o.c = &bias[0] if bias is not None and bias.shape[0] > 0 else NULL
+    o.out = &out[0, 0]
+    _exec(&o, (a, b, out, bias))
 
 
 def bias_grad(const floating[:, ::1] dy, floating[::1] db, bint accumulate=False, int n_threads=1):
     """db (+)= dy.sum(axis=0), in a fixed order."""
+    _no_capture("bias_grad")
     _same(db.shape[0], dy.shape[1], "bias_grad db")
     cdef int status
     if db.shape[0] == 0:
@@ -132,19 +130,17 @@ def act_fwd(int act, const floating[::1] x, floating[::1] y, double alpha=0.0, i
     _same(y.shape[0], x.shape[0], "activation output")
     if act < 0 or act > 4:
         raise ValueError(f"activation: unknown code {act}")
-    cdef int status
     if x.shape[0] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_act_fwd_f32(act, x.shape[0], <float>alpha, &x[0], &y[0], n_threads)
-        else:
-            status = c.fnn_act_fwd_f64(act, x.shape[0], alpha, &x[0], &y[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.code, o.n, o.alpha, o.n_threads = _OP_ACT, floating is double, act, x.shape[0], alpha, n_threads
+    o.a, o.out = &x[0], &y[0]
+    _exec(&o, (x, y))
 
 
 def act_bwd(int act, const floating[::1] y, const floating[::1] dy, floating[::1] dx, double alpha=0.0,
             int n_threads=1):
+    _no_capture("act_bwd")
     _same(dy.shape[0], y.shape[0], "activation gradient")
     _same(dx.shape[0], y.shape[0], "activation input gradient")
     if act < 0 or act > 4:
@@ -161,6 +157,7 @@ def act_bwd(int act, const floating[::1] y, const floating[::1] dy, floating[::1
 
 
 def mul(const floating[::1] a, const floating[::1] b, floating[::1] out, int n_threads=1):
+    _no_capture("mul")
     _same(b.shape[0], a.shape[0], "mul b")
     _same(out.shape[0], a.shape[0], "mul out")
     cdef int status
@@ -176,6 +173,7 @@ def mul(const floating[::1] a, const floating[::1] b, floating[::1] out, int n_t
 
 def dropout_fwd(const floating[::1] x, floating[::1] y, floating[::1] mask, double rate, uint64_t seed,
                 uint64_t offset, int n_threads=1):
+    _no_capture("dropout_fwd")
     _same(y.shape[0], x.shape[0], "dropout output")
     _same(mask.shape[0], x.shape[0], "dropout mask")
     if not (0.0 <= rate < 1.0):
@@ -196,18 +194,16 @@ def dropout_fwd(const floating[::1] x, floating[::1] y, floating[::1] mask, doub
 def softmax_fwd(const floating[:, ::1] x, floating[:, ::1] y, int n_threads=1):
     _same(y.shape[0], x.shape[0], "softmax rows")
     _same(y.shape[1], x.shape[1], "softmax columns")
-    cdef int status
     if x.shape[0] == 0 or x.shape[1] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_softmax_fwd_f32(x.shape[0], x.shape[1], &x[0, 0], &y[0, 0], n_threads)
-        else:
-            status = c.fnn_softmax_fwd_f64(x.shape[0], x.shape[1], &x[0, 0], &y[0, 0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.m, o.n, o.n_threads = _OP_SOFTMAX, floating is double, x.shape[0], x.shape[1], n_threads
+    o.a, o.out = &x[0, 0], &y[0, 0]
+    _exec(&o, (x, y))
 
 
 def softmax_bwd(const floating[:, ::1] y, const floating[:, ::1] dy, floating[:, ::1] dx, int n_threads=1):
+    _no_capture("softmax_bwd")
     for v, w in ((dy, "softmax gradient"), (dx, "softmax input gradient")):
         _same(v.shape[0], y.shape[0], w)
         _same(v.shape[1], y.shape[1], w)
@@ -225,6 +221,7 @@ def softmax_bwd(const floating[:, ::1] y, const floating[:, ::1] dy, floating[:,
 def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const floating[:, ::1] onehot=None,
                  floating[:, ::1] grad=None, floating[:, ::1] prob=None, double scale=1.0, int n_threads=1):
     """Mean softmax cross-entropy of logits z; fills grad = (softmax - t) * scale and prob."""
+    _no_capture("softmax_xent")
     cdef int64_t m = z.shape[0], k = z.shape[1]
     if k < 1:
         raise ValueError("softmax cross-entropy: need at least one class")
@@ -267,6 +264,7 @@ def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const
 def sigmoid_bce(const floating[::1] z, const floating[::1] t, floating[::1] grad=None, floating[::1] prob=None,
                 double scale=1.0, int n_threads=1):
     """Mean sigmoid binary cross-entropy of logits z; fills grad = (sigmoid - t) * scale and prob."""
+    _no_capture("sigmoid_bce")
     _same(t.shape[0], z.shape[0], "targets")
     if grad is not None:
         _same(grad.shape[0], z.shape[0], "loss gradient")
@@ -294,6 +292,7 @@ def sigmoid_bce(const floating[::1] z, const floating[::1] t, floating[::1] grad
 def mse(const floating[::1] y, const floating[::1] t, floating[::1] grad=None, double scale=1.0,
         int n_threads=1):
     """Mean squared error; fills grad = 2 (y - t) * scale."""
+    _no_capture("mse")
     _same(t.shape[0], y.shape[0], "targets")
     if grad is not None:
         _same(grad.shape[0], y.shape[0], "loss gradient")
@@ -317,6 +316,7 @@ def mse(const floating[::1] y, const floating[::1] t, floating[::1] grad=None, d
 
 def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] buf, double lr, double momentum,
              double weight_decay, bint nesterov, bint first, int n_threads=1):
+    _no_capture("sgd_step")
     _same(grad.shape[0], param.shape[0], "sgd gradient")
     _same(buf.shape[0], param.shape[0], "sgd momentum buffer")
     cdef int status
@@ -334,6 +334,7 @@ def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] buf, d
 
 def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, floating[::1] v, int64_t t,
               double lr, double beta1, double beta2, double eps, double weight_decay, int n_threads=1):
+    _no_capture("adam_step")
     _same(grad.shape[0], param.shape[0], "adam gradient")
     _same(m.shape[0], param.shape[0], "adam first moment")
     _same(v.shape[0], param.shape[0], "adam second moment")

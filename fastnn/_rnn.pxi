@@ -73,32 +73,14 @@ def recurrent_fwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
         raise ValueError(f"{name}: workspace has {ws.shape[0]} elements, needs {need}")
     if n == 0:
         return
-    cdef int flags = c.FNN_RNN_SEQ if seq else 0
-    cdef const floating *px = &x[0, 0, 0] if f > 0 else NULL
-    cdef const floating *pwx = &wx[0, 0] if f > 0 else NULL
-    cdef int status
-    with nogil:
-        if floating is float:
-            if cell == 0:
-                status = c.fnn_rnn_fwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
-                                           n_threads)
-            elif cell == 1:
-                status = c.fnn_lstm_fwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
-                                            n_threads)
-            else:
-                status = c.fnn_gru_fwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
-                                           n_threads)
-        else:
-            if cell == 0:
-                status = c.fnn_rnn_fwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
-                                           n_threads)
-            elif cell == 1:
-                status = c.fnn_lstm_fwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
-                                            n_threads)
-            else:
-                status = c.fnn_gru_fwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], &bx[0], &bh[0], &y[0, 0], &ws[0],
-                                           n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.code, o.n_threads = _OP_RECURRENT, floating is double, cell, n_threads
+    o.flags = c.FNN_RNN_SEQ if seq else 0
+    o.m, o.t, o.n, o.h = n, t, f, h
+    o.a = &x[0, 0, 0] if f > 0 else NULL
+    o.b = &wx[0, 0] if f > 0 else NULL
+    o.c, o.d, o.e, o.out, o.ws = &bx[0], &wh[0, 0], &bh[0], &y[0, 0], &ws[0]
+    _exec(&o, (x, wx, wh, bx, bh, y, ws))
 
 
 def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] wx, const floating[:, ::1] wh,
@@ -107,6 +89,7 @@ def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
                   bint seq=False, int n_threads=1):
     """Gradients of sum(dy * y) for the forward that filled ws: dW_x, dW_h, db_x, db_h and,
     unless dx is None, dx (n, t, f)."""
+    _no_capture("recurrent_bwd")
     cdef int64_t n = x.shape[0], t = x.shape[1], f = x.shape[2], h = wh.shape[0]
     name = _CELL_NAMES[cell] if 0 <= cell <= 2 else "recurrent"
     _check_weights(cell, f, h, (wx.shape[0], wx.shape[1]), (wh.shape[0], wh.shape[1]), dbx.shape[0],

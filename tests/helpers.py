@@ -1,7 +1,9 @@
 """Test helpers: tolerances, a central finite-difference gradient, and the one layer harness that
 every layer test goes through (build, forward, backward, get/set weights, save/load, gradcheck),
-after Keras' ``layer_test``."""
+after Keras' ``layer_test``, and a runner of concurrent threads."""
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -166,3 +168,26 @@ def check_layer(make_layer, input_shape, rng, *, batch: int = 3, dtype="float64"
         np.testing.assert_allclose(loaded.predict(x), layer.forward(x, training=False),
                                    rtol=1e-12 if dt == np.float64 else 1e-6, atol=0)
     return layer
+
+
+def run_concurrently(n, target, timeout=60.0):
+    """Run target(i) in n threads released together by a barrier; re-raise the first error."""
+    barrier = threading.Barrier(n)
+    errors = []
+
+    def wrap(i):
+        try:
+            barrier.wait(timeout=timeout)
+            target(i)
+        except BaseException as err:   # noqa: BLE001 - reported in the main thread
+            errors.append((i, err))
+
+    threads = [threading.Thread(target=wrap, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    if errors:
+        i, err = errors[0]
+        raise AssertionError(f"thread {i} failed: {err!r}") from err

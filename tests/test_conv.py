@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import check_layer
+from helpers import check_layer, run_concurrently
 
 import fastnn as fnn
 from fastnn.backend import cpu, numpy_ref
@@ -372,25 +372,14 @@ def test_predict_matches_batched_and_threaded(rng):
 
 
 def test_concurrent_predict_equals_serial(rng):
-    import threading
     fnn.set_num_threads(2)
     model = _cnn()
     batches = [rng.standard_normal((n, 1, 8, 8)).astype(np.float32) for n in (1, 3, 17, 64)]
     expected = [model.predict(x) for x in batches]
-    errors = []
 
     def work(i):
-        try:
-            for r in range(5):
-                k = (i + r) % len(batches)
-                if not np.array_equal(model.predict(batches[k]), expected[k]):
-                    errors.append((i, r))
-        except Exception as err:   # noqa: BLE001 - reported below
-            errors.append(err)
+        for r in range(5):
+            k = (i + r) % len(batches)
+            np.testing.assert_array_equal(model.predict(batches[k]), expected[k])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    run_concurrently(6, work)

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import run_concurrently
 
 import fastnn as fnn
 from fastnn import layers as L
@@ -24,29 +25,6 @@ def two_kernel_threads():
     fnn.set_num_threads(2)
     yield
     fnn.set_num_threads(saved)
-
-
-def run_concurrently(n, target, timeout=60.0):
-    """Run target(i) in n threads released together by a barrier; re-raise the first error."""
-    barrier = threading.Barrier(n)
-    errors = []
-
-    def wrap(i):
-        try:
-            barrier.wait(timeout=timeout)
-            target(i)
-        except BaseException as err:   # noqa: BLE001 - reported in the main thread
-            errors.append((i, err))
-
-    threads = [threading.Thread(target=wrap, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        i, err = errors[0]
-        raise AssertionError(f"thread {i} failed: {err!r}") from err
 
 
 def make_model(dtype):

@@ -2,7 +2,7 @@
 #ifndef FASTNN_INTERNAL_H
 #define FASTNN_INTERNAL_H
 
-#include "fastnn.h"
+#include "../include/fastnn.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -73,5 +73,16 @@ static inline int fnn_threads_for(int64_t work, int64_t min_per_thread, int n_th
     if (useful < 1) useful = 1;
     return useful < n_threads ? (int)useful : n_threads;
 }
+
+/* C[m, n] = act(A B + bias), A row-major (lda), row p of B at b + boff[p] (n contiguous values
+ * each): a convolution's columns read straight from the padded image. flags: FNN_BIAS_ROW,
+ * FNN_EPI_RELU. The direct GEMM kernel's arithmetic per element, for any n_threads. Only where
+ * the CPU variant has the kernel (fnn_gemm_rows_ok_*); FNN_ERR_ARG otherwise. In gemm.c. */
+int fnn_gemm_rows_ok_f32(void);
+int fnn_gemm_rows_ok_f64(void);
+int fnn_gemm_rows_f32(int flags, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                      const int64_t *boff, const float *bias, float *c, int64_t ldc, int n_threads);
+int fnn_gemm_rows_f64(int flags, int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b,
+                      const int64_t *boff, const double *bias, double *c, int64_t ldc, int n_threads);
 
 #endif

@@ -14,6 +14,7 @@
 #endif
 
 #include "gemm_internal.h"
+#include "../core/internal.h"
 
 /* ---- per-thread packing workspace ---------------------------------------------------------
  * Each thread (a Python thread calling us, or an OpenMP worker) keeps one 64-byte aligned
@@ -242,4 +243,20 @@ int fnn_gemm_f64(int flags, int64_t m, int64_t n, int64_t k, double alpha, doubl
 {
     return gemm_f64(gemm_desc_f64(), flags, m, n, k, alpha, beta, a, lda, b, ldb, bias, c, ldc,
                     n_threads);
+}
+
+/* ---- gathered B rows (the convolution's implicit im2col; csrc/core/internal.h) ---------- */
+int fnn_gemm_rows_ok_f32(void) { return gemm_desc_f32()->ukg != NULL; }
+int fnn_gemm_rows_ok_f64(void) { return gemm_desc_f64()->ukg != NULL; }
+
+int fnn_gemm_rows_f32(int flags, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                      const int64_t *boff, const float *bias, float *c, int64_t ldc, int n_threads)
+{
+    return gemm_rows_f32(gemm_desc_f32(), flags, m, n, k, a, lda, b, boff, bias, c, ldc, n_threads);
+}
+
+int fnn_gemm_rows_f64(int flags, int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b,
+                      const int64_t *boff, const double *bias, double *c, int64_t ldc, int n_threads)
+{
+    return gemm_rows_f64(gemm_desc_f64(), flags, m, n, k, a, lda, b, boff, bias, c, ldc, n_threads);
 }

@@ -68,6 +68,16 @@ typedef void (*fnn_gemm_ukt_f64)(int64_t k, const double *a, int64_t lda, const 
                                  double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi,
                                  const double *bias);
 
+/* Optional gathered-rows kernel: the direct kernel's computation with row p of op(B) at
+ * b + boff[p] (n contiguous values each) instead of b + p*ldb, A read in place as for ukd.
+ * A convolution's B operand read straight from the padded image (an implicit im2col). */
+typedef void (*fnn_gemm_ukg_f32)(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b,
+                                 const int64_t *boff, float *c, int64_t ldc, int mr, int nr,
+                                 const fnn_gemm_epi_f32 *epi, const float *bias);
+typedef void (*fnn_gemm_ukg_f64)(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b,
+                                 const int64_t *boff, double *c, int64_t ldc, int mr, int nr,
+                                 const fnn_gemm_epi_f64 *epi, const double *bias);
+
 /* Packing routines (optional per variant; NULL selects the portable ones).
  * Pack a w x kc block (w <= W) of a matrix into one zero-padded panel dst[p*W + i]:
  *   copy:  element (i, p) at src[p*ld + i]   (rows of the panel are contiguous in memory)
@@ -90,6 +100,7 @@ typedef struct {
     int nr_wide;                                 /* ukd accepts nr <= nr_wide when mr <= 2 */
     fnn_gemm_ukt_f32 ukt;                        /* NULL: no dot-product path */
     int dt_m, dt_n;                              /* ukt tile: dt_m x dt_n */
+    fnn_gemm_ukg_f32 ukg;                        /* NULL: no gathered-rows path */
 } fnn_gemm_desc_f32;
 
 typedef struct {
@@ -102,6 +113,7 @@ typedef struct {
     int nr_wide;
     fnn_gemm_ukt_f64 ukt;
     int dt_m, dt_n;
+    fnn_gemm_ukg_f64 ukg;
 } fnn_gemm_desc_f64;
 
 extern const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32;

@@ -31,6 +31,7 @@ typedef struct {
     int64_t lda;
     const FNN_T *b;
     int64_t ldb;
+    const int64_t *boff; /* gathered rows: op(B)[p, j] at b[boff[p] + j] */
     const FNN_T *bias;
     FNN_T *c;
     int64_t ldc;
@@ -206,45 +207,38 @@ static void FNN_NAME(gemm_noproduct)(const FNN_ARGS *g)
     }
 }
 
-static void FNN_NAME(gemm_direct_part)(const FNN_ARGS *g, const FNN_EPI *epi, int64_t i0, int64_t i1,
-                                       int64_t j0, int64_t j1)
+#define FNN_GEMM_DIRECT 0 /* ukd: A and B in place */
+#define FNN_GEMM_DOT 1    /* ukt: C = A B^T, both in place */
+#define FNN_GEMM_ROWS 2   /* ukg: row p of B at b + boff[p] */
+
+/* The tiles of C block [i0, i1) x [j0, j1) for an unpacked kernel, MR x NR each, whole k per
+ * tile. Column strips outer: a strip of B (direct, rows), or a tile's rows of B (dot), stays in
+ * cache while every row panel of A streams past it. */
+static void FNN_NAME(gemm_tiles)(const FNN_ARGS *g, const FNN_EPI *epi, int kind, int MR, int NR, int64_t i0,
+                                 int64_t i1, int64_t j0, int64_t j1)
 {
-    const int MR = g->d->mr;
-    const int NR = (g->m <= 2 && g->d->nr_wide > 0) ? g->d->nr_wide : g->d->nr;
     const int64_t a_rs = g->trans_a ? 1 : g->lda, a_cs = g->trans_a ? g->lda : 1;
-    /* A strip of B (k x NR) is reused from cache by every row panel before moving on. */
     for (int64_t j = j0; j < j1; j += NR) {
         const int nr = (int)((j1 - j < NR) ? j1 - j : NR);
         for (int64_t i = i0; i < i1; i += MR) {
             const int mr = (int)((i1 - i < MR) ? i1 - i : MR);
             const FNN_T *tb = g->bias ? (g->bias_row ? g->bias + i : g->bias + j) : NULL;
-            g->d->ukd(g->k, g->a + i * a_rs, a_rs, a_cs, g->b + j, g->ldb, g->c + i * g->ldc + j, g->ldc,
-                      mr, nr, epi, tb);
+            FNN_T *tc = g->c + i * g->ldc + j;
+            if (kind == FNN_GEMM_DOT)
+                g->d->ukt(g->k, g->a + i * g->lda, g->lda, g->b + j * g->ldb, g->ldb, tc, g->ldc, mr, nr, epi, tb);
+            else if (kind == FNN_GEMM_ROWS)
+                g->d->ukg(g->k, g->a + i * a_rs, a_rs, a_cs, g->b + j, g->boff, tc, g->ldc, mr, nr, epi, tb);
+            else
+                g->d->ukd(g->k, g->a + i * a_rs, a_rs, a_cs, g->b + j, g->ldb, tc, g->ldc, mr, nr, epi, tb);
         }
     }
 }
 
-/* Dot-product path (C = A B^T, both read in place): dt_m x dt_n tiles, B rows outer so that
- * a tile's rows of B stay in L1 while the rows of A stream past them. */
-static void FNN_NAME(gemm_dot_part)(const FNN_ARGS *g, const FNN_EPI *epi, int64_t i0, int64_t i1,
-                                    int64_t j0, int64_t j1)
+/* The unpacked paths (direct, dot, gathered rows): the whole k in one pass per tile, tiles of
+ * MR x NR split between threads on a grid chosen like the packed path's. */
+static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int kind, int n_threads)
 {
-    const int TM = g->d->dt_m, TN = g->d->dt_n;
-    for (int64_t j = j0; j < j1; j += TN) {
-        const int nr = (int)((j1 - j < TN) ? j1 - j : TN);
-        for (int64_t i = i0; i < i1; i += TM) {
-            const int mr = (int)((i1 - i < TM) ? i1 - i : TM);
-            const FNN_T *tb = g->bias ? (g->bias_row ? g->bias + i : g->bias + j) : NULL;
-            g->d->ukt(g->k, g->a + i * g->lda, g->lda, g->b + j * g->ldb, g->ldb, g->c + i * g->ldc + j, g->ldc,
-                      mr, nr, epi, tb);
-        }
-    }
-}
-
-/* The unpacked paths (direct, dot): the whole k in one pass per tile, tiles of MR x NR split
- * between threads on a grid chosen like the packed path's. */
-static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int dot, int n_threads)
-{
+    const int dot = kind == FNN_GEMM_DOT;
     const FNN_DESC *d = g->d;
     FNN_EPI epi;
     epi.alpha = g->alpha;
@@ -252,13 +246,11 @@ static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int dot, int n_threads)
     epi.flags = (g->beta == 0 ? FNN_GEMM_E_BETA0 : 0) | (g->relu ? FNN_GEMM_E_RELU : 0) |
                 (g->bias_row ? FNN_GEMM_E_BIASROW : 0);
     const int MR = dot ? d->dt_m : d->mr;
-    const int NR = dot ? d->dt_n : (g->m <= 2 && d->nr_wide > 0) ? d->nr_wide : d->nr;
-    void (*part_fn)(const FNN_ARGS *, const FNN_EPI *, int64_t, int64_t, int64_t, int64_t) =
-        dot ? FNN_NAME(gemm_dot_part) : FNN_NAME(gemm_direct_part);
+    const int NR = dot ? d->dt_n : (kind == FNN_GEMM_DIRECT && g->m <= 2 && d->nr_wide > 0) ? d->nr_wide : d->nr;
     int tm = 1, tn = 1;
     const int nt = fnn_gemm_threads(g->m, g->n, g->k, MR, NR, n_threads, 0, &tm, &tn);
     if (nt <= 1) {
-        part_fn(g, &epi, 0, g->m, 0, g->n);
+        FNN_NAME(gemm_tiles)(g, &epi, kind, MR, NR, 0, g->m, 0, g->n);
         return;
     }
 #ifdef _OPENMP
@@ -274,7 +266,7 @@ static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int dot, int n_threads)
             int64_t i0, i1, j0, j1;
             fnn_gemm_block(part, tm, tn, g->m, g->n, MR, NR, &i0, &i1, &j0, &j1);
             if (i0 < i1 && j0 < j1)
-                part_fn(g, &epi, i0, i1, j0, j1);
+                FNN_NAME(gemm_tiles)(g, &epi, kind, MR, NR, i0, i1, j0, j1);
         }
     }
 }
@@ -322,24 +314,9 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
     dt.mc = tune_env("FNN_MC", dt.mc);
     d = &dt;
 #endif
-    FNN_ARGS g;
-    g.d = d;
-    g.trans_a = trans_a;
-    g.trans_b = trans_b;
-    g.bias_row = (flags & FNN_BIAS_ROW) != 0;
-    g.relu = (flags & FNN_EPI_RELU) != 0;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.alpha = alpha;
-    g.beta = beta;
-    g.a = a;
-    g.lda = lda;
-    g.b = b;
-    g.ldb = ldb;
-    g.bias = bias;
-    g.c = c;
-    g.ldc = ldc;
+    FNN_ARGS g = {.d = d, .trans_a = trans_a, .trans_b = trans_b, .bias_row = (flags & FNN_BIAS_ROW) != 0,
+                  .relu = (flags & FNN_EPI_RELU) != 0, .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta,
+                  .a = a, .lda = lda, .b = b, .ldb = ldb, .bias = bias, .c = c, .ldc = ldc};
 
     if (k == 0 || alpha == 0) {
         FNN_NAME(gemm_noproduct)(&g);
@@ -361,7 +338,7 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
          (!trans_a && (lda * (int64_t)sizeof(FNN_T)) % 2048 != 0 &&
           (double)m * (double)k * sizeof(FNN_T) * (double)((n + d->nr - 1) / d->nr) <=
               FNN_GEMM_DIRECT_MAX_A_TRAFFIC))) {
-        FNN_NAME(gemm_unpacked)(&g, 0, n_threads);
+        FNN_NAME(gemm_unpacked)(&g, FNN_GEMM_DIRECT, n_threads);
         return FNN_OK;
     }
 
@@ -373,7 +350,7 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
      * shape only, never on the thread count. */
     if (d->ukt && trans_b && !trans_a && (double)m * (double)n <= FNN_GEMM_DOT_MAX_MN &&
         k >= FNN_GEMM_DOT_MIN_K && (double)(m + n) * (double)k * sizeof(FNN_T) <= FNN_GEMM_DOT_MAX_BYTES) {
-        FNN_NAME(gemm_unpacked)(&g, 1, n_threads);
+        FNN_NAME(gemm_unpacked)(&g, FNN_GEMM_DOT, n_threads);
         return FNN_OK;
     }
 
@@ -442,4 +419,20 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
         }
     }
     return fail ? FNN_ERR_NOMEM : FNN_OK;
+}
+
+/* C = act(A B + bias) with row p of B at b + boff[p] (n contiguous values each), A m x k
+ * row-major: the gathered-rows kernel on the unpacked path's tiles and thread grid. */
+static int FNN_NAME(gemm_rows)(const FNN_DESC *d, int flags, int64_t m, int64_t n, int64_t k, const FNN_T *a,
+                               int64_t lda, const FNN_T *b, const int64_t *boff, const FNN_T *bias, FNN_T *c,
+                               int64_t ldc, int n_threads)
+{
+    if (!d->ukg || (flags & ~(FNN_BIAS_ROW | FNN_EPI_RELU)) || m < 0 || n < 0 || k < 1 || !a || !b || !boff ||
+        !c || lda < k || ldc < n)
+        return FNN_ERR_ARG;
+    FNN_ARGS g = {.d = d, .bias_row = (flags & FNN_BIAS_ROW) != 0, .relu = (flags & FNN_EPI_RELU) != 0, .m = m,
+                  .n = n, .k = k, .alpha = 1, .a = a, .lda = lda, .b = b, .boff = boff, .bias = bias, .c = c,
+                  .ldc = ldc};
+    FNN_NAME(gemm_unpacked)(&g, FNN_GEMM_ROWS, n_threads);
+    return FNN_OK;
 }

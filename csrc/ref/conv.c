@@ -134,9 +134,16 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
      * packs the long k dimension of the narrower operand into the wide panels. */
     p->dwt = backward && p->ckk < s->f;
     p->xpad_len = p->padded ? fnn_round16(s->c * p->hp * p->wp) : 0;
-    /* WIDE backward: xpad holds the image as padded pixel rows (kw more pixels) instead. */
-    if (backward && p->mode == FNN_CONV_WIDE) p->xpad_len = fnn_round16(s->c * (p->hp * p->wp + s->kw));
     p->cols_len = p->mode == FNN_CONV_DIRECT ? 0 : fnn_round16(p->ckk * p->ucols);
+    if (p->mode == FNN_CONV_WIDE) {
+        /* Backward: xpad holds the image as padded pixel rows (kw more pixels) instead.
+         * Forward: room for the implicit path whether or not this CPU variant takes it (the
+         * size must not depend on it): every image padded, with kw zeros past the last plane
+         * (the last wide columns' taps reach them), and the column offsets (ckk int64 values)
+         * where the columns would be. */
+        p->xpad_len = fnn_round16(backward ? s->c * (p->hp * p->wp + s->kw) : s->c * p->hp * p->wp + s->kw);
+        if (!backward && p->cols_len < fnn_round16(2 * p->ckk)) p->cols_len = fnn_round16(2 * p->ckk);
+    }
     p->ybuf_len = (p->mode == FNN_CONV_WIDE || backward) ? fnn_round16(s->f * p->ucols) : 0;
     p->dxpad_len = backward && p->padded ? p->xpad_len : 0;
     p->dwt_len = p->dwt || (backward && p->mode == FNN_CONV_WIDE) ? fnn_round16(s->f * p->ckk) : 0;

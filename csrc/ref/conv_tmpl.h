@@ -8,11 +8,17 @@
 #undef FNN_wide_to_y
 #undef FNN_dy_to_wide
 #undef FNN_CONV_U
+#undef FNN_CONV_ROWS
+#undef FNN_CONV_ROWS_OK
 #ifdef FNN_DOUBLE
 #define FNN_CONV_GEMM fnn_gemm_f64
+#define FNN_CONV_ROWS fnn_gemm_rows_f64
+#define FNN_CONV_ROWS_OK fnn_gemm_rows_ok_f64
 #define FNN_CONV_U uint64_t
 #else
 #define FNN_CONV_GEMM fnn_gemm_f32
+#define FNN_CONV_ROWS fnn_gemm_rows_f32
+#define FNN_CONV_ROWS_OK fnn_gemm_rows_ok_f32
 #define FNN_CONV_U uint32_t
 #endif
 
@@ -251,12 +257,51 @@ static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) 
     return sc;
 }
 
+/* WIDE forward of unit u without im2col, where the CPU variant has the gathered-rows GEMM
+ * (whatever the thread count, so results do not depend on it): each image is padded once into xpad (kw zeros past
+ * it) and row (ci, u, v) of the columns is read in place at offset ci*plane + u*wp + v from the
+ * tile's first row. The same kernel arithmetic as the direct GEMM over im2col_wide's columns
+ * (the wide columns past a row's outputs differ, and are dropped by wide_to_y). */
+static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
+                                   const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc,
+                                   int nt) {
+    const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, wp = p->wp, plane = p->hp * wp;
+    int64_t *boff = (int64_t *)(void *)sc->cols;
+    for (int64_t ci = 0; ci < s->c; ci++)
+        for (int64_t r = 0; r < s->kh; r++)
+            for (int64_t v = 0; v < s->kw; v++) boff[(ci * s->kh + r) * s->kw + v] = ci * plane + r * wp + v;
+    int64_t a, e, i0 = 0, i1 = p->oh;
+    if (p->tiles == 1) {
+        a = u * p->nb;
+        e = a + p->nb < s->n ? a + p->nb : s->n;
+    } else {
+        a = u / p->tiles;
+        e = a + 1;
+        i0 = (u % p->tiles) * p->rows;
+        i1 = i0 + p->rows < p->oh ? i0 + p->rows : p->oh;
+    }
+    const int64_t n = (i1 - i0) * wp;
+    for (int64_t img = a; img < e; img++) {
+        if (sc->padded_img != img) {
+            FNN_(pad_image)(s, p, x + img * in_img, sc->xpad);
+            memset(sc->xpad + s->c * plane, 0, (size_t)s->kw * sizeof(FNN_T));
+            sc->padded_img = img;
+        }
+        int st = FNN_CONV_ROWS(gflags, s->f, n, p->ckk, w, p->ckk, sc->xpad + i0 * wp, boff, b, sc->ybuf, n, nt);
+        if (st != FNN_OK) return st;
+        FNN_wide_to_y(s, p, sc->ybuf, n, i0, i1, y + img * out_img);
+    }
+    return FNN_OK;
+}
+
 /* Forward of unit u: the images [u*nb, u*nb + nb) whole when an image is one tile, else tile
  * u % tiles of image u / tiles. Units are fixed by the shape and batch size, never by the
  * thread count, so every GEMM has the same shape whatever the threads. */
 static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
                                const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
+    if (p->mode == FNN_CONV_WIDE && FNN_CONV_ROWS_OK())
+        return FNN_(conv_fwd_implicit)(s, p, gflags, x, w, b, y, u, sc, nt);
     if (p->tiles == 1 && p->nb > 1) {       /* WIDE: nb whole images side by side in one GEMM */
         const int64_t a = u * p->nb, e = a + p->nb < s->n ? a + p->nb : s->n;
         const int64_t seg = p->oh * p->wp, ld = (e - a) * seg;

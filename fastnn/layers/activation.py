@@ -35,6 +35,7 @@ class Activation(Layer):
     """Elementwise activation layer (base of ReLU, Sigmoid, Tanh, Softmax, LeakyReLU)."""
 
     activation = "linear"
+    capturable = True
 
     def __init__(self, name=None):
         super().__init__(name)

@@ -9,6 +9,15 @@ from .. import _config, backend, initializers
 from .._validate import NotBuiltError, as_array, check_shape, fail
 
 _counter = itertools.count()
+# Bumped whenever any layer's parameter arrays are replaced (build, flattening, moving devices):
+# inference plans hold pointers to those arrays and are rebuilt when it changes.
+_params_epoch = itertools.count()
+_epoch = [next(_params_epoch)]
+
+
+def params_epoch() -> int:
+    """A number that changes whenever any layer's ``params`` list is replaced."""
+    return _epoch[0]
 
 
 class Layer:
@@ -28,6 +37,9 @@ class Layer:
 
     #: name of the activation a layer ends with ("softmax"/"sigmoid"), for fused losses
     output_activation: str | None = None
+    #: whether ``_forward(x, training=False)`` computes only through the backend's kernel calls
+    #: (no NumPy arithmetic on arrays), so an inference plan may capture it (fastnn._inference)
+    capturable: bool = False
 
     def __init__(self, name: str | None = None):
         if name is not None and not isinstance(name, str):
@@ -55,6 +67,16 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+    @property
+    def params(self) -> list:
+        """The weight arrays, in ``get_weights`` order (updated in place by training)."""
+        return self._params
+
+    @params.setter
+    def params(self, value: list) -> None:
+        self._params = value
+        _epoch[0] = next(_params_epoch)
 
     @property
     def backend(self):

@@ -87,6 +87,11 @@ class Conv2D(Layer):
         self._relu_premasked = False    # set by Sequential while a MaxPool2D after it masks dy
 
     @property
+    def capturable(self):
+        # The channel softmax transposes with array methods, outside the kernels.
+        return self.activation != "softmax"
+
+    @property
     def output_activation(self):
         # Sigmoid is elementwise, so a final Conv2D(sigmoid) can be fused with binary
         # cross-entropy; the channel softmax is always applied by the layer itself.

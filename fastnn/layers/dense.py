@@ -31,6 +31,8 @@ class Dense(Layer):
     [(4, 3), (3,)]
     """
 
+    capturable = True
+
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer: str = "glorot_uniform", name=None):
         super().__init__(name)

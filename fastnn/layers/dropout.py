@@ -19,6 +19,8 @@ class Dropout(Layer):
         Drop probability, ``0 <= rate < 1``.
     """
 
+    capturable = True
+
     def __init__(self, rate: float, name=None):
         super().__init__(name)
         self.rate = real(rate, f"Dropout(rate=...) in {self.name}", lo=0.0, hi=1.0, hi_open=True)

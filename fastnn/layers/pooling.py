@@ -14,6 +14,8 @@ class _Pool2D(Layer):
     (default: ``pool_size``) over each channel; the last rows/columns that do not fill a
     window are dropped (Keras' "valid" pooling, PyTorch's default)."""
 
+    capturable = True
+
     def __init__(self, pool_size, stride=None, name=None):
         super().__init__(name)
         cls = type(self).__name__

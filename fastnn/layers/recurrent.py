@@ -16,6 +16,8 @@ class _Recurrent(Layer):
     buffer planned like the layer's other buffers.
     """
 
+    capturable = True
+
     cell = ""
     gates = 1
 

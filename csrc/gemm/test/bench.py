@@ -105,10 +105,10 @@ def main():
             # the Cython binding well under one); numpy is timed call by call from Python.
             reps = max(1, min(100, int(2e6 / (m * n * k) * 50)))
 
-            def f_fnn():
+            def f_fnn(reps=reps, flags=flags, m=m, n=n, k=k, pa=pa, lda=lda, pb=pb, ldb=ldb, pc=pc, nt=nt):
                 gemm(reps, flags, m, n, k, 1.0, 0.0, pa, lda, pb, ldb, None, pc, n, nt)
 
-            def f_np():
+            def f_np(opa=opa, opb=opb, c2=c2):
                 np.matmul(opa, opb, out=c2)
 
             with threadpool_limits(nt):

@@ -1,7 +1,9 @@
 /*
  * test_gemm.c - standalone correctness test of fnn_gemm_f32/f64 (not part of the package).
  * Every kernel variant the CPU supports is checked against a naive double-precision
- * reference, and results must be bit-identical for 1, 2, 3 and 4 threads.
+ * reference, and results must be bit-identical for 1, 2, 3 and 4 threads. The same for the
+ * gathered-rows product (fnn_gemm_rows_*) where the variant has it, which must also give the
+ * bits of fnn_gemm on the gathered matrix when that takes the direct path (m <= 12).
  * Build and run: make -C csrc/gemm/test test
  */
 #include <math.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "../../include/fastnn.h"
+#include "../../core/internal.h"
 
 static int n_fail, n_checks;
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -118,6 +121,86 @@ static double urand(void)
 
 DEFINE_CHECK(float, f32, fnn_gemm_f32, 1.2e-7)
 DEFINE_CHECK(double, f64, fnn_gemm_f64, 2.3e-16)
+
+/* fnn_gemm_rows: row p of B at base + boff[p], offsets random (rows overlap) in a base buffer. */
+#define DEFINE_ROWS_CHECK(T, SUF, EPS)                                                             \
+    static void rows_check_##SUF(int flags, int64_t m, int64_t n, int64_t k)                       \
+    {                                                                                              \
+        const int64_t len = n + 3 * k + 7, lda = k + 3;                                            \
+        T *a = malloc(sizeof(T) * (size_t)(m * lda)), *base = malloc(sizeof(T) * (size_t)len);     \
+        T *bm = malloc(sizeof(T) * (size_t)(k * n)), *bias = malloc(sizeof(T) * (size_t)(m + n));  \
+        T *c = malloc(sizeof(T) * (size_t)(m * n)), *c1 = malloc(sizeof(T) * (size_t)(m * n));     \
+        T *cg = malloc(sizeof(T) * (size_t)(m * n));                                               \
+        int64_t *boff = malloc(sizeof(int64_t) * (size_t)k);                                       \
+        for (int64_t i = 0; i < m * lda; i++) a[i] = (T)urand();                                   \
+        for (int64_t i = 0; i < len; i++) base[i] = (T)urand();                                    \
+        for (int64_t i = 0; i < m + n; i++) bias[i] = (T)urand();                                  \
+        for (int64_t p = 0; p < k; p++) {                                                          \
+            boff[p] = (int64_t)((urand() + 1) * 0.5 * (double)(len - n + 1)) % (len - n + 1);       \
+            memcpy(bm + p * n, base + boff[p], sizeof(T) * (size_t)n);                             \
+        }                                                                                          \
+        if (!fnn_gemm_rows_ok_##SUF()) {                                                           \
+            n_checks++;                                                                            \
+            if (fnn_gemm_rows_##SUF(flags, m, n, k, a, lda, base, boff, bias, c, n, 1) != FNN_ERR_ARG) \
+                FAIL("rows " #SUF ": accepted without a kernel");                                  \
+            goto done;                                                                             \
+        }                                                                                          \
+        for (int nt = 1; nt <= 4; nt++) {                                                          \
+            n_checks++;                                                                            \
+            int st = fnn_gemm_rows_##SUF(flags, m, n, k, a, lda, base, boff, bias, c, n, nt);      \
+            if (st != FNN_OK) {                                                                    \
+                FAIL("rows " #SUF " status %d m=%lld n=%lld k=%lld", st, (long long)m, (long long)n, \
+                     (long long)k);                                                                \
+                goto done;                                                                         \
+            }                                                                                      \
+            if (nt > 1) {                                                                          \
+                if (memcmp(c, c1, sizeof(T) * (size_t)(m * n)) != 0)                               \
+                    FAIL("rows " #SUF " n_threads=%d differs m=%lld n=%lld k=%lld", nt, (long long)m, \
+                         (long long)n, (long long)k);                                              \
+                continue;                                                                          \
+            }                                                                                      \
+            memcpy(c1, c, sizeof(T) * (size_t)(m * n));                                            \
+            for (int64_t i = 0; i < m; i++)                                                        \
+                for (int64_t j = 0; j < n; j++) {                                                  \
+                    double s = 0, sa = 0;                                                          \
+                    for (int64_t p = 0; p < k; p++) {                                              \
+                        s += (double)a[i * lda + p] * bm[p * n + j];                               \
+                        sa += fabs((double)a[i * lda + p] * bm[p * n + j]);                        \
+                    }                                                                              \
+                    double bv = (flags & FNN_BIAS_ROW) ? bias[i] : bias[j];                        \
+                    s += bv;                                                                       \
+                    if ((flags & FNN_EPI_RELU) && s < 0) s = 0;                                    \
+                    if (!(fabs(c[i * n + j] - s) <= (double)(k + 4) * EPS * (sa + fabs(bv)) + 1e-300)) \
+                        FAIL("rows " #SUF " m=%lld n=%lld k=%lld C[%lld,%lld]=%.9g want %.9g",     \
+                             (long long)m, (long long)n, (long long)k, (long long)i, (long long)j, \
+                             (double)c[i * n + j], s);                                             \
+                }                                                                                  \
+            if (m <= 12) {                                                                         \
+                n_checks++;                                                                        \
+                fnn_gemm_##SUF(flags, m, n, k, 1, 0, a, lda, bm, n, bias, cg, n, 1);               \
+                if (memcmp(c, cg, sizeof(T) * (size_t)(m * n)) != 0)                               \
+                    FAIL("rows " #SUF " differs from the direct GEMM m=%lld n=%lld k=%lld",        \
+                         (long long)m, (long long)n, (long long)k);                                \
+            }                                                                                      \
+        }                                                                                          \
+    done:                                                                                          \
+        free(a); free(base); free(bm); free(bias); free(c); free(c1); free(cg); free(boff);        \
+    }
+DEFINE_ROWS_CHECK(float, f32, 1.2e-7)
+DEFINE_ROWS_CHECK(double, f64, 2.3e-16)
+
+static void test_rows(void)
+{
+    static const int64_t ms[] = {1, 5, 12, 13, 32, 40}, ns[] = {1, 9, 16, 17, 33, 64, 224, 300};
+    static const int64_t ks[] = {1, 9, 144};
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
+                const int flags = (int)((a + b + c) % 4) * 4; /* none, BIAS_ROW, RELU, both */
+                rows_check_f32(flags, ms[a], ns[b], ks[c]);
+                rows_check_f64(flags, ms[a], ns[b], ks[c]);
+            }
+}
 
 static void check_both(int flags, int64_t m, int64_t n, int64_t k, double alpha, double beta,
                        int64_t pa, int64_t pb, int64_t pc, int use_bias, int nan_c)
@@ -308,6 +391,7 @@ int main(int argc, char **argv)
         }
         int before = n_fail;
         test_variant(quick);
+        test_rows();
         test_concurrent();
         printf("%-8s %s\n", fnn_arch_name(arch), n_fail == before ? "ok" : "FAILED");
     }

@@ -54,6 +54,7 @@ static inline __mmask8 mask8(int64_t n)
 
 FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, const float *restrict a,
                          const int64_t a_rs, const int64_t a_cs, const float *restrict b, const int64_t b_rs,
+                         const int64_t *restrict boff,
                          float *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f32 *epi,
                          const float *restrict bias)
 {
@@ -74,7 +75,12 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
     }
     for (int64_t p = 0; p < k; p++) {
         __m512 b0, b1 = _mm512_setzero_ps();
-        if (direct) {
+        if (direct == 2) {
+            /* B rows gathered by offset (an implicit im2col): short rows already in L1. */
+            b0 = _mm512_maskz_loadu_ps(m0, b + boff[p]);
+            if (V > 1)
+                b1 = _mm512_maskz_loadu_ps(m1, b + boff[p] + 16);
+        } else if (direct) {
             _mm_prefetch((const char *)(b + FNN_PF_B * b_rs), _MM_HINT_T0);
             if (V > 1)
                 _mm_prefetch((const char *)(b + FNN_PF_B * b_rs + nr - 1), _MM_HINT_T0);
@@ -98,7 +104,7 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
                 acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
         a += a_cs;
-        b += direct ? b_rs : NR_F32;
+        b += direct == 2 ? 0 : direct ? b_rs : NR_F32;
     }
 
     const __m512 alpha = _mm512_set1_ps(epi->alpha), beta = _mm512_set1_ps(epi->beta);
@@ -136,6 +142,7 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
 
 FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, const double *restrict a,
                          const int64_t a_rs, const int64_t a_cs, const double *restrict b, const int64_t b_rs,
+                         const int64_t *restrict boff,
                          double *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f64 *epi,
                          const double *restrict bias)
 {
@@ -154,7 +161,12 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
     }
     for (int64_t p = 0; p < k; p++) {
         __m512d b0, b1 = _mm512_setzero_pd();
-        if (direct) {
+        if (direct == 2) {
+            /* B rows gathered by offset (an implicit im2col): short rows already in L1. */
+            b0 = _mm512_maskz_loadu_pd(m0, b + boff[p]);
+            if (V > 1)
+                b1 = _mm512_maskz_loadu_pd(m1, b + boff[p] + 8);
+        } else if (direct) {
             _mm_prefetch((const char *)(b + FNN_PF_B * b_rs), _MM_HINT_T0);
             if (V > 1)
                 _mm_prefetch((const char *)(b + FNN_PF_B * b_rs + nr - 1), _MM_HINT_T0);
@@ -177,7 +189,7 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
                 acc[i][1] = _mm512_fmadd_pd(ai, b1, acc[i][1]);
         }
         a += a_cs;
-        b += direct ? b_rs : NR_F64;
+        b += direct == 2 ? 0 : direct ? b_rs : NR_F64;
     }
 
     const __m512d alpha = _mm512_set1_pd(epi->alpha), beta = _mm512_set1_pd(epi->beta);
@@ -215,7 +227,7 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
                                      int nr, const fnn_gemm_epi_##SUF *e, const T *bias)           \
     {                                                                                              \
         (void)mr;                                                                                  \
-        kern_##SUF(R, V, 0, k, a, 1, MR, b, 0, c, ldc, nr, e, bias);                               \
+        kern_##SUF(R, V, 0, k, a, 1, MR, b, 0, NULL, c, ldc, nr, e, bias);                         \
     }
 #define FNN_KD(T, SUF, R, V)                                                                       \
     static void kd_##SUF##_##R##_##V(int64_t k, const T *a, int64_t a_rs, int64_t a_cs, const T *b, \
@@ -223,7 +235,15 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
                                      const fnn_gemm_epi_##SUF *e, const T *bias)                   \
     {                                                                                              \
         (void)mr;                                                                                  \
-        kern_##SUF(R, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, e, bias);                        \
+        kern_##SUF(R, V, 1, k, a, a_rs, a_cs, b, ldb, NULL, c, ldc, nr, e, bias);                  \
+    }
+#define FNN_KG(T, SUF, R, V)                                                                       \
+    static void kg_##SUF##_##R##_##V(int64_t k, const T *a, int64_t a_rs, int64_t a_cs, const T *b, \
+                                     const int64_t *boff, T *c, int64_t ldc, int mr, int nr,       \
+                                     const fnn_gemm_epi_##SUF *e, const T *bias)                   \
+    {                                                                                              \
+        (void)mr;                                                                                  \
+        kern_##SUF(R, V, 2, k, a, a_rs, a_cs, b, 0, boff, c, ldc, nr, e, bias);                    \
     }
 #define FNN_ROWS(X, ...)                                                                           \
     X(__VA_ARGS__, 1) X(__VA_ARGS__, 2) X(__VA_ARGS__, 3) X(__VA_ARGS__, 4) X(__VA_ARGS__, 5)     \
@@ -235,6 +255,9 @@ FNN_ROWS(FNN_KP1, double, f64, MR_F64)
 #define FNN_KD1(T, SUF, R) FNN_KD(T, SUF, R, 1) FNN_KD(T, SUF, R, 2)
 FNN_ROWS(FNN_KD1, float, f32)
 FNN_ROWS(FNN_KD1, double, f64)
+#define FNN_KG1(T, SUF, R) FNN_KG(T, SUF, R, 1) FNN_KG(T, SUF, R, 2)
+FNN_ROWS(FNN_KG1, float, f32)
+FNN_ROWS(FNN_KG1, double, f64)
 
 #define FNN_NAMES(pre, post)                                                                       \
     { pre##1##post, pre##2##post, pre##3##post, pre##4##post, pre##5##post, pre##6##post,          \
@@ -244,12 +267,27 @@ static const fnn_gemm_ukr_f32 kp_f32[2][MR_F32] = {FNN_NAMES(kp_f32_, _1), FNN_N
 static const fnn_gemm_ukr_f64 kp_f64[2][MR_F64] = {FNN_NAMES(kp_f64_, _1), FNN_NAMES(kp_f64_, _2)};
 static const fnn_gemm_ukd_f32 kd_f32[2][MR_F32] = {FNN_NAMES(kd_f32_, _1), FNN_NAMES(kd_f32_, _2)};
 static const fnn_gemm_ukd_f64 kd_f64[2][MR_F64] = {FNN_NAMES(kd_f64_, _1), FNN_NAMES(kd_f64_, _2)};
+static const fnn_gemm_ukg_f32 kg_f32[2][MR_F32] = {FNN_NAMES(kg_f32_, _1), FNN_NAMES(kg_f32_, _2)};
+static const fnn_gemm_ukg_f64 kg_f64[2][MR_F64] = {FNN_NAMES(kg_f64_, _1), FNN_NAMES(kg_f64_, _2)};
+
+/* Gathered B rows (the convolution's implicit im2col): every tile shape, like the direct kernel. */
+static void ukg_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, const int64_t *boff,
+                    float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    kg_f32[nr > 16][mr - 1](k, a, a_rs, a_cs, b, boff, c, ldc, mr, nr, epi, bias);
+}
+
+static void ukg_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, const int64_t *boff,
+                    double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+    kg_f64[nr > 8][mr - 1](k, a, a_rs, a_cs, b, boff, c, ldc, mr, nr, epi, bias);
+}
 
 static void ukr_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr,
                     const fnn_gemm_epi_f32 *epi, const float *bias)
 {
     if (mr == MR_F32 && nr > 16)
-        kern_f32(MR_F32, 2, 0, k, a, 1, MR_F32, b, 0, c, ldc, nr, epi, bias);
+        kern_f32(MR_F32, 2, 0, k, a, 1, MR_F32, b, 0, NULL, c, ldc, nr, epi, bias);
     else
         kp_f32[nr > 16][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
 }
@@ -324,7 +362,7 @@ static void ukr_f64(int64_t k, const double *a, const double *b, double *c, int6
                     const fnn_gemm_epi_f64 *epi, const double *bias)
 {
     if (mr == MR_F64 && nr > 8)
-        kern_f64(MR_F64, 2, 0, k, a, 1, MR_F64, b, 0, c, ldc, nr, epi, bias);
+        kern_f64(MR_F64, 2, 0, k, a, 1, MR_F64, b, 0, NULL, c, ldc, nr, epi, bias);
     else
         kp_f64[nr > 8][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
 }
@@ -720,10 +758,10 @@ static void ukt_f64(int64_t k, const double *a, int64_t lda, const double *b, in
  * the A rows packed ahead of use. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx512_f32 = {
     MR_F32, NR_F32, 96, 256, 512, ukr_f32, pack_a_copy_f32, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32,
-    ukd_f32, NRW_F32, ukt_f32, DT, DT,
+    ukd_f32, NRW_F32, ukt_f32, DT, DT, ukg_f32,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx512_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64, pack_a_copy_f64, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64,
-    ukd_f64, NRW_F64, ukt_f64, DT, DT,
+    ukd_f64, NRW_F64, ukt_f64, DT, DT, ukg_f64,
 };
 #endif

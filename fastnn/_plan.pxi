@@ -1,0 +1,200 @@
+# Kernel calls as data, and plans: captured sequences of them replayed with one Python call
+# (included by _core.pyx).
+#
+# Every forward kernel function of this module checks its arguments, fills an _op (the C call
+# with its pointers and sizes) and hands it to _exec. Normally _exec runs it at once. While the
+# calling thread captures into a Plan, _exec appends it to the plan instead (keeping the arrays it
+# points into alive), so a plan holds exactly the calls, already checked, that the same Python
+# code would have made; Plan.run() then makes them all in one nogil loop. Small-batch inference
+# costs a few microseconds of Python per kernel call otherwise (argument conversion and checks),
+# as much as the kernels themselves at batch 1.
+#
+# The capture flag is a C thread-local, so other threads keep running kernels while one captures.
+# Kernel functions that cannot be captured (the backward and training ones) refuse to run while
+# their thread captures, instead of running at capture time.
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy
+from libc.stdint cimport int32_t
+
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    static __declspec(thread) void *fnn_plan_capturing = NULL;
+    #else
+    static __thread void *fnn_plan_capturing = NULL;
+    #endif
+    """
+    void *fnn_plan_capturing
+
+
+cdef enum:
+    _OP_GEMM = 1
+    _OP_ACT = 2
+    _OP_SOFTMAX = 3
+    _OP_CONV = 4
+    _OP_MAXPOOL = 5
+    _OP_AVGPOOL = 6
+    _OP_RECURRENT = 7
+
+
+cdef struct _op:
+    int kind, f64, flags, code, n_threads
+    int64_t m, n, k, lda, ldb, ldc, ws_len   # GEMM sizes; n: elements (ACT), columns (SOFTMAX)
+    int64_t t, h                             # RECURRENT: batch m, steps t, features n, units h
+    double alpha, beta
+    const void *a
+    const void *b
+    const void *c                            # the bias (GEMM, CONV, RECURRENT b_x)
+    const void *d                            # RECURRENT: W_h
+    const void *e                            # RECURRENT: b_h
+    void *out
+    void *ws
+    void *idx
+    c.fnn_conv2d_shape conv
+    c.fnn_pool2d_shape pool
+
+
+cdef int _run_f32(const _op *o) noexcept nogil:
+    cdef const float *a = <const float *>o.a
+    cdef const float *b = <const float *>o.b
+    cdef const float *bias = <const float *>o.c
+    cdef const float *d = <const float *>o.d
+    cdef const float *e = <const float *>o.e
+    cdef float *out = <float *>o.out
+    cdef float *ws = <float *>o.ws
+    if o.kind == _OP_GEMM:
+        return c.fnn_gemm_f32(o.flags, o.m, o.n, o.k, <float>o.alpha, <float>o.beta, a, o.lda, b, o.ldb, bias,
+                              out, o.ldc, o.n_threads)
+    if o.kind == _OP_ACT:
+        return c.fnn_act_fwd_f32(o.code, o.n, <float>o.alpha, a, out, o.n_threads)
+    if o.kind == _OP_SOFTMAX:
+        return c.fnn_softmax_fwd_f32(o.m, o.n, a, out, o.n_threads)
+    if o.kind == _OP_CONV:
+        return c.fnn_conv2d_fwd_f32(o.flags, &o.conv, a, b, bias, out, ws, o.ws_len, o.n_threads)
+    if o.kind == _OP_MAXPOOL:
+        return c.fnn_maxpool2d_fwd_f32(&o.pool, a, out, <int32_t *>o.idx, o.n_threads)
+    if o.kind == _OP_AVGPOOL:
+        return c.fnn_avgpool2d_fwd_f32(&o.pool, a, out, o.n_threads)
+    if o.kind == _OP_RECURRENT:
+        if o.code == 0:
+            return c.fnn_rnn_fwd_f32(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
+                                     o.n_threads)
+        if o.code == 1:
+            return c.fnn_lstm_fwd_f32(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
+                                      o.n_threads)
+        return c.fnn_gru_fwd_f32(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
+                                 o.n_threads)
+    return c.FNN_ERR_ARG
+
+
+cdef int _run_f64(const _op *o) noexcept nogil:
+    cdef const double *a = <const double *>o.a
+    cdef const double *b = <const double *>o.b
+    cdef const double *bias = <const double *>o.c
+    cdef const double *d = <const double *>o.d
+    cdef const double *e = <const double *>o.e
+    cdef double *out = <double *>o.out
+    cdef double *ws = <double *>o.ws
+    if o.kind == _OP_GEMM:
+        return c.fnn_gemm_f64(o.flags, o.m, o.n, o.k, o.alpha, o.beta, a, o.lda, b, o.ldb, bias, out, o.ldc,
+                              o.n_threads)
+    if o.kind == _OP_ACT:
+        return c.fnn_act_fwd_f64(o.code, o.n, o.alpha, a, out, o.n_threads)
+    if o.kind == _OP_SOFTMAX:
+        return c.fnn_softmax_fwd_f64(o.m, o.n, a, out, o.n_threads)
+    if o.kind == _OP_CONV:
+        return c.fnn_conv2d_fwd_f64(o.flags, &o.conv, a, b, bias, out, ws, o.ws_len, o.n_threads)
+    if o.kind == _OP_MAXPOOL:
+        return c.fnn_maxpool2d_fwd_f64(&o.pool, a, out, <int32_t *>o.idx, o.n_threads)
+    if o.kind == _OP_AVGPOOL:
+        return c.fnn_avgpool2d_fwd_f64(&o.pool, a, out, o.n_threads)
+    if o.kind == _OP_RECURRENT:
+        if o.code == 0:
+            return c.fnn_rnn_fwd_f64(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
+                                     o.n_threads)
+        if o.code == 1:
+            return c.fnn_lstm_fwd_f64(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
+                                      o.n_threads)
+        return c.fnn_gru_fwd_f64(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
+                                 o.n_threads)
+    return c.FNN_ERR_ARG
+
+
+cdef inline int _run(const _op *o) noexcept nogil:
+    return _run_f64(o) if o.f64 else _run_f32(o)
+
+
+cdef class Plan:
+    """A captured sequence of checked kernel calls (see ``capture_begin``); ``run()`` makes them
+    all, in order, in one call without the GIL. The plan keeps every array it writes or reads
+    alive; whoever runs it must not run it from two threads at once (it writes its buffers)."""
+
+    cdef _op *ops
+    cdef Py_ssize_t n_ops, cap
+    cdef list keep
+
+    def __cinit__(self):
+        self.ops = NULL
+        self.n_ops = self.cap = 0
+        self.keep = []
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    def __len__(self):
+        return self.n_ops
+
+    cdef int push(self, const _op *o, tuple arrays) except -1:
+        cdef Py_ssize_t cap
+        cdef _op *grown
+        if self.n_ops == self.cap:
+            cap = 8 if self.cap == 0 else 2 * self.cap
+            grown = <_op *>realloc(self.ops, cap * sizeof(_op))
+            if grown == NULL:
+                raise MemoryError("plan: out of memory")
+            self.ops, self.cap = grown, cap
+        memcpy(&self.ops[self.n_ops], o, sizeof(_op))
+        self.n_ops += 1
+        self.keep.append(arrays)
+        return 0
+
+    def run(self):
+        """Make every captured kernel call, in order."""
+        cdef Py_ssize_t i
+        cdef int status = c.FNN_OK
+        with nogil:
+            for i in range(self.n_ops):
+                status = _run(&self.ops[i])
+                if status != c.FNN_OK:
+                    break
+        _check(status)
+
+
+def capture_begin(Plan plan):
+    """From now on, this thread's forward kernel calls append to plan instead of running (and the
+    other kernel functions refuse to run) until capture_end()."""
+    global fnn_plan_capturing
+    if fnn_plan_capturing != NULL:
+        raise RuntimeError("plan: this thread is already capturing")
+    fnn_plan_capturing = <void *>plan
+
+
+def capture_end():
+    global fnn_plan_capturing
+    fnn_plan_capturing = NULL
+
+
+cdef int _exec(_op *o, tuple arrays) except -1:
+    """Run o now, or append it to the plan this thread captures into (arrays: what it points into)."""
+    if fnn_plan_capturing != NULL:
+        return (<Plan>fnn_plan_capturing).push(o, arrays)
+    cdef int status
+    with nogil:
+        status = _run(o)
+    return _check(status)
+
+
+cdef inline int _no_capture(str what) except -1:
+    if fnn_plan_capturing != NULL:
+        raise RuntimeError(f"{what} cannot be captured into a plan (only forward kernels can)")
+    return 0
