@@ -468,6 +468,13 @@ class Sequential:
         thread count as a list of kernel calls, then replayed in one C loop (the same results,
         without the Python cost of each layer and kernel call).
         """
+        # The common inference call (an array already of the model's dtype, layout and input
+        # shape) passes every check below: go straight to its plan.
+        if (type(x) is np.ndarray and self.built and x.dtype == self.dtype and type(batch_size) is int
+                and x.shape[1:] == self.input_shape and 0 < x.shape[0] <= batch_size and x.flags.c_contiguous):
+            plan = plan_for(self, x)
+            if plan is not None:
+                return plan.run(x)
         batch_size = positive_int(batch_size, f"{self.name}.predict(batch_size=...)")
         x = self._prepare_x(x, "predict", finite=False)
         n = x.shape[0]

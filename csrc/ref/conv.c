@@ -33,8 +33,14 @@
  * than the split saves below that (measured: a 1 x 16 x 14 x 14 -> 32 channel 3x3 convolution
  * took 20 us on one thread, 23 us with the GEMM on two). */
 #define FNN_CONV_GEMM_MT_MACS ((int64_t)1 << 23)
-/* Forward passes over fewer images than this split images into bands of rows for the threads. */
+/* Forward passes over fewer images than this split images into bands of rows for the threads, */
 #define FNN_CONV_SPLIT 2
+/* ... but take a second thread only from this many multiply-adds per thread (about 15-20 us):
+ * at batch 1 the other core must first fetch the input from this core's cache, and the next
+ * layer fetch its half of the output back. Measured in a whole CNN at batch 1 (16 -> 32
+ * channels, 3x3, 14 x 14, 0.9M multiply-adds): 17.4 us on one thread, 19.3 with two bands,
+ * and the max-pool after it 2.3 -> 5.0 us. */
+#define FNN_CONV_BAND_MIN_MACS ((int64_t)1 << 20)
 /* WIDE: at most this many images side by side in one GEMM. */
 #define FNN_CONV_MAX_NB 16
 /* Largest accepted size, stride, padding or kernel extent (keeps every product in int64). */
@@ -160,7 +166,8 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
 #endif
     const double macs = (double)s->n * (double)s->f * (double)p->ckk * (double)p->hw;
     int outer = nt;
-    if (macs / (double)FNN_CONV_MIN_MACS < (double)outer) outer = (int)(macs / (double)FNN_CONV_MIN_MACS);
+    const double min_macs = (double)(!backward && s->n < FNN_CONV_SPLIT ? FNN_CONV_BAND_MIN_MACS : FNN_CONV_MIN_MACS);
+    if (macs / min_macs < (double)outer) outer = (int)(macs / min_macs);
     const int64_t units = backward ? s->n : fnn_conv_fwd_units(s, p);
     if (outer > units) outer = (int)units;
     if (outer < 1) outer = 1;
