@@ -16,6 +16,40 @@
  * count, and add the chunk results in order: the sum is then bit-identical for any n_threads. */
 #define FNN_REDUCE_CHUNKS 64
 
+/* OpenMP regions only when there are threads to share the work: libgomp sets up a team even
+ * for a region whose `if` clause is false, about 0.3-0.4 us per call, as long as a whole small
+ * kernel takes at batch 1. FNN_PARALLEL(nt, block) runs the block on nt threads (each finds its
+ * share with fnn_omp_range) or once, outside any region; FNN_PARALLEL_FOR(nt, i, n, body) a
+ * static loop over i in [0, n); FNN_PARALLEL_FOR_OR(nt, acc, i, n, body) the same with
+ * `acc |= ...` in the body reduced over the threads. */
+#define FNN_PRAGMA(x) _Pragma(#x)
+#define FNN_PARALLEL(nt, ...)                                                                    \
+    do {                                                                                         \
+        if ((nt) > 1) {                                                                          \
+            FNN_PRAGMA(omp parallel num_threads(nt)) { __VA_ARGS__ }                             \
+        } else {                                                                                 \
+            __VA_ARGS__                                                                          \
+        }                                                                                        \
+    } while (0)
+#define FNN_PARALLEL_FOR(nt, i, n, ...)                                                          \
+    do {                                                                                         \
+        if ((nt) > 1) {                                                                          \
+            FNN_PRAGMA(omp parallel for num_threads(nt) schedule(static))                        \
+            for (int64_t i = 0; i < (n); i++) { __VA_ARGS__ }                                    \
+        } else {                                                                                 \
+            for (int64_t i = 0; i < (n); i++) { __VA_ARGS__ }                                    \
+        }                                                                                        \
+    } while (0)
+#define FNN_PARALLEL_FOR_OR(nt, acc, i, n, ...)                                                  \
+    do {                                                                                         \
+        if ((nt) > 1) {                                                                          \
+            FNN_PRAGMA(omp parallel for num_threads(nt) schedule(static) reduction(| : acc))     \
+            for (int64_t i = 0; i < (n); i++) { __VA_ARGS__ }                                    \
+        } else {                                                                                 \
+            for (int64_t i = 0; i < (n); i++) { __VA_ARGS__ }                                    \
+        }                                                                                        \
+    } while (0)
+
 /* The share [*i0, *i1) of n elements that the calling OpenMP thread owns: contiguous blocks in
  * multiples of 16 elements (64-byte lines for float) so threads never write the same line. */
 static inline void fnn_omp_range(int64_t n, int64_t *i0, int64_t *i1) {
@@ -59,9 +93,8 @@ typedef double (*fnn_chunk_sum_fn)(int64_t i0, int64_t i1, const void *ctx);
 
 static inline double fnn_fixed_order_sum(int64_t n, int nt, fnn_chunk_sum_fn fn, const void *ctx) {
     double part[FNN_REDUCE_CHUNKS];
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int c = 0; c < FNN_REDUCE_CHUNKS; c++)
-        part[c] = fn(n * c / FNN_REDUCE_CHUNKS, n * (c + 1) / FNN_REDUCE_CHUNKS, ctx);
+    FNN_PARALLEL_FOR(nt, c, FNN_REDUCE_CHUNKS,
+                     part[c] = fn(n * c / FNN_REDUCE_CHUNKS, n * (c + 1) / FNN_REDUCE_CHUNKS, ctx););
     double total = 0;
     for (int c = 0; c < FNN_REDUCE_CHUNKS; c++) total += part[c];
     return total;
@@ -74,15 +107,20 @@ static inline int fnn_threads_for(int64_t work, int64_t min_per_thread, int n_th
     return useful < n_threads ? (int)useful : n_threads;
 }
 
-/* C[m, n] = act(A B + bias), A row-major (lda), row p of B at b + boff[p] (n contiguous values
- * each): a convolution's columns read straight from the padded image. flags: FNN_BIAS_ROW,
- * FNN_EPI_RELU. The direct GEMM kernel's arithmetic per element, for any n_threads. Only where
- * the CPU variant has the kernel (fnn_gemm_rows_ok_*); FNN_ERR_ARG otherwise. In gemm.c. */
-int fnn_gemm_rows_ok_f32(void);
-int fnn_gemm_rows_ok_f64(void);
-int fnn_gemm_rows_f32(int flags, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                      const int64_t *boff, const float *bias, float *c, int64_t ldc, int n_threads);
-int fnn_gemm_rows_f64(int flags, int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b,
-                      const int64_t *boff, const double *bias, double *c, int64_t ldc, int n_threads);
+/* The convolution's implicit im2col (defined in csrc/gemm/gemm.c): rows [0, m) of
+ * C = act(A B + bias) for one group of columns on the calling thread, A m x k row-major (lda):
+ * nr0 values of row p of B at b + boff[p] go to c[i*ldc + j], nr1 more at b + boff[p] + b2 to
+ * c[i*ldc + c2 + j] (two output rows of a small image at once). flags: FNN_BIAS_ROW,
+ * FNN_EPI_RELU. nr0 and nr1 are at most fnn_gemm_rows_width_*(), the vector width of the CPU
+ * variant's kernel, 0 where it has none (then FNN_ERR_ARG). The direct GEMM kernel's
+ * arithmetic: each element the same as fnn_gemm over the gathered B. */
+int fnn_gemm_rows_width_f32(void);
+int fnn_gemm_rows_width_f64(void);
+int fnn_gemm_rows_f32(int flags, int64_t m, int64_t k, const float *a, int64_t lda, const float *b,
+                      const int64_t *boff, int64_t b2, int nr0, int nr1, const float *bias, float *c, int64_t ldc,
+                      int64_t c2);
+int fnn_gemm_rows_f64(int flags, int64_t m, int64_t k, const double *a, int64_t lda, const double *b,
+                      const int64_t *boff, int64_t b2, int nr0, int nr1, const double *bias, double *c, int64_t ldc,
+                      int64_t c2);
 
 #endif

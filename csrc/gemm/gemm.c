@@ -246,17 +246,19 @@ int fnn_gemm_f64(int flags, int64_t m, int64_t n, int64_t k, double alpha, doubl
 }
 
 /* ---- gathered B rows (the convolution's implicit im2col; csrc/core/internal.h) ---------- */
-int fnn_gemm_rows_ok_f32(void) { return gemm_desc_f32()->ukg != NULL; }
-int fnn_gemm_rows_ok_f64(void) { return gemm_desc_f64()->ukg != NULL; }
+int fnn_gemm_rows_width_f32(void) { return gemm_desc_f32()->ukg ? gemm_desc_f32()->nr / 2 : 0; }
+int fnn_gemm_rows_width_f64(void) { return gemm_desc_f64()->ukg ? gemm_desc_f64()->nr / 2 : 0; }
 
-int fnn_gemm_rows_f32(int flags, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                      const int64_t *boff, const float *bias, float *c, int64_t ldc, int n_threads)
+int fnn_gemm_rows_f32(int flags, int64_t m, int64_t k, const float *a, int64_t lda, const float *b,
+                      const int64_t *boff, int64_t b2, int nr0, int nr1, const float *bias, float *c, int64_t ldc,
+                      int64_t c2)
 {
-    return gemm_rows_f32(gemm_desc_f32(), flags, m, n, k, a, lda, b, boff, bias, c, ldc, n_threads);
+    return gemm_rows_f32(gemm_desc_f32(), flags, m, k, a, lda, b, boff, b2, nr0, nr1, bias, c, ldc, c2);
 }
 
-int fnn_gemm_rows_f64(int flags, int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b,
-                      const int64_t *boff, const double *bias, double *c, int64_t ldc, int n_threads)
+int fnn_gemm_rows_f64(int flags, int64_t m, int64_t k, const double *a, int64_t lda, const double *b,
+                      const int64_t *boff, int64_t b2, int nr0, int nr1, const double *bias, double *c, int64_t ldc,
+                      int64_t c2)
 {
-    return gemm_rows_f64(gemm_desc_f64(), flags, m, n, k, a, lda, b, boff, bias, c, ldc, n_threads);
+    return gemm_rows_f64(gemm_desc_f64(), flags, m, k, a, lda, b, boff, b2, nr0, nr1, bias, c, ldc, c2);
 }

@@ -68,15 +68,17 @@ typedef void (*fnn_gemm_ukt_f64)(int64_t k, const double *a, int64_t lda, const 
                                  double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi,
                                  const double *bias);
 
-/* Optional gathered-rows kernel: the direct kernel's computation with row p of op(B) at
- * b + boff[p] (n contiguous values each) instead of b + p*ldb, A read in place as for ukd.
- * A convolution's B operand read straight from the padded image (an implicit im2col). */
+/* Optional gathered-rows kernel: the direct kernel's computation for up to two vectors of
+ * columns, with op(B)[p, j] at b[boff[p] + j] (j < nr0, to c[i*ldc + j]) and
+ * b[boff[p] + b2 + j] (j < nr1, to c[i*ldc + c2 + j]); nr0, nr1 <= NR / 2. A convolution's
+ * B operand read straight from the padded image (an implicit im2col), one or two output rows
+ * of it per call. */
 typedef void (*fnn_gemm_ukg_f32)(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b,
-                                 const int64_t *boff, float *c, int64_t ldc, int mr, int nr,
-                                 const fnn_gemm_epi_f32 *epi, const float *bias);
+                                 const int64_t *boff, int64_t b2, float *c, int64_t ldc, int64_t c2, int mr,
+                                 int nr0, int nr1, const fnn_gemm_epi_f32 *epi, const float *bias);
 typedef void (*fnn_gemm_ukg_f64)(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b,
-                                 const int64_t *boff, double *c, int64_t ldc, int mr, int nr,
-                                 const fnn_gemm_epi_f64 *epi, const double *bias);
+                                 const int64_t *boff, int64_t b2, double *c, int64_t ldc, int64_t c2, int mr,
+                                 int nr0, int nr1, const fnn_gemm_epi_f64 *epi, const double *bias);
 
 /* Packing routines (optional per variant; NULL selects the portable ones).
  * Pack a w x kc block (w <= W) of a matrix into one zero-padded panel dst[p*W + i]:

@@ -31,7 +31,6 @@ typedef struct {
     int64_t lda;
     const FNN_T *b;
     int64_t ldb;
-    const int64_t *boff; /* gathered rows: op(B)[p, j] at b[boff[p] + j] */
     const FNN_T *bias;
     FNN_T *c;
     int64_t ldc;
@@ -209,10 +208,9 @@ static void FNN_NAME(gemm_noproduct)(const FNN_ARGS *g)
 
 #define FNN_GEMM_DIRECT 0 /* ukd: A and B in place */
 #define FNN_GEMM_DOT 1    /* ukt: C = A B^T, both in place */
-#define FNN_GEMM_ROWS 2   /* ukg: row p of B at b + boff[p] */
 
 /* The tiles of C block [i0, i1) x [j0, j1) for an unpacked kernel, MR x NR each, whole k per
- * tile. Column strips outer: a strip of B (direct, rows), or a tile's rows of B (dot), stays in
+ * tile. Column strips outer: a strip of B (direct), or a tile's rows of B (dot), stays in
  * cache while every row panel of A streams past it. */
 static void FNN_NAME(gemm_tiles)(const FNN_ARGS *g, const FNN_EPI *epi, int kind, int MR, int NR, int64_t i0,
                                  int64_t i1, int64_t j0, int64_t j1)
@@ -226,16 +224,14 @@ static void FNN_NAME(gemm_tiles)(const FNN_ARGS *g, const FNN_EPI *epi, int kind
             FNN_T *tc = g->c + i * g->ldc + j;
             if (kind == FNN_GEMM_DOT)
                 g->d->ukt(g->k, g->a + i * g->lda, g->lda, g->b + j * g->ldb, g->ldb, tc, g->ldc, mr, nr, epi, tb);
-            else if (kind == FNN_GEMM_ROWS)
-                g->d->ukg(g->k, g->a + i * a_rs, a_rs, a_cs, g->b + j, g->boff, tc, g->ldc, mr, nr, epi, tb);
             else
                 g->d->ukd(g->k, g->a + i * a_rs, a_rs, a_cs, g->b + j, g->ldb, tc, g->ldc, mr, nr, epi, tb);
         }
     }
 }
 
-/* The unpacked paths (direct, dot, gathered rows): the whole k in one pass per tile, tiles of
- * MR x NR split between threads on a grid chosen like the packed path's. */
+/* The unpacked paths (direct, dot): the whole k in one pass per tile, tiles of MR x NR split
+ * between threads on a grid chosen like the packed path's. */
 static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int kind, int n_threads)
 {
     const int dot = kind == FNN_GEMM_DOT;
@@ -421,18 +417,25 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
     return fail ? FNN_ERR_NOMEM : FNN_OK;
 }
 
-/* C = act(A B + bias) with row p of B at b + boff[p] (n contiguous values each), A m x k
- * row-major: the gathered-rows kernel on the unpacked path's tiles and thread grid. */
-static int FNN_NAME(gemm_rows)(const FNN_DESC *d, int flags, int64_t m, int64_t n, int64_t k, const FNN_T *a,
-                               int64_t lda, const FNN_T *b, const int64_t *boff, const FNN_T *bias, FNN_T *c,
-                               int64_t ldc, int n_threads)
+/* Rows [0, m) of C = act(A B + bias) for one group of columns, A m x k row-major: nr0 values
+ * of row p of B at b + boff[p] (C at c), and nr1 more at b + boff[p] + b2 (C at c + c2); both
+ * at most half the kernel's NR (one vector). */
+static int FNN_NAME(gemm_rows)(const FNN_DESC *d, int flags, int64_t m, int64_t k, const FNN_T *a, int64_t lda,
+                               const FNN_T *b, const int64_t *boff, int64_t b2, int nr0, int nr1, const FNN_T *bias,
+                               FNN_T *c, int64_t ldc, int64_t c2)
 {
-    if (!d->ukg || (flags & ~(FNN_BIAS_ROW | FNN_EPI_RELU)) || m < 0 || n < 0 || k < 1 || !a || !b || !boff ||
-        !c || lda < k || ldc < n)
+    if (!d->ukg || (flags & ~(FNN_BIAS_ROW | FNN_EPI_RELU)) || m < 0 || k < 1 || nr0 < 1 || nr0 > d->nr / 2 ||
+        nr1 < 0 || nr1 > d->nr / 2 || (nr1 > 0 && c2 < nr0) || !a || !b || !boff || !c || lda < k)
         return FNN_ERR_ARG;
-    FNN_ARGS g = {.d = d, .bias_row = (flags & FNN_BIAS_ROW) != 0, .relu = (flags & FNN_EPI_RELU) != 0, .m = m,
-                  .n = n, .k = k, .alpha = 1, .a = a, .lda = lda, .b = b, .boff = boff, .bias = bias, .c = c,
-                  .ldc = ldc};
-    FNN_NAME(gemm_unpacked)(&g, FNN_GEMM_ROWS, n_threads);
+    const int bias_row = (flags & FNN_BIAS_ROW) != 0;
+    FNN_EPI epi;
+    epi.alpha = 1;
+    epi.beta = 0;
+    epi.flags = FNN_GEMM_E_BETA0 | ((flags & FNN_EPI_RELU) ? FNN_GEMM_E_RELU : 0) | (bias_row ? FNN_GEMM_E_BIASROW : 0);
+    for (int64_t i = 0; i < m; i += d->mr) {
+        const int mr = (int)((m - i < d->mr) ? m - i : d->mr);
+        d->ukg(k, a + i * lda, lda, 1, b, boff, b2, c + i * ldc, ldc, c2, mr, nr0, nr1, &epi,
+               bias && bias_row ? bias + i : bias);
+    }
     return FNN_OK;
 }

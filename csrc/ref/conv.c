@@ -69,6 +69,7 @@ typedef struct {
     int64_t rows, tiles, nb;   /* output rows per tile, tiles per image, images per unit */
     int64_t ucols;             /* most columns of one unit */
     int dwt;                   /* backward: weight gradient accumulated transposed */
+    int implicit_ok;           /* forward, stride 1: workspace for the implicit path (xpad, offsets) */
     int64_t xpad_len, cols_len, ybuf_len, dxpad_len, dwt_len, thr_len; /* one thread's scratch */
     int64_t groups;            /* backward: image groups with their own partial gradients */
     int64_t part_len, wt_len;  /* backward: one partial (dw then db), transposed weights */
@@ -141,14 +142,15 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     p->dwt = backward && p->ckk < s->f;
     p->xpad_len = p->padded ? fnn_round16(s->c * p->hp * p->wp) : 0;
     p->cols_len = p->mode == FNN_CONV_DIRECT ? 0 : fnn_round16(p->ckk * p->ucols);
-    if (p->mode == FNN_CONV_WIDE) {
-        /* Backward: xpad holds the image as padded pixel rows (kw more pixels) instead.
-         * Forward: room for the implicit path whether or not this CPU variant takes it (the
-         * size must not depend on it): every image padded, with kw zeros past the last plane
-         * (the last wide columns' taps reach them), and the column offsets (ckk int64 values)
-         * where the columns would be. */
-        p->xpad_len = fnn_round16(backward ? s->c * (p->hp * p->wp + s->kw) : s->c * p->hp * p->wp + s->kw);
-        if (!backward && p->cols_len < fnn_round16(2 * p->ckk)) p->cols_len = fnn_round16(2 * p->ckk);
+    /* WIDE backward: xpad holds the image as padded pixel rows (kw more pixels) instead. */
+    if (backward && p->mode == FNN_CONV_WIDE) p->xpad_len = fnn_round16(s->c * (p->hp * p->wp + s->kw));
+    /* Forward with stride 1 (not DIRECT): room for the implicit path whether or not this CPU
+     * variant takes it (the size must not depend on it): the padded image, and the column
+     * offsets (ckk int64 values) where the columns would be. */
+    p->implicit_ok = !backward && p->mode != FNN_CONV_DIRECT && s->sh == 1 && s->sw == 1;
+    if (p->implicit_ok) {
+        if (p->xpad_len < fnn_round16(s->c * p->hp * p->wp)) p->xpad_len = fnn_round16(s->c * p->hp * p->wp);
+        if (p->cols_len < fnn_round16(2 * p->ckk)) p->cols_len = fnn_round16(2 * p->ckk);
     }
     p->ybuf_len = (p->mode == FNN_CONV_WIDE || backward) ? fnn_round16(s->f * p->ucols) : 0;
     p->dxpad_len = backward && p->padded ? p->xpad_len : 0;

@@ -9,16 +9,16 @@
 #undef FNN_dy_to_wide
 #undef FNN_CONV_U
 #undef FNN_CONV_ROWS
-#undef FNN_CONV_ROWS_OK
+#undef FNN_CONV_ROWS_WIDTH
 #ifdef FNN_DOUBLE
 #define FNN_CONV_GEMM fnn_gemm_f64
 #define FNN_CONV_ROWS fnn_gemm_rows_f64
-#define FNN_CONV_ROWS_OK fnn_gemm_rows_ok_f64
+#define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_f64
 #define FNN_CONV_U uint64_t
 #else
 #define FNN_CONV_GEMM fnn_gemm_f32
 #define FNN_CONV_ROWS fnn_gemm_rows_f32
-#define FNN_CONV_ROWS_OK fnn_gemm_rows_ok_f32
+#define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_f32
 #define FNN_CONV_U uint32_t
 #endif
 
@@ -257,15 +257,39 @@ static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) 
     return sc;
 }
 
-/* WIDE forward of unit u without im2col, where the CPU variant has the gathered-rows GEMM
- * (whatever the thread count, so results do not depend on it): each image is padded once into xpad (kw zeros past
- * it) and row (ci, u, v) of the columns is read in place at offset ci*plane + u*wp + v from the
- * tile's first row. The same kernel arithmetic as the direct GEMM over im2col_wide's columns
- * (the wide columns past a row's outputs differ, and are dropped by wide_to_y). */
+/* One group of output columns of the implicit forward (see conv_fwd_implicit): nonzero on error. */
+static int FNN_(conv_rows_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *w,
+                                 const FNN_T *b, const int64_t *boff, const FNN_T *xp, FNN_T *yi, int64_t i1,
+                                 int64_t vw, int pairs, int64_t pieces, int64_t i0, int64_t g) {
+    const int64_t wp = p->wp, ow = p->ow;
+    const int64_t r = i0 + (g / pieces) * (pairs ? 2 : 1), j0 = (g % pieces) * 2 * vw;
+    int64_t nr0, nr1, b2, c2;
+    if (pairs) {
+        nr0 = ow;
+        nr1 = r + 1 < i1 ? ow : 0;
+        b2 = wp;
+        c2 = ow;
+    } else {
+        nr0 = ow - j0 < vw ? ow - j0 : vw;
+        nr1 = ow - j0 - vw < 0 ? 0 : ow - j0 - vw < vw ? ow - j0 - vw : vw;
+        b2 = c2 = vw;
+    }
+    return FNN_CONV_ROWS(gflags, s->f, p->ckk, w, p->ckk, xp + r * wp + j0, boff, b2, (int)nr0, (int)nr1, b,
+                         yi + r * ow + j0, p->hw, c2) != FNN_OK;
+}
+
+/* Forward of unit u (stride 1) without im2col, where the CPU variant has the gathered-rows GEMM
+ * kernel (whatever the thread count, so results do not depend on it): each image is padded
+ * once into xpad, and tap (ci, u, v) of output row r is read in place at offset
+ * ci*plane + u*wp + v from padded row r. Each kernel call computes every filter for one group of
+ * columns and stores it straight into y: two whole output rows when a row fits one vector
+ * (14 x 14 images: 14 of 16 lanes), else one row in pieces of up to two vectors. No column
+ * matrix, no wide columns computed and dropped. */
 static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
                                    const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc,
                                    int nt) {
-    const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, wp = p->wp, plane = p->hp * wp;
+    const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, wp = p->wp, plane = p->hp * wp, ow = p->ow;
+    const int64_t vw = FNN_CONV_ROWS_WIDTH();
     int64_t *boff = (int64_t *)(void *)sc->cols;
     for (int64_t ci = 0; ci < s->c; ci++)
         for (int64_t r = 0; r < s->kh; r++)
@@ -280,16 +304,21 @@ static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_pla
         i0 = (u % p->tiles) * p->rows;
         i1 = i0 + p->rows < p->oh ? i0 + p->rows : p->oh;
     }
-    const int64_t n = (i1 - i0) * wp;
+    const int pairs = ow <= vw;                                 /* two output rows per call */
+    const int64_t pieces = pairs ? 1 : (ow + 2 * vw - 1) / (2 * vw);
+    const int64_t groups = (pairs ? (i1 - i0 + 1) / 2 : i1 - i0) * pieces;
     for (int64_t img = a; img < e; img++) {
         if (sc->padded_img != img) {
             FNN_(pad_image)(s, p, x + img * in_img, sc->xpad);
-            memset(sc->xpad + s->c * plane, 0, (size_t)s->kw * sizeof(FNN_T));
             sc->padded_img = img;
         }
-        int st = FNN_CONV_ROWS(gflags, s->f, n, p->ckk, w, p->ckk, sc->xpad + i0 * wp, boff, b, sc->ybuf, n, nt);
-        if (st != FNN_OK) return st;
-        FNN_wide_to_y(s, p, sc->ybuf, n, i0, i1, y + img * out_img);
+        const FNN_T *xp = sc->xpad;
+        FNN_T *yi = y + img * out_img;
+        int bad = 0;
+        FNN_PARALLEL_FOR_OR(nt, bad, g, groups,
+                            bad |= FNN_(conv_rows_group)(s, p, gflags, w, b, boff, xp, yi, i1, vw, pairs, pieces,
+                                                         i0, g););
+        if (bad) return FNN_ERR_ARG;
     }
     return FNN_OK;
 }
@@ -300,7 +329,7 @@ static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_pla
 static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
                                const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
-    if (p->mode == FNN_CONV_WIDE && FNN_CONV_ROWS_OK())
+    if (p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0)
         return FNN_(conv_fwd_implicit)(s, p, gflags, x, w, b, y, u, sc, nt);
     if (p->tiles == 1 && p->nb > 1) {       /* WIDE: nb whole images side by side in one GEMM */
         const int64_t a = u * p->nb, e = a + p->nb < s->n ? a + p->nb : s->n;

@@ -18,11 +18,10 @@ static int FNN_(dropout_fwd)(int64_t n, double rate, uint64_t seed, uint64_t off
     const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
     const FNN_T scale = (FNN_T)(1.0 / (1.0 - rate));
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS / 2, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    FNN_PARALLEL(nt, {
         int64_t i0, i1;
         fnn_omp_range(n, &i0, &i1);
         FNN_(dropout_range)(i1 - i0, k0, k1, offset + (uint64_t)i0, thr, scale, x + i0, y + i0, mask + i0);
-    }
+    });
     return FNN_OK;
 }

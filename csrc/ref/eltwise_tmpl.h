@@ -52,15 +52,14 @@ static int FNN_(act_fwd)(int act, int64_t n, FNN_T alpha, const FNN_T *x, FNN_T 
     if (n < 0 || (n > 0 && (!x || !y)) || act < FNN_ACT_LINEAR || act > FNN_ACT_LEAKY_RELU) return FNN_ERR_ARG;
     if (act == FNN_ACT_LINEAR && x == y) return FNN_OK;
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    FNN_PARALLEL(nt, {
         int64_t i0, i1;
         fnn_omp_range(n, &i0, &i1);
         if (x == y)
             FNN_(act_fwd_inplace)(act, i1 - i0, alpha, y + i0);
         else
             FNN_(act_fwd_range)(act, i1 - i0, alpha, x + i0, y + i0);
-    }
+    });
     return FNN_OK;
 }
 
@@ -96,12 +95,11 @@ static int FNN_(act_bwd)(int act, int64_t n, FNN_T alpha, const FNN_T *y, const 
     if (n < 0 || (n > 0 && (!y || !dy || !dx)) || act < FNN_ACT_LINEAR || act > FNN_ACT_LEAKY_RELU)
         return FNN_ERR_ARG;
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    FNN_PARALLEL(nt, {
         int64_t i0, i1;
         fnn_omp_range(n, &i0, &i1);
         FNN_(act_bwd_range)(act, i1 - i0, alpha, y + i0, dy + i0, dx + i0);
-    }
+    });
     return FNN_OK;
 }
 
@@ -121,12 +119,11 @@ static int FNN_(bias_grad)(int accumulate, int64_t m, int64_t n, const FNN_T *dy
      * does not depend on the thread count. */
     nt = fnn_threads_for(m * n, FNN_PAR_MIN_ELEMS, nt);
     if (nt > 1 && n < 64 * nt) nt = 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    FNN_PARALLEL(nt, {
         int64_t j0, j1;
         fnn_omp_range(n, &j0, &j1);
         FNN_(colsum_range)(accumulate, m, n, j0, j1, dy, db);
-    }
+    });
     return FNN_OK;
 }
 
@@ -137,11 +134,10 @@ static void FNN_(mul_range)(int64_t n, const FNN_T *a, const FNN_T *b, FNN_T *ou
 static int FNN_(mul)(int64_t n, const FNN_T *a, const FNN_T *b, FNN_T *out, int nt) {
     if (n < 0 || (n > 0 && (!a || !b || !out))) return FNN_ERR_ARG;
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    FNN_PARALLEL(nt, {
         int64_t i0, i1;
         fnn_omp_range(n, &i0, &i1);
         FNN_(mul_range)(i1 - i0, a + i0, b + i0, out + i0);
-    }
+    });
     return FNN_OK;
 }

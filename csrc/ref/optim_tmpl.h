@@ -39,12 +39,11 @@ static int FNN_(sgd_step)(int nesterov, int first, int64_t n, FNN_T lr, FNN_T mo
     if (n < 0 || (n > 0 && (!grad || !p || (momentum != 0 && !buf)))) return FNN_ERR_ARG;
     if (momentum == 0) buf = NULL;
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    FNN_PARALLEL(nt, {
         int64_t i0, i1;
         fnn_omp_range(n, &i0, &i1);
         FNN_(sgd_range)(nesterov, first, i1 - i0, lr, momentum, wd, grad + i0, p + i0, buf ? buf + i0 : NULL);
-    }
+    });
     return FNN_OK;
 }
 
@@ -67,11 +66,10 @@ static int FNN_(adam_step)(int64_t t, int64_t n, FNN_T lr, FNN_T b1, FNN_T b2, F
     const double bc1 = 1.0 - pow((double)b1, (double)t), bc2 = 1.0 - pow((double)b2, (double)t);
     const FNN_T step = (FNN_T)((double)lr / bc1), rs2 = (FNN_T)(1.0 / sqrt(bc2));
     nt = fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    FNN_PARALLEL(nt, {
         int64_t i0, i1;
         fnn_omp_range(n, &i0, &i1);
         FNN_(adam_range)(i1 - i0, step, rs2, b1, b2, eps, wd, grad + i0, p + i0, m + i0, v + i0);
-    }
+    });
     return FNN_OK;
 }

@@ -137,14 +137,13 @@ static int FNN_(maxpool2d_fwd)(const fnn_pool2d_shape *s, const FNN_T *x, FNN_T 
     const int fast = s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2;
     const int wide = fnn_arch_get() == FNN_ARCH_AVX512;
     nt = fnn_threads_for(planes * in_plane, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t pl = 0; pl < planes; pl++) {
+    FNN_PARALLEL_FOR(nt, pl, planes, {
         if (fast)
             FNN_(maxpool_plane_2x2)(s->w, oh, ow, x + pl * in_plane, y + pl * out_plane,
                                     idx ? idx + pl * out_plane : NULL, wide);
         else
             FNN_(maxpool_plane)(s, oh, ow, x + pl * in_plane, y + pl * out_plane, idx ? idx + pl * out_plane : NULL);
-    }
+    });
     return FNN_OK;
 }
 
@@ -222,8 +221,7 @@ static int FNN_(maxpool2d_bwd)(const fnn_pool2d_shape *s, const FNN_T *dy, const
     const int wide = fnn_arch_get() == FNN_ARCH_AVX512;
     int bad = 0;
     nt = fnn_threads_for(planes * in_plane, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1) reduction(| : bad)
-    for (int64_t pl = 0; pl < planes; pl++) {
+    FNN_PARALLEL_FOR_OR(nt, bad, pl, planes, {
         const FNN_T *g = dy + pl * out_plane;
         const int32_t *ip = idx + pl * out_plane;
         FNN_T *d = dx + pl * in_plane;
@@ -240,7 +238,7 @@ static int FNN_(maxpool2d_bwd)(const fnn_pool2d_shape *s, const FNN_T *dy, const
             }
             d[at] += g[k];
         }
-    }
+    });
     return bad ? FNN_ERR_ARG : FNN_OK;
 }
 
@@ -254,8 +252,7 @@ static int FNN_(avgpool2d_fwd)(const fnn_pool2d_shape *s, const FNN_T *x, FNN_T 
     const int64_t w = s->w, kh = s->kh, kw = s->kw;
     const FNN_T inv = (FNN_T)1 / (FNN_T)(kh * kw);
     nt = fnn_threads_for(planes * in_plane, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t pl = 0; pl < planes; pl++) {
+    FNN_PARALLEL_FOR(nt, pl, planes, {
         const FNN_T *xp = x + pl * in_plane;
         FNN_T *yp = y + pl * out_plane;
         for (int64_t i = 0; i < oh; i++)
@@ -266,7 +263,7 @@ static int FNN_(avgpool2d_fwd)(const fnn_pool2d_shape *s, const FNN_T *x, FNN_T 
                     for (int64_t v = 0; v < kw; v++) acc += base[u * w + v];
                 yp[i * ow + j] = acc * inv;
             }
-    }
+    });
     return FNN_OK;
 }
 
@@ -280,8 +277,7 @@ static int FNN_(avgpool2d_bwd)(const fnn_pool2d_shape *s, const FNN_T *dy, FNN_T
     const int64_t w = s->w, kh = s->kh, kw = s->kw;
     const FNN_T inv = (FNN_T)1 / (FNN_T)(kh * kw);
     nt = fnn_threads_for(planes * in_plane, FNN_PAR_MIN_ELEMS, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t pl = 0; pl < planes; pl++) {
+    FNN_PARALLEL_FOR(nt, pl, planes, {
         const FNN_T *g = dy + pl * out_plane;
         FNN_T *d = dx + pl * in_plane;
         memset(d, 0, (size_t)in_plane * sizeof(FNN_T));
@@ -292,6 +288,6 @@ static int FNN_(avgpool2d_bwd)(const fnn_pool2d_shape *s, const FNN_T *dy, FNN_T
                 for (int64_t u = 0; u < kh; u++)
                     for (int64_t v = 0; v < kw; v++) base[u * w + v] += gv;
             }
-    }
+    });
     return FNN_OK;
 }

@@ -17,22 +17,20 @@ static int FNN_(softmax_fwd)(int64_t m, int64_t k, const FNN_T *x, FNN_T *y, int
     if (m < 0 || k < 0 || (m > 0 && k > 0 && (!x || !y))) return FNN_ERR_ARG;
     if (k == 0) return FNN_OK;
     nt = fnn_threads_for(m * k, FNN_PAR_MIN_ELEMS / 4, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < m; i++) FNN_(softmax_row)(k, x + i * k, y + i * k);
+    FNN_PARALLEL_FOR(nt, i, m, FNN_(softmax_row)(k, x + i * k, y + i * k););
     return FNN_OK;
 }
 
 static int FNN_(softmax_bwd)(int64_t m, int64_t k, const FNN_T *y, const FNN_T *dy, FNN_T *dx, int nt) {
     if (m < 0 || k < 0 || (m > 0 && k > 0 && (!y || !dy || !dx))) return FNN_ERR_ARG;
     nt = fnn_threads_for(m * k, FNN_PAR_MIN_ELEMS / 4, nt);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < m; i++) {
+    FNN_PARALLEL_FOR(nt, i, m, {
         const FNN_T *yi = y + i * k, *gi = dy + i * k;
         FNN_T *oi = dx + i * k;
         FNN_T dot = 0;
         for (int64_t j = 0; j < k; j++) dot += yi[j] * gi[j];
         for (int64_t j = 0; j < k; j++) oi[j] = yi[j] * (gi[j] - dot);
-    }
+    });
     return FNN_OK;
 }
 

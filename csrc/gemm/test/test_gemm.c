@@ -122,84 +122,93 @@ static double urand(void)
 DEFINE_CHECK(float, f32, fnn_gemm_f32, 1.2e-7)
 DEFINE_CHECK(double, f64, fnn_gemm_f64, 2.3e-16)
 
-/* fnn_gemm_rows: row p of B at base + boff[p], offsets random (rows overlap) in a base buffer. */
+/* fnn_gemm_rows: n0 values of row p of B at base + boff[p] and n1 more at base + boff[p] + b2,
+ * to C columns [0, n0) and [c2, c2 + n1); offsets random (rows overlap) in a base buffer. */
 #define DEFINE_ROWS_CHECK(T, SUF, EPS)                                                             \
-    static void rows_check_##SUF(int flags, int64_t m, int64_t n, int64_t k)                       \
+    static void rows_check_##SUF(int flags, int64_t m, int64_t k, int n0, int n1, int64_t b2, int64_t c2) \
     {                                                                                              \
-        const int64_t len = n + 3 * k + 7, lda = k + 3;                                            \
+        const int64_t span = (n1 > 0 && b2 + n1 > n0) ? b2 + n1 : n0, len = span + 3 * k + 7;     \
+        const int64_t lda = k + 3, ldc = c2 + n1 + 2, n = n0 + n1;                                 \
         T *a = malloc(sizeof(T) * (size_t)(m * lda)), *base = malloc(sizeof(T) * (size_t)len);     \
-        T *bm = malloc(sizeof(T) * (size_t)(k * n)), *bias = malloc(sizeof(T) * (size_t)(m + n));  \
-        T *c = malloc(sizeof(T) * (size_t)(m * n)), *c1 = malloc(sizeof(T) * (size_t)(m * n));     \
-        T *cg = malloc(sizeof(T) * (size_t)(m * n));                                               \
+        T *bm = malloc(sizeof(T) * (size_t)(k * n)), *bias = malloc(sizeof(T) * (size_t)(m + ldc)); \
+        T *c = malloc(sizeof(T) * (size_t)(m * ldc)), *cg = malloc(sizeof(T) * (size_t)(m * n));   \
         int64_t *boff = malloc(sizeof(int64_t) * (size_t)k);                                       \
         for (int64_t i = 0; i < m * lda; i++) a[i] = (T)urand();                                   \
         for (int64_t i = 0; i < len; i++) base[i] = (T)urand();                                    \
-        for (int64_t i = 0; i < m + n; i++) bias[i] = (T)urand();                                  \
+        for (int64_t i = 0; i < m + ldc; i++) bias[i] = (T)urand();                                \
+        for (int64_t i = 0; i < m * ldc; i++) c[i] = (T)NAN;                                       \
         for (int64_t p = 0; p < k; p++) {                                                          \
-            boff[p] = (int64_t)((urand() + 1) * 0.5 * (double)(len - n + 1)) % (len - n + 1);       \
-            memcpy(bm + p * n, base + boff[p], sizeof(T) * (size_t)n);                             \
+            boff[p] = (int64_t)((urand() + 1) * 0.5 * (double)(len - span + 1)) % (len - span + 1); \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                bm[p * n + j] = base[boff[p] + (j < n0 ? j : b2 + j - n0)];                        \
         }                                                                                          \
-        if (!fnn_gemm_rows_ok_##SUF()) {                                                           \
-            n_checks++;                                                                            \
-            if (fnn_gemm_rows_##SUF(flags, m, n, k, a, lda, base, boff, bias, c, n, 1) != FNN_ERR_ARG) \
-                FAIL("rows " #SUF ": accepted without a kernel");                                  \
+        n_checks++;                                                                                \
+        int st = fnn_gemm_rows_##SUF(flags, m, k, a, lda, base, boff, b2, n0, n1, bias, c, ldc, c2); \
+        if (!fnn_gemm_rows_width_##SUF()) {                                                        \
+            if (st != FNN_ERR_ARG) FAIL("rows " #SUF ": accepted without a kernel");               \
             goto done;                                                                             \
         }                                                                                          \
-        for (int nt = 1; nt <= 4; nt++) {                                                          \
-            n_checks++;                                                                            \
-            int st = fnn_gemm_rows_##SUF(flags, m, n, k, a, lda, base, boff, bias, c, n, nt);      \
-            if (st != FNN_OK) {                                                                    \
-                FAIL("rows " #SUF " status %d m=%lld n=%lld k=%lld", st, (long long)m, (long long)n, \
-                     (long long)k);                                                                \
-                goto done;                                                                         \
-            }                                                                                      \
-            if (nt > 1) {                                                                          \
-                if (memcmp(c, c1, sizeof(T) * (size_t)(m * n)) != 0)                               \
-                    FAIL("rows " #SUF " n_threads=%d differs m=%lld n=%lld k=%lld", nt, (long long)m, \
-                         (long long)n, (long long)k);                                              \
-                continue;                                                                          \
-            }                                                                                      \
-            memcpy(c1, c, sizeof(T) * (size_t)(m * n));                                            \
-            for (int64_t i = 0; i < m; i++)                                                        \
-                for (int64_t j = 0; j < n; j++) {                                                  \
-                    double s = 0, sa = 0;                                                          \
-                    for (int64_t p = 0; p < k; p++) {                                              \
-                        s += (double)a[i * lda + p] * bm[p * n + j];                               \
-                        sa += fabs((double)a[i * lda + p] * bm[p * n + j]);                        \
-                    }                                                                              \
-                    double bv = (flags & FNN_BIAS_ROW) ? bias[i] : bias[j];                        \
-                    s += bv;                                                                       \
-                    if ((flags & FNN_EPI_RELU) && s < 0) s = 0;                                    \
-                    if (!(fabs(c[i * n + j] - s) <= (double)(k + 4) * EPS * (sa + fabs(bv)) + 1e-300)) \
-                        FAIL("rows " #SUF " m=%lld n=%lld k=%lld C[%lld,%lld]=%.9g want %.9g",     \
-                             (long long)m, (long long)n, (long long)k, (long long)i, (long long)j, \
-                             (double)c[i * n + j], s);                                             \
+        if (st != FNN_OK) {                                                                        \
+            FAIL("rows " #SUF " status %d m=%lld k=%lld n0=%d n1=%d", st, (long long)m, (long long)k, n0, n1); \
+            goto done;                                                                             \
+        }                                                                                          \
+        for (int64_t i = 0; i < m; i++)                                                            \
+            for (int64_t jj = 0; jj < ldc; jj++) {                                                 \
+                const int64_t j = jj < n0 ? jj : (jj >= c2 && jj < c2 + n1) ? n0 + jj - c2 : -1;   \
+                T got = c[i * ldc + jj];                                                           \
+                if (j < 0) { /* between and past the two vectors: untouched */                    \
+                    if (got == got) FAIL("rows " #SUF " wrote C[%lld,%lld] outside its columns",   \
+                                         (long long)i, (long long)jj);                              \
+                    continue;                                                                      \
                 }                                                                                  \
-            if (m <= 12) {                                                                         \
-                n_checks++;                                                                        \
-                fnn_gemm_##SUF(flags, m, n, k, 1, 0, a, lda, bm, n, bias, cg, n, 1);               \
-                if (memcmp(c, cg, sizeof(T) * (size_t)(m * n)) != 0)                               \
-                    FAIL("rows " #SUF " differs from the direct GEMM m=%lld n=%lld k=%lld",        \
-                         (long long)m, (long long)n, (long long)k);                                \
+                double s = 0, sa = 0;                                                              \
+                for (int64_t p = 0; p < k; p++) {                                                  \
+                    s += (double)a[i * lda + p] * bm[p * n + j];                                   \
+                    sa += fabs((double)a[i * lda + p] * bm[p * n + j]);                            \
+                }                                                                                  \
+                double bv = (flags & FNN_BIAS_ROW) ? bias[i] : bias[jj];                           \
+                s += bv;                                                                           \
+                if ((flags & FNN_EPI_RELU) && s < 0) s = 0;                                        \
+                if (!(fabs(got - s) <= (double)(k + 4) * EPS * (sa + fabs(bv)) + 1e-300))          \
+                    FAIL("rows " #SUF " m=%lld k=%lld n0=%d n1=%d C[%lld,%lld]=%.9g want %.9g",   \
+                         (long long)m, (long long)k, n0, n1, (long long)i, (long long)jj, (double)got, s); \
             }                                                                                      \
+        /* contiguous vectors: the same bits as the direct GEMM of the gathered matrix */         \
+        if (m <= 12 && b2 == n0 && c2 == n0) {                                                  \
+            n_checks++;                                                                            \
+            fnn_gemm_##SUF(flags, m, n, k, 1, 0, a, lda, bm, n, bias, cg, n, 1);                    \
+            for (int64_t i = 0; i < m; i++)                                                        \
+                if (memcmp(c + i * ldc, cg + i * n, sizeof(T) * (size_t)n) != 0)                   \
+                    FAIL("rows " #SUF " differs from the direct GEMM m=%lld k=%lld n0=%d n1=%d",   \
+                         (long long)m, (long long)k, n0, n1);                                      \
         }                                                                                          \
     done:                                                                                          \
-        free(a); free(base); free(bm); free(bias); free(c); free(c1); free(cg); free(boff);        \
+        free(a); free(base); free(bm); free(bias); free(c); free(cg); free(boff);                   \
     }
 DEFINE_ROWS_CHECK(float, f32, 1.2e-7)
 DEFINE_ROWS_CHECK(double, f64, 2.3e-16)
 
 static void test_rows(void)
 {
-    static const int64_t ms[] = {1, 5, 12, 13, 32, 40}, ns[] = {1, 9, 16, 17, 33, 64, 224, 300};
-    static const int64_t ks[] = {1, 9, 144};
-    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
-        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
-            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
-                const int flags = (int)((a + b + c) % 4) * 4; /* none, BIAS_ROW, RELU, both */
-                rows_check_f32(flags, ms[a], ns[b], ks[c]);
-                rows_check_f64(flags, ms[a], ns[b], ks[c]);
-            }
+    static const int64_t ms[] = {1, 5, 12, 13, 32, 40}, ks[] = {1, 9, 144};
+    for (int vw = 8; vw <= 16; vw += 8) {                     /* the f64 and f32 vector widths */
+        const int n0s[] = {1, vw - 2, vw}, n1s[] = {0, 3, vw};
+        for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
+                for (int x = 0; x < 3; x++)
+                    for (int y = 0; y < 3; y++) {
+                        const int flags = (int)((a + c + (size_t)x + (size_t)y) % 4) * 4; /* bias row/col, relu */
+                        const int n0 = n0s[x], n1 = n1s[y];
+                        /* contiguous; and a row pitch apart in B with a gap in C (two output rows) */
+                        if (vw == 16) {
+                            rows_check_f32(flags, ms[a], ks[c], n0, n1, n0, n0);
+                            rows_check_f32(flags, ms[a], ks[c], n0, n1, n0 + 5, n0 + 2);
+                        } else {
+                            rows_check_f64(flags, ms[a], ks[c], n0, n1, n0, n0);
+                            rows_check_f64(flags, ms[a], ks[c], n0, n1, n0 + 5, n0 + 2);
+                        }
+                    }
+    }
 }
 
 static void check_both(int flags, int64_t m, int64_t n, int64_t k, double alpha, double beta,

@@ -55,11 +55,13 @@ static inline __mmask8 mask8(int64_t n)
 FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, const float *restrict a,
                          const int64_t a_rs, const int64_t a_cs, const float *restrict b, const int64_t b_rs,
                          const int64_t *restrict boff,
-                         float *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f32 *epi,
-                         const float *restrict bias)
+                         float *restrict c, int64_t ldc, int nr, const int nr1, const int64_t b2,
+                         const int64_t c2, const fnn_gemm_epi_f32 *epi, const float *restrict bias)
 {
-    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    /* Gathered rows (direct == 2): vector 0 has nr lanes, vector 1 nr1 lanes b2 past it in B
+     * and c2 past it in C (two output rows of a convolution); else nr lanes in all, contiguous. */
+    const __mmask16 m0 = mask16(nr), m1 = direct == 2 ? mask16(nr1) : mask16(nr - 16);
+    const int64_t bo1 = direct == 2 ? b2 : 16, co1 = direct == 2 ? c2 : 16;
     __m512 acc[MR_F32][2];
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) {
@@ -71,7 +73,7 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + nr - 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + (direct == 2 && V > 1 ? co1 + nr1 : nr) - 1), _MM_HINT_T0);
     }
     for (int64_t p = 0; p < k; p++) {
         __m512 b0, b1 = _mm512_setzero_ps();
@@ -79,7 +81,7 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
             /* B rows gathered by offset (an implicit im2col): short rows already in L1. */
             b0 = _mm512_maskz_loadu_ps(m0, b + boff[p]);
             if (V > 1)
-                b1 = _mm512_maskz_loadu_ps(m1, b + boff[p] + 16);
+                b1 = _mm512_maskz_loadu_ps(m1, b + boff[p] + bo1);
         } else if (direct) {
             _mm_prefetch((const char *)(b + FNN_PF_B * b_rs), _MM_HINT_T0);
             if (V > 1)
@@ -115,7 +117,7 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
     if (bias && !bias_row) {
         bc0 = _mm512_maskz_loadu_ps(m0, bias);
         if (V > 1)
-            bc1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+            bc1 = _mm512_maskz_loadu_ps(m1, bias + co1);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) {
@@ -124,14 +126,14 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
             const __mmask16 mv = v ? m1 : m0;
             __m512 r = _mm512_mul_ps(alpha, acc[i][v]);
             if (!(flags & FNN_GEMM_E_BETA0))
-                r = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mv, ci + 16 * v), r);
+                r = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mv, ci + (v ? co1 : 0)), r);
             if (bias_row)
                 r = _mm512_add_ps(r, _mm512_set1_ps(bias[i]));
             else if (bias)
                 r = _mm512_add_ps(r, v ? bc1 : bc0);
             if (flags & FNN_GEMM_E_RELU)
                 r = _mm512_max_ps(zero, r); /* max(0, NaN) = NaN */
-            _mm512_mask_storeu_ps(ci + 16 * v, mv, r);
+            _mm512_mask_storeu_ps(ci + (v ? co1 : 0), mv, r);
         }
     }
 }
@@ -143,11 +145,13 @@ FNN_INLINE void kern_f32(const int R, const int V, const int direct, int64_t k, 
 FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, const double *restrict a,
                          const int64_t a_rs, const int64_t a_cs, const double *restrict b, const int64_t b_rs,
                          const int64_t *restrict boff,
-                         double *restrict c, int64_t ldc, int nr, const fnn_gemm_epi_f64 *epi,
-                         const double *restrict bias)
+                         double *restrict c, int64_t ldc, int nr, const int nr1, const int64_t b2,
+                         const int64_t c2, const fnn_gemm_epi_f64 *epi, const double *restrict bias)
 {
-    const __mmask8 m0 = (__mmask8)(nr >= 8 ? 0xff : (1u << nr) - 1);
-    const __mmask8 m1 = (__mmask8)(nr >= 16 ? 0xff : nr > 8 ? (1u << (nr - 8)) - 1 : 0);
+    /* Gathered rows (direct == 2): vector 0 has nr lanes, vector 1 nr1 lanes b2 past it in B
+     * and c2 past it in C (two output rows of a convolution); else nr lanes in all, contiguous. */
+    const __mmask8 m0 = mask8(nr), m1 = direct == 2 ? mask8(nr1) : mask8(nr - 8);
+    const int64_t bo1 = direct == 2 ? b2 : 8, co1 = direct == 2 ? c2 : 8;
     __m512d acc[MR_F64][2];
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) {
@@ -157,7 +161,7 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + nr - 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + (direct == 2 && V > 1 ? co1 + nr1 : nr) - 1), _MM_HINT_T0);
     }
     for (int64_t p = 0; p < k; p++) {
         __m512d b0, b1 = _mm512_setzero_pd();
@@ -165,7 +169,7 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
             /* B rows gathered by offset (an implicit im2col): short rows already in L1. */
             b0 = _mm512_maskz_loadu_pd(m0, b + boff[p]);
             if (V > 1)
-                b1 = _mm512_maskz_loadu_pd(m1, b + boff[p] + 8);
+                b1 = _mm512_maskz_loadu_pd(m1, b + boff[p] + bo1);
         } else if (direct) {
             _mm_prefetch((const char *)(b + FNN_PF_B * b_rs), _MM_HINT_T0);
             if (V > 1)
@@ -200,7 +204,7 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
     if (bias && !bias_row) {
         bc0 = _mm512_maskz_loadu_pd(m0, bias);
         if (V > 1)
-            bc1 = _mm512_maskz_loadu_pd(m1, bias + 8);
+            bc1 = _mm512_maskz_loadu_pd(m1, bias + co1);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) {
@@ -209,14 +213,14 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
             const __mmask8 mv = v ? m1 : m0;
             __m512d r = _mm512_mul_pd(alpha, acc[i][v]);
             if (!(flags & FNN_GEMM_E_BETA0))
-                r = _mm512_fmadd_pd(beta, _mm512_maskz_loadu_pd(mv, ci + 8 * v), r);
+                r = _mm512_fmadd_pd(beta, _mm512_maskz_loadu_pd(mv, ci + (v ? co1 : 0)), r);
             if (bias_row)
                 r = _mm512_add_pd(r, _mm512_set1_pd(bias[i]));
             else if (bias)
                 r = _mm512_add_pd(r, v ? bc1 : bc0);
             if (flags & FNN_GEMM_E_RELU)
                 r = _mm512_max_pd(zero, r);
-            _mm512_mask_storeu_pd(ci + 8 * v, mv, r);
+            _mm512_mask_storeu_pd(ci + (v ? co1 : 0), mv, r);
         }
     }
 }
@@ -227,7 +231,7 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
                                      int nr, const fnn_gemm_epi_##SUF *e, const T *bias)           \
     {                                                                                              \
         (void)mr;                                                                                  \
-        kern_##SUF(R, V, 0, k, a, 1, MR, b, 0, NULL, c, ldc, nr, e, bias);                         \
+        kern_##SUF(R, V, 0, k, a, 1, MR, b, 0, NULL, c, ldc, nr, 0, 0, 0, e, bias);                   \
     }
 #define FNN_KD(T, SUF, R, V)                                                                       \
     static void kd_##SUF##_##R##_##V(int64_t k, const T *a, int64_t a_rs, int64_t a_cs, const T *b, \
@@ -235,15 +239,16 @@ FNN_INLINE void kern_f64(const int R, const int V, const int direct, int64_t k, 
                                      const fnn_gemm_epi_##SUF *e, const T *bias)                   \
     {                                                                                              \
         (void)mr;                                                                                  \
-        kern_##SUF(R, V, 1, k, a, a_rs, a_cs, b, ldb, NULL, c, ldc, nr, e, bias);                  \
+        kern_##SUF(R, V, 1, k, a, a_rs, a_cs, b, ldb, NULL, c, ldc, nr, 0, 0, 0, e, bias);         \
     }
 #define FNN_KG(T, SUF, R, V)                                                                       \
     static void kg_##SUF##_##R##_##V(int64_t k, const T *a, int64_t a_rs, int64_t a_cs, const T *b, \
-                                     const int64_t *boff, T *c, int64_t ldc, int mr, int nr,       \
-                                     const fnn_gemm_epi_##SUF *e, const T *bias)                   \
+                                     const int64_t *boff, int64_t b2, T *c, int64_t ldc, int64_t c2, \
+                                     int mr, int nr0, int nr1, const fnn_gemm_epi_##SUF *e,         \
+                                     const T *bias)                                                 \
     {                                                                                              \
         (void)mr;                                                                                  \
-        kern_##SUF(R, V, 2, k, a, a_rs, a_cs, b, 0, boff, c, ldc, nr, e, bias);                    \
+        kern_##SUF(R, V, 2, k, a, a_rs, a_cs, b, 0, boff, c, ldc, nr0, nr1, b2, c2, e, bias);      \
     }
 #define FNN_ROWS(X, ...)                                                                           \
     X(__VA_ARGS__, 1) X(__VA_ARGS__, 2) X(__VA_ARGS__, 3) X(__VA_ARGS__, 4) X(__VA_ARGS__, 5)     \
@@ -272,22 +277,24 @@ static const fnn_gemm_ukg_f64 kg_f64[2][MR_F64] = {FNN_NAMES(kg_f64_, _1), FNN_N
 
 /* Gathered B rows (the convolution's implicit im2col): every tile shape, like the direct kernel. */
 static void ukg_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, const int64_t *boff,
-                    float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
+                    int64_t b2, float *c, int64_t ldc, int64_t c2, int mr, int nr0, int nr1,
+                    const fnn_gemm_epi_f32 *epi, const float *bias)
 {
-    kg_f32[nr > 16][mr - 1](k, a, a_rs, a_cs, b, boff, c, ldc, mr, nr, epi, bias);
+    kg_f32[nr1 > 0][mr - 1](k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, mr, nr0, nr1, epi, bias);
 }
 
 static void ukg_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, const int64_t *boff,
-                    double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
+                    int64_t b2, double *c, int64_t ldc, int64_t c2, int mr, int nr0, int nr1,
+                    const fnn_gemm_epi_f64 *epi, const double *bias)
 {
-    kg_f64[nr > 8][mr - 1](k, a, a_rs, a_cs, b, boff, c, ldc, mr, nr, epi, bias);
+    kg_f64[nr1 > 0][mr - 1](k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, mr, nr0, nr1, epi, bias);
 }
 
 static void ukr_f32(int64_t k, const float *a, const float *b, float *c, int64_t ldc, int mr, int nr,
                     const fnn_gemm_epi_f32 *epi, const float *bias)
 {
     if (mr == MR_F32 && nr > 16)
-        kern_f32(MR_F32, 2, 0, k, a, 1, MR_F32, b, 0, NULL, c, ldc, nr, epi, bias);
+        kern_f32(MR_F32, 2, 0, k, a, 1, MR_F32, b, 0, NULL, c, ldc, nr, 0, 0, 0, epi, bias);
     else
         kp_f32[nr > 16][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
 }
@@ -374,7 +381,7 @@ static void ukr_f64(int64_t k, const double *a, const double *b, double *c, int6
                     const fnn_gemm_epi_f64 *epi, const double *bias)
 {
     if (mr == MR_F64 && nr > 8)
-        kern_f64(MR_F64, 2, 0, k, a, 1, MR_F64, b, 0, NULL, c, ldc, nr, epi, bias);
+        kern_f64(MR_F64, 2, 0, k, a, 1, MR_F64, b, 0, NULL, c, ldc, nr, 0, 0, 0, epi, bias);
     else
         kp_f64[nr > 8][mr - 1](k, a, b, c, ldc, mr, nr, epi, bias);
 }
