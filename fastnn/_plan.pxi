@@ -12,9 +12,10 @@
 # The capture flag is a C thread-local, so other threads keep running kernels while one captures.
 # Kernel functions that cannot be captured (the backward and training ones) refuse to run while
 # their thread captures, instead of running at capture time.
-from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int32_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, strcmp
 
 cdef extern from *:
     """
@@ -132,6 +133,10 @@ cdef class Plan:
     cdef _op *ops
     cdef Py_ssize_t n_ops, cap
     cdef list keep
+    cdef object src, dst          # bound input and output arrays (bind)
+    cdef void *src_ptr
+    cdef Py_ssize_t src_len
+    cdef bytes src_format
 
     def __cinit__(self):
         self.ops = NULL
@@ -168,6 +173,36 @@ cdef class Plan:
                 if status != c.FNN_OK:
                     break
         _check(status)
+
+    def bind(self, src, dst):
+        """Name the plan's input buffer src (a C-contiguous writable array the calls read) and
+        output dst, for ``call``."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(src, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        try:
+            if view.readonly:
+                raise ValueError("plan input buffer: expected a writable array")
+            self.src_ptr, self.src_len, self.src_format = view.buf, view.len, view.format
+        finally:
+            PyBuffer_Release(&view)
+        self.src, self.dst = src, dst
+
+    def call(self, x):
+        """Copy x (C-contiguous, of the bound input's size and type) into the bound input, run
+        the calls, return a copy of the bound output: a whole inference in one Python call."""
+        cdef Py_buffer view
+        if self.src is None:
+            raise RuntimeError("plan: call() before bind()")
+        PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        try:
+            if view.len != self.src_len or view.format == NULL or strcmp(view.format, self.src_format) != 0:
+                raise ValueError(f"plan: expected an input of {self.src_len} bytes of format "
+                                 f"{self.src_format.decode()!r}")
+            memcpy(self.src_ptr, view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        self.run()
+        return self.dst.copy()
 
 
 def capture_begin(Plan plan):

@@ -141,3 +141,28 @@ def test_capture_runs_nothing_and_refuses_training_kernels():
     plan.run()
     np.testing.assert_array_equal(out, np.full((2, 4), 3, np.float32))
     _core.bias_grad(out, np.zeros(4, np.float32))     # runs again once capture has ended
+
+
+def test_plan_call_checks_its_input():
+    x = np.ones((1, 3), np.float32)
+    w = np.full((3, 2), 2, np.float32)
+    out = np.zeros((1, 2), np.float32)
+    plan = _core.Plan()
+    with pytest.raises(RuntimeError, match="before bind"):
+        plan.call(x)
+    _core.capture_begin(plan)
+    try:
+        _core.gemm(x, w, out)
+    finally:
+        _core.capture_end()
+    plan.bind(x, out)
+    np.testing.assert_array_equal(plan.call(np.array([[1, 2, 3]], np.float32)), [[12, 12]])
+    for bad in (np.ones((1, 4), np.float32), np.ones((1, 3), np.float64), np.ones((1, 3), np.int32)):
+        with pytest.raises(ValueError, match="expected an input of 12 bytes"):
+            plan.call(bad)
+    with pytest.raises(ValueError):
+        plan.call(np.ones((3, 2), np.float32)[:, :1])     # not contiguous
+    with pytest.raises(ValueError, match="writable"):
+        ro = np.ones((1, 3), np.float32)
+        ro.flags.writeable = False
+        plan.bind(ro, out)
