@@ -4,8 +4,10 @@ the alpha/beta/bias/ReLU epilogue, and bit-identical results for any thread coun
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +284,17 @@ def test_ops_matmul_errors():
     x = np.ones((4, 4))
     with pytest.raises(ValueError):
         fnn.ops.matmul(x, np.ones((4, 4)), out=x)       # out overlaps an operand
+
+
+def test_c_gemm_harness(tmp_path):
+    """csrc/gemm/test/test_gemm.c in its quick mode: every kernel variant of the C GEMM and the
+    convolution's gathered-rows product against a double reference, called from C (argument
+    errors, padded leading dimensions, NaN in C with beta = 0, 1-4 threads, concurrent callers)."""
+    source = Path(__file__).resolve().parents[1] / "csrc" / "gemm" / "test"
+    make, cc = shutil.which("make"), shutil.which(os.environ.get("CC", "cc"))
+    if not source.is_dir() or make is None or cc is None:
+        pytest.skip("needs the source tree, make and a C compiler")
+    run = subprocess.run([make, "-C", str(source), "test", "ARGS=quick", f"BUILD={tmp_path}"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert run.stdout.count(" 0 failures") == 2, run.stdout[-4000:]
