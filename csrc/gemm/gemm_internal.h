@@ -103,6 +103,7 @@ typedef struct {
     fnn_gemm_ukt_f32 ukt;                        /* NULL: no dot-product path */
     int dt_m, dt_n;                              /* ukt tile: dt_m x dt_n */
     fnn_gemm_ukg_f32 ukg;                        /* NULL: no gathered-rows path */
+    int nr_wide1;                                /* ukd accepts nr <= nr_wide1 when mr == 1 */
 } fnn_gemm_desc_f32;
 
 typedef struct {
@@ -116,6 +117,7 @@ typedef struct {
     fnn_gemm_ukt_f64 ukt;
     int dt_m, dt_n;
     fnn_gemm_ukg_f64 ukg;
+    int nr_wide1;
 } fnn_gemm_desc_f64;
 
 extern const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32;

@@ -246,7 +246,10 @@ static void FNN_NAME(gemm_unpacked)(const FNN_ARGS *g, int kind, int n_threads)
     int tm = 1, tn = 1;
     const int nt = fnn_gemm_threads(g->m, g->n, g->k, MR, NR, n_threads, 0, &tm, &tn);
     if (nt <= 1) {
-        FNN_NAME(gemm_tiles)(g, &epi, kind, MR, NR, 0, g->m, 0, g->n);
+        /* One row on one thread: the widest strips the kernel takes (whole B rows of up to
+         * nr_wide1 values stream faster); each element is computed the same way at any width. */
+        const int nr1 = kind == FNN_GEMM_DIRECT && g->m == 1 && d->nr_wide1 > NR ? d->nr_wide1 : NR;
+        FNN_NAME(gemm_tiles)(g, &epi, kind, MR, nr1, 0, g->m, 0, g->n);
         return;
     }
 #ifdef _OPENMP

@@ -294,6 +294,10 @@ static void test_variant(int quick)
     for (int t = 0; t < 4; t++) {
         check_both(t, 1, 1, 1, 1.0, 0.0, 0, 0, 0, 1, 1);
         check_both(t, 1, 300, 200, 1.0, 0.5, 0, 0, 0, 1, 0);
+        /* the GEMV strips: whole (256/128 float, 128/64 double) and partial, one and two rows */
+        check_both(t | FNN_EPI_RELU, 1, 256, 77, 1.0, 0.0, 0, 3, 0, 1, 1);
+        check_both(t, 2, 128, 77, 1.0, 0.0, 0, 0, 0, 1, 0);
+        check_both(t, 1, 128, 300, 1.0, 0.0, 1, 0, 0, 1, 0);
         check_both(t, 300, 1, 200, 1.0, 0.0, 0, 0, 0, 1, 1);
         check_both(t, 300, 200, 1, 1.0, 0.0, 0, 0, 0, 1, 1);
         check_both(t | FNN_BIAS_ROW | FNN_EPI_RELU, 130, 77, 1023, 1.0, 0.0, 1, 1, 1, 1, 1);
