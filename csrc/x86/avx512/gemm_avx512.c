@@ -363,24 +363,27 @@ FNN_INLINE void kern_row_f32(const int R, const int NV, const int FULL, int64_t 
     }
 }
 
-static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t ldb,
-                    float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
-{
-    if (mr == 1 && nr == NRW1_F32)
-        kern_row_f32(1, 16, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 1 && nr > NRW_F32)
-        kern_row_f32(1, 16, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 1 && nr == NRW_F32)
-        kern_row_f32(1, 8, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 1)
-        kern_row_f32(1, 8, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 2 && nr == NRW_F32)
-        kern_row_f32(2, 8, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 2)
-        kern_row_f32(2, 8, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else
-        kd_f32[nr > 16][mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
-}
+/* The direct kernel's entry: the GEMV kernels for one or two rows, the tile kernels else. */
+#define FNN_UKD(T, SUF, NRW, NRW1, VW)                                                                  \
+    static void ukd_##SUF(int64_t k, const T *a, int64_t a_rs, int64_t a_cs, const T *b, int64_t ldb, T *c, \
+                          int64_t ldc, int mr, int nr, const fnn_gemm_epi_##SUF *epi, const T *bias)      \
+    {                                                                                                   \
+        if (mr == 1 && nr == NRW1)                                                                      \
+            kern_row_##SUF(1, 16, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);                   \
+        else if (mr == 1 && nr > NRW)                                                                   \
+            kern_row_##SUF(1, 16, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);                   \
+        else if (mr == 1 && nr == NRW)                                                                  \
+            kern_row_##SUF(1, 8, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);                    \
+        else if (mr == 1)                                                                               \
+            kern_row_##SUF(1, 8, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);                    \
+        else if (mr == 2 && nr == NRW)                                                                  \
+            kern_row_##SUF(2, 8, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);                    \
+        else if (mr == 2)                                                                               \
+            kern_row_##SUF(2, 8, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);                    \
+        else                                                                                            \
+            kd_##SUF[nr > VW][mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);             \
+    }
+FNN_UKD(float, f32, NRW_F32, NRW1_F32, 16)
 
 static void ukr_f64(int64_t k, const double *a, const double *b, double *c, int64_t ldc, int mr, int nr,
                     const fnn_gemm_epi_f64 *epi, const double *bias)
@@ -448,24 +451,7 @@ FNN_INLINE void kern_row_f64(const int R, const int NV, const int FULL, int64_t 
     }
 }
 
-static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, int64_t ldb,
-                    double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
-{
-    if (mr == 1 && nr == NRW1_F64)
-        kern_row_f64(1, 16, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 1 && nr > NRW_F64)
-        kern_row_f64(1, 16, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 1 && nr == NRW_F64)
-        kern_row_f64(1, 8, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 1)
-        kern_row_f64(1, 8, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 2 && nr == NRW_F64)
-        kern_row_f64(2, 8, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else if (mr == 2)
-        kern_row_f64(2, 8, 0, k, a, a_rs, a_cs, b, ldb, c, ldc, nr, epi, bias);
-    else
-        kd_f64[nr > 8][mr - 1](k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias);
-}
+FNN_UKD(double, f64, NRW_F64, NRW1_F64, 8)
 
 /* ---- packing ----------------------------------------------------------------------------
  * The portable packers move one element at a time; packing is a sizeable part of the work
