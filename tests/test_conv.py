@@ -383,3 +383,19 @@ def test_concurrent_predict_equals_serial(rng):
             np.testing.assert_array_equal(model.predict(batches[k]), expected[k])
 
     run_concurrently(6, work)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_workspace_at_any_offset(dtype, rng):
+    """The implicit path keeps int64 column offsets in the workspace; a workspace not aligned for
+    them (a view one element in) takes the im2col path, with the same results."""
+    from fastnn import _core
+    x = rng.standard_normal((2, 3, 9, 9)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    need = _core.conv2d_workspace(False, x.shape, w.shape, (1, 1), (1, 1, 1, 1), 1)
+    ws = np.empty(need + 1, dtype)
+    y1, y2 = np.empty((2, 4, 9, 9), dtype), np.empty((2, 4, 9, 9), dtype)
+    _core.conv2d_fwd(x, w, b, y1, (1, 1), (1, 1, 1, 1), True, ws[:need], 1)
+    _core.conv2d_fwd(x, w, b, y2, (1, 1), (1, 1, 1, 1), True, ws[1:], 1)
+    np.testing.assert_allclose(y2, y1, **_tol(dtype))

@@ -329,7 +329,8 @@ static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_pla
 static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
                                const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
-    if (p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0)
+    /* (the column offsets are int64 values in the workspace: only where it is aligned for them) */
+    if (p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 && (uintptr_t)(void *)sc->cols % sizeof(int64_t) == 0)
         return FNN_(conv_fwd_implicit)(s, p, gflags, x, w, b, y, u, sc, nt);
     if (p->tiles == 1 && p->nb > 1) {       /* WIDE: nb whole images side by side in one GEMM */
         const int64_t a = u * p->nb, e = a + p->nb < s->n ? a + p->nb : s->n;
