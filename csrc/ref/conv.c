@@ -1,5 +1,10 @@
 /* 2-D convolution (NCHW) by im2col + GEMM: float and double from conv_tmpl.h.
  *
+ * Forward with stride 1 where the CPU variant has the gathered-rows GEMM kernel (AVX-512): no
+ * column matrix at all. The image is padded once and the GEMM reads each tap's row of the
+ * columns in place through its offset in the padded image (an implicit im2col), storing each
+ * output row straight into y (conv_fwd_implicit). Otherwise, and for every backward pass:
+ *
  * The work is cut into units (a block of whole images, or a band of output rows of one image)
  * whose column matrix cols[c*kh*kw, unit columns] is built in the caller's workspace (sized to
  * stay in L2), multiplied by the weights with the bias and ReLU fused into the GEMM epilogue,
