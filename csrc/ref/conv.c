@@ -75,6 +75,8 @@ typedef struct {
     int64_t ucols;             /* most columns of one unit */
     int dwt;                   /* backward: weight gradient accumulated transposed */
     int implicit_ok;           /* forward, stride 1: workspace for the implicit path (xpad, offsets) */
+    int dx_implicit_ok;        /* backward, WIDE: workspace for the implicit input gradient */
+    int64_t dyp_len;           /* backward: the padded output gradient of one image and its offsets */
     int64_t xpad_len, cols_len, ybuf_len, dxpad_len, dwt_len, thr_len; /* one thread's scratch */
     int64_t groups;            /* backward: image groups with their own partial gradients */
     int64_t part_len, wt_len;  /* backward: one partial (dw then db), transposed weights */
@@ -157,10 +159,17 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
         if (p->xpad_len < fnn_round16(s->c * p->hp * p->wp)) p->xpad_len = fnn_round16(s->c * p->hp * p->wp);
         if (p->cols_len < fnn_round16(2 * p->ckk)) p->cols_len = fnn_round16(2 * p->ckk);
     }
+    /* Backward, WIDE, padding under the kernel size: room for the implicit input gradient (the
+     * output gradient padded by k - 1 - pad, and its tap offsets), whatever the CPU variant. */
+    p->dx_implicit_ok = backward && p->mode == FNN_CONV_WIDE && s->pad_t < s->kh && s->pad_b < s->kh &&
+                        s->pad_l < s->kw && s->pad_r < s->kw;
+    p->dyp_len = p->dx_implicit_ok ? fnn_round16(s->f * (s->h + s->kh - 1) * (s->w + s->kw - 1)) +
+                                         fnn_round16(2 * s->f * s->kh * s->kw)
+                                   : 0;
     p->ybuf_len = (p->mode == FNN_CONV_WIDE || backward) ? fnn_round16(s->f * p->ucols) : 0;
     p->dxpad_len = backward && p->padded ? p->xpad_len : 0;
     p->dwt_len = p->dwt || (backward && p->mode == FNN_CONV_WIDE) ? fnn_round16(s->f * p->ckk) : 0;
-    p->thr_len = p->xpad_len + p->cols_len + p->ybuf_len + p->dxpad_len + p->dwt_len;
+    p->thr_len = p->xpad_len + p->cols_len + p->ybuf_len + p->dxpad_len + p->dwt_len + p->dyp_len;
     /* Shapes no array could have (the sizes above would overflow): refuse them. */
     if ((double)s->c * (double)p->hp * (double)p->wp > 0x1p60 || (double)p->ckk * (double)p->ucols > 0x1p60 ||
         (double)s->f * (double)p->ucols > 0x1p60 || (double)s->f * (double)p->ckk > 0x1p56 ||

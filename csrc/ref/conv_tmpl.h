@@ -142,9 +142,11 @@ static FNN_T FNN_(conv_sum)(const FNN_T *restrict v, int64_t n) {
 
 /* ---- WIDE mode (stride 1): rows of the columns are contiguous runs of the padded planes ---- */
 
-/* xp (c, hp, wp) = xi (c, h, w) surrounded by zeros. */
-FNN_SHORT_COPIES static void FNN_(pad_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
-                                             const FNN_T *restrict xi, FNN_T *restrict xp) {
+/* xp (c, hp, wp) = xi (c, h, w) surrounded by zeros; with mi, xi where mi > 0, else 0 (the
+ * ReLU backward mask, when the image is an output gradient). */
+FNN_SHORT_COPIES static void FNN_(pad_image_masked)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                                    const FNN_T *restrict xi, const FNN_T *restrict mi,
+                                                    FNN_T *restrict xp) {
     const int64_t wp = p->wp, h = s->h, w = s->w;
     for (int64_t ci = 0; ci < s->c; ci++) {
         FNN_T *d = xp + ci * p->hp * wp;
@@ -153,11 +155,19 @@ FNN_SHORT_COPIES static void FNN_(pad_image)(const fnn_conv2d_shape *s, const fn
         d += s->pad_t * wp;
         for (int64_t r = 0; r < h; r++, d += wp) {
             for (int64_t j = 0; j < s->pad_l; j++) d[j] = 0;
-            FNN_(copy_row)(d + s->pad_l, src + r * w, w);
+            if (mi)
+                FNN_(mask_row)(d + s->pad_l, src + r * w, mi + ci * h * w + r * w, w);
+            else
+                FNN_(copy_row)(d + s->pad_l, src + r * w, w);
             for (int64_t j = s->pad_l + w; j < wp; j++) d[j] = 0;
         }
         memset(d, 0, (size_t)(s->pad_b * wp) * sizeof(FNN_T));
     }
+}
+
+static void FNN_(pad_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xi,
+                            FNN_T *restrict xp) {
+    FNN_(pad_image_masked)(s, p, xi, NULL, xp);
 }
 
 /* dxi (c, h, w) = the interior of dxp (c, hp, wp). */
@@ -242,18 +252,19 @@ static void FNN_(dy_masked)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, c
 /* ---- forward ---------------------------------------------------------------------------- */
 
 typedef struct {
-    FNN_T *xpad, *cols, *ybuf, *dxpad, *dwt;
+    FNN_T *xpad, *cols, *ybuf, *dxpad, *dwt, *dyp;
     int64_t padded_img; /* the image xpad holds (-1: none yet) */
 } FNN_(conv_scratch);
 
 static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) {
-    FNN_(conv_scratch) sc = {NULL, NULL, NULL, NULL, NULL, -1};
+    FNN_(conv_scratch) sc = {NULL, NULL, NULL, NULL, NULL, NULL, -1};
     if (!base) return sc;
     sc.xpad = base;
     sc.cols = sc.xpad + p->xpad_len;
     sc.ybuf = sc.cols + p->cols_len;
     sc.dxpad = sc.ybuf + p->ybuf_len;
     sc.dwt = sc.dxpad + p->dxpad_len;
+    sc.dyp = sc.dwt + p->dwt_len;
     return sc;
 }
 
@@ -278,22 +289,45 @@ static int FNN_(conv_rows_group)(const fnn_conv2d_shape *s, const fnn_conv_plan 
                          yi + r * ow + j0, p->hw, c2) != FNN_OK;
 }
 
-/* Forward of unit u (stride 1) without im2col, where the CPU variant has the gathered-rows GEMM
- * kernel (whatever the thread count, so results do not depend on it): each image is padded
- * once into xpad, and tap (ci, u, v) of output row r is read in place at offset
- * ci*plane + u*wp + v from padded row r. Each kernel call computes every filter for one group of
- * columns and stores it straight into y: two whole output rows when a row fits one vector
- * (14 x 14 images: 14 of 16 lanes), else one row in pieces of up to two vectors. No column
- * matrix, no wide columns computed and dropped. */
-static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
-                                   const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc,
-                                   int nt) {
-    const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, wp = p->wp, plane = p->hp * wp, ow = p->ow;
-    const int64_t vw = FNN_CONV_ROWS_WIDTH();
-    int64_t *boff = (int64_t *)(void *)sc->cols;
+/* The implicit convolution (stride 1, where the CPU variant has the gathered-rows GEMM kernel,
+ * whatever the thread count, so results do not depend on it): each image is padded once, and
+ * tap (ci, u, v) of output row r is read in place at offset ci*plane + u*wp + v from padded row
+ * r. Each kernel call computes every filter for one group of columns and stores it straight
+ * into the output: two whole output rows when a row fits one vector (14 x 14 images: 14 of 16
+ * lanes), else one row in pieces of up to two vectors. No column matrix, no wide columns
+ * computed and dropped. The forward pass, and the input gradient as the convolution of the
+ * padded output gradient with the flipped, transposed weights (conv_dx_shape).
+ *
+ * Output rows [i0, i1) of one image by the implicit GEMM from its padded planes xp (the
+ * offsets boff of every tap computed by conv_tap_offsets): nonzero on error. */
+static int FNN_(conv_implicit_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *w,
+                                    const FNN_T *b, const int64_t *boff, const FNN_T *xp, FNN_T *yi, int64_t i0,
+                                    int64_t i1, int nt) {
+    const int64_t ow = p->ow, vw = FNN_CONV_ROWS_WIDTH();
+    const int pairs = ow <= vw;                                 /* two output rows per call */
+    const int64_t pieces = pairs ? 1 : (ow + 2 * vw - 1) / (2 * vw);
+    const int64_t groups = (pairs ? (i1 - i0 + 1) / 2 : i1 - i0) * pieces;
+    int bad = 0;
+    FNN_PARALLEL_FOR_OR(nt, bad, g, groups,
+                        bad |= FNN_(conv_rows_group)(s, p, gflags, w, b, boff, xp, yi, i1, vw, pairs, pieces, i0,
+                                                     g););
+    return bad;
+}
+
+/* boff[(ci, u, v)] = the offset of tap (ci, u, v) in the padded planes. */
+static void FNN_(conv_tap_offsets)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t *boff) {
+    const int64_t wp = p->wp, plane = p->hp * wp;
     for (int64_t ci = 0; ci < s->c; ci++)
         for (int64_t r = 0; r < s->kh; r++)
             for (int64_t v = 0; v < s->kw; v++) boff[(ci * s->kh + r) * s->kw + v] = ci * plane + r * wp + v;
+}
+
+static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *x,
+                                   const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc,
+                                   int nt) {
+    const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw;
+    int64_t *boff = (int64_t *)(void *)sc->cols;
+    FNN_(conv_tap_offsets)(s, p, boff);
     int64_t a, e, i0 = 0, i1 = p->oh;
     if (p->tiles == 1) {
         a = u * p->nb;
@@ -304,23 +338,35 @@ static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_pla
         i0 = (u % p->tiles) * p->rows;
         i1 = i0 + p->rows < p->oh ? i0 + p->rows : p->oh;
     }
-    const int pairs = ow <= vw;                                 /* two output rows per call */
-    const int64_t pieces = pairs ? 1 : (ow + 2 * vw - 1) / (2 * vw);
-    const int64_t groups = (pairs ? (i1 - i0 + 1) / 2 : i1 - i0) * pieces;
     for (int64_t img = a; img < e; img++) {
         if (sc->padded_img != img) {
             FNN_(pad_image)(s, p, x + img * in_img, sc->xpad);
             sc->padded_img = img;
         }
-        const FNN_T *xp = sc->xpad;
-        FNN_T *yi = y + img * out_img;
-        int bad = 0;
-        FNN_PARALLEL_FOR_OR(nt, bad, g, groups,
-                            bad |= FNN_(conv_rows_group)(s, p, gflags, w, b, boff, xp, yi, i1, vw, pairs, pieces,
-                                                         i0, g););
-        if (bad) return FNN_ERR_ARG;
+        if (FNN_(conv_implicit_rows)(s, p, gflags, w, b, boff, sc->xpad, y + img * out_img, i0, i1, nt))
+            return FNN_ERR_ARG;
     }
     return FNN_OK;
+}
+
+/* The input gradient of a stride-1 convolution as a forward one: of the output gradient (f
+ * channels, oh x ow) padded by k - 1 - pad on each side, with the weights flipped and
+ * transposed (c filters over f channels), giving (c, h, w). */
+static int FNN_(conv_dx_shape)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, fnn_conv2d_shape *s2,
+                               fnn_conv_plan *p2) {
+    const fnn_conv2d_shape t = {1, s->f, p->oh, p->ow, s->c, s->kh, s->kw, 1, 1, s->kh - 1 - s->pad_t,
+                                s->kh - 1 - s->pad_b, s->kw - 1 - s->pad_l, s->kw - 1 - s->pad_r};
+    *s2 = t;
+    return fnn_conv_plan_make(0, s2, 1, p2);
+}
+
+/* dxi = the input gradient of one image by the implicit convolution (see conv_dx_shape): dyi
+ * masked by yi > 0 (the ReLU, yi may be NULL) and padded into dyp, then the flipped weights wf. */
+static int FNN_(conv_dx_implicit)(const fnn_conv2d_shape *s2, const fnn_conv_plan *p2, const FNN_T *wf,
+                                  const int64_t *boff2, const FNN_T *dyi, const FNN_T *yi, FNN_T *dyp, FNN_T *dxi,
+                                  int nt) {
+    FNN_(pad_image_masked)(s2, p2, dyi, yi, dyp);
+    return FNN_(conv_implicit_rows)(s2, p2, 0, wf, NULL, boff2, dyp, dxi, 0, p2->oh, nt) ? FNN_ERR_ARG : FNN_OK;
 }
 
 /* Forward of unit u: the images [u*nb, u*nb + nb) whole when an image is one tile, else tile
@@ -443,11 +489,21 @@ static int FNN_(conv_dw_gemm)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
  * has read it). g is dy, masked by y > 0 when y is given (the fused ReLU), staged per unit. */
 static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t a, int64_t e,
                                 const FNN_T *x, const FNN_T *y, const FNN_T *wt, const FNN_T *dy, FNN_T *dwg,
-                                FNN_T *dbg, FNN_T *dx, const FNN_(conv_scratch) *sc, int nt) {
+                                FNN_T *dbg, FNN_T *dx, const FNN_(conv_scratch) *sc, int dx_impl, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk, f = s->f;
     FNN_T *acc = p->dwt || p->mode == FNN_CONV_WIDE ? sc->dwt : dwg;
     FNN_T beta = 0;
     int st = FNN_OK;
+    /* dx_impl: wt holds the flipped weights of conv_dx_shape, dx comes from conv_dx_implicit */
+    fnn_conv2d_shape s2;
+    fnn_conv_plan p2;
+    int64_t *boff2 = NULL;
+    if (dx && dx_impl) {
+        st = FNN_(conv_dx_shape)(s, p, &s2, &p2);
+        if (st != FNN_OK) return st;
+        boff2 = (int64_t *)(void *)(sc->dyp + fnn_round16(s->f * p2.hp * p2.wp));
+        FNN_(conv_tap_offsets)(&s2, &p2, boff2);
+    }
     if (dbg) memset(dbg, 0, (size_t)f * sizeof(FNN_T));
     if (p->mode == FNN_CONV_WIDE && p->tiles == 1) {
         const int64_t seg = p->oh * p->wp;
@@ -464,6 +520,13 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             st = FNN_(conv_dw_gemm)(s, p, ld, sc->ybuf, ld, sc->cols, ckk, acc, beta, nt);
             beta = 1;
             if (st != FNN_OK || !dx) continue;
+            if (dx_impl) {
+                for (int64_t j = 0; j < nbk && st == FNN_OK; j++)
+                    st = FNN_(conv_dx_implicit)(&s2, &p2, wt, boff2, dy + (b0 + j) * out_img,
+                                                y ? y + (b0 + j) * out_img : NULL, sc->dyp, dx + (b0 + j) * in_img,
+                                                nt);
+                continue;
+            }
             st = FNN_CONV_GEMM(0, ckk, ld, f, 1, 0, wt, f, sc->ybuf, ld, NULL, sc->cols, ld, nt);
             if (st == FNN_OK)
                 for (int64_t j = 0; j < nbk; j++)
@@ -473,10 +536,10 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
         for (int64_t img = a; img < e && st == FNN_OK; img++) {
             const FNN_T *xi = x + img * in_img, *dyi = dy + img * out_img, *yi = y ? y + img * out_img : NULL;
             FNN_T *dxi = dx ? dx + img * in_img : NULL;
-            FNN_T *dxs = dxi;
+            FNN_T *dxs = dx_impl ? NULL : dxi;     /* where the tiles add their input gradient */
             if (p->mode == FNN_CONV_WIDE) {
                 FNN_(image_to_rows)(s, p, xi, sc->xpad);
-                if (p->padded) dxs = dxi ? sc->dxpad : NULL;
+                if (p->padded && dxs) dxs = sc->dxpad;
             }
             if (dxs && p->mode != FNN_CONV_DIRECT)
                 memset(dxs, 0, (size_t)(p->padded ? s->c * p->hp * p->wp : in_img) * sizeof(FNN_T));
@@ -509,7 +572,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                     for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(g + o * ldg, n);
                 st = FNN_(conv_dw_gemm)(s, p, n, g, ldg, bm, ldb, acc, beta, nt);
                 beta = 1;
-                if (st != FNN_OK || !dxi) continue;
+                if (st != FNN_OK || !dxs) continue;
                 if (p->mode == FNN_CONV_DIRECT) {
                     st = FNN_CONV_GEMM(0, ckk, n, f, 1, 0, wt, f, g, ldg, NULL, dxi + i0 * p->ow, p->hw, nt);
                     continue;
@@ -521,7 +584,10 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 else
                     FNN_col2im_wide(s, p, sc->cols, n, i0, i1, dxs);
             }
-            if (st == FNN_OK && dxi && p->padded) FNN_(crop_image)(s, p, sc->dxpad, dxi);
+            if (st == FNN_OK && dxi && dx_impl)
+                st = FNN_(conv_dx_implicit)(&s2, &p2, wt, boff2, dyi, yi, sc->dyp, dxi, nt);
+            else if (st == FNN_OK && dxi && p->padded)
+                FNN_(crop_image)(s, p, sc->dxpad, dxi);
         }
     }
     if (st == FNN_OK && p->mode == FNN_CONV_WIDE) {
@@ -554,9 +620,19 @@ static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
     status = fnn_conv_plan_fit(&p, ws_len, 1);
     if (status != FNN_OK) return status;
 
-    /* The input-gradient GEMMs read W^T (c*kh*kw, f) untransposed: the unpacked GEMM path. */
+    /* The input-gradient GEMMs read W^T (c*kh*kw, f) untransposed: the unpacked GEMM path. The
+     * implicit input gradient (stride 1, where the CPU variant has the gathered-rows kernel and
+     * the workspace is aligned for its int64 offsets) reads the weights flipped and transposed:
+     * wt[ci, o, kh-1-u, kw-1-v] = w[o, ci, u, v]. */
     FNN_T *wt = ws, *parts = ws + p.wt_len, *thr0 = ws + p.fixed_len;
-    if (dx)
+    const int dx_impl = dx && p.dx_implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 &&
+                        (uintptr_t)(void *)ws % sizeof(int64_t) == 0;
+    const int64_t kk = s->kh * s->kw;
+    if (dx_impl)
+        for (int64_t o = 0; o < s->f; o++)
+            for (int64_t ci = 0; ci < s->c; ci++)
+                for (int64_t t = 0; t < kk; t++) wt[(ci * s->f + o) * kk + kk - 1 - t] = w[(o * s->c + ci) * kk + t];
+    else if (dx)
         for (int64_t o = 0; o < s->f; o++)
             for (int64_t k = 0; k < p.ckk; k++) wt[k * s->f + o] = w[o * p.ckk + k];
     const int64_t G = p.groups, db_off = fnn_round16(wlen);
@@ -567,7 +643,7 @@ static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
             FNN_T *dwg = g == 0 ? dw : parts + (g - 1) * p.part_len;
             FNN_T *dbg = !db ? NULL : g == 0 ? db : parts + (g - 1) * p.part_len + db_off;
             status = FNN_(conv_bwd_group)(s, &p, s->n * g / G, s->n * (g + 1) / G, x, y, wt, dy, dwg, dbg, dx, &sc,
-                                          fnn_conv_gemm_threads(s, &p, nt));
+                                          dx_impl, fnn_conv_gemm_threads(s, &p, nt));
         }
     } else {
 #pragma omp parallel num_threads(p.outer)
@@ -583,7 +659,7 @@ static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
                 FNN_T *dwg = g == 0 ? dw : parts + (g - 1) * p.part_len;
                 FNN_T *dbg = !db ? NULL : g == 0 ? db : parts + (g - 1) * p.part_len + db_off;
                 mine = FNN_(conv_bwd_group)(s, &p, s->n * g / G, s->n * (g + 1) / G, x, y, wt, dy, dwg, dbg, dx,
-                                            &sc, 1);
+                                            &sc, dx_impl, 1);
             }
             if (mine != FNN_OK) {
 #pragma omp critical(fnn_conv_status)
