@@ -289,6 +289,17 @@ def test_dropout_mask_matches_reference(n, rate, dtype, rng):
         np.testing.assert_array_equal(y, x)
 
 
+def test_dropout_same_bits_under_every_kernel_variant(arch, dtype, rng):
+    """The hashing loop has an AVX-512 clone: every variant gives the reference's bits, across
+    an offset whose low 32 bits wrap inside the range."""
+    n, offset = 1000, 2**32 - 300
+    x = rng.standard_normal(n).astype(dtype)
+    y, mask = np.empty_like(x), np.empty_like(x)
+    cpu.dropout_fwd(x, 0.3, 12345, offset, y, mask)
+    np.testing.assert_array_equal(mask, numpy_ref.dropout_mask(n, 0.3, 12345, offset, np.dtype(dtype)))
+    np.testing.assert_array_equal(y, x * mask)
+
+
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
 def test_dropout_keep_rate(rate, rng):
     n = 200_000

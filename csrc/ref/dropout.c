@@ -12,7 +12,19 @@ static inline uint64_t fnn_mix64(uint64_t z) {
 /* A 32-bit bijective mixer (Wellons' "lowbias32"); two rounds over the 64-bit counter give the
  * per-element bits. 32-bit multiplies vectorise on every x86 level (64-bit ones do not below
  * AVX-512), and a CUDA kernel reproduces them exactly. */
-static inline uint32_t fnn_mix32(uint32_t x) {
+/* The hashing loop is also compiled for AVX-512 (a function attribute, so the file stays
+ * portable), picked by fnn_arch_get() (so FASTNN_ARCH still applies); the helpers it calls are
+ * forced inline so that they are compiled for the caller's instruction set. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define FNN_DROPOUT_X86 1
+#define FNN_DROPOUT_INLINE static inline __attribute__((always_inline))
+#define FNN_DROPOUT_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,prefer-vector-width=512")))
+#else
+#define FNN_DROPOUT_X86 0
+#define FNN_DROPOUT_INLINE static inline
+#endif
+
+FNN_DROPOUT_INLINE uint32_t fnn_mix32(uint32_t x) {
     x ^= x >> 16;
     x *= 0x7feb352dU;
     x ^= x >> 15;
@@ -24,9 +36,10 @@ static inline uint32_t fnn_mix32(uint32_t x) {
  * a float holds exactly, so a float32 kernel elsewhere can reproduce the test. */
 static inline uint32_t fnn_dropout_threshold(double rate) { return (uint32_t)(rate * 16777216.0); }
 
-static inline int fnn_dropout_keep(uint32_t k0, uint32_t k1, uint64_t counter, uint32_t thr) {
-    uint32_t h = fnn_mix32((uint32_t)counter ^ k0);
-    h = fnn_mix32(h ^ (uint32_t)(counter >> 32) ^ k1);
+/* Element with counter (hi:lo): kept? */
+FNN_DROPOUT_INLINE int fnn_dropout_keep(uint32_t k0, uint32_t k1, uint32_t lo, uint32_t hi, uint32_t thr) {
+    uint32_t h = fnn_mix32(lo ^ k0);
+    h = fnn_mix32(h ^ hi ^ k1);
     return (h >> 8) >= thr;
 }
 
