@@ -297,11 +297,15 @@ def test_training_matches_the_cpu(cuda, make, dtype, rng, tmp_path):
     for k in h1.history:
         np.testing.assert_allclose(h2.history[k], h1.history[k], err_msg=k, **tol)
         assert all(isinstance(v, float) for v in h2.history[k])
+    # Adam divides each gradient by its running RMS, so where a gradient is near zero the
+    # devices' different summation orders change a step by a visible fraction of the learning
+    # rate (0.01): FASTNN_TEST_SEED=3957473645 gave 4e-5 on one of 120 GRU weights after 6 steps.
+    wtol = dict(tol, atol=2e-4) if np.dtype(dtype) == np.float32 else tol
     for a, b in zip(dev.get_weights(), host.get_weights()):
-        np.testing.assert_allclose(a, b, **tol)
+        np.testing.assert_allclose(a, b, **wtol)
     pred = dev.predict(x)
     assert isinstance(pred, np.ndarray)
-    np.testing.assert_allclose(pred, host.predict(x), **tol)
+    np.testing.assert_allclose(pred, host.predict(x), **wtol)
     ev = dev.evaluate(x, y)
     np.testing.assert_allclose(ev["loss"], host.evaluate(x, y)["loss"], **tol)
     assert np.isfinite(dev.train_on_batch(x[:4], y[:4]))
