@@ -341,21 +341,33 @@ extern "C" __global__ void im2col_f64(const long long *geo, const double *x, dou
     im2col<double>(fnn_conv_load(geo), x, cols);
 }
 
+// f(i, j) for each window (output i, j) of a kh x kw window moved by (sh, sw) over oh x ow
+// outputs whose tap lands on position (r, c) of its (padded) input, taps in order: the gathered
+// adjoints of im2col and pooling loop over these.
+template <typename F>
+__device__ void fnn_windows_at(long long r, long long c, long long kh, long long kw, long long sh, long long sw,
+                               long long oh, long long ow, F f) {
+    for (long long u = 0; u < kh; u++) {
+        const long long ti = r - u;
+        if (ti < 0 || ti % sh != 0 || ti / sh >= oh) continue;
+        for (long long v = 0; v < kw; v++) {
+            const long long tj = c - v;
+            if (tj < 0 || tj % sw != 0 || tj / sw >= ow) continue;
+            f(u, v, ti / sh, tj / sw);
+        }
+    }
+}
+
 // The adjoint, gathered: each input element sums the column entries that read it, taps in order.
 template <typename T> __device__ void col2im(fnn_conv_geom g, const T *cols, T *dx) {
     const long long p = g.n * g.oh * g.ow;
     FNN_LOOP(e, g.n * g.c * g.h * g.w) {
         const long long iw = e % g.w, ih = (e / g.w) % g.h, c = (e / (g.w * g.h)) % g.c, b = e / (g.w * g.h * g.c);
         T s = 0;
-        for (long long u = 0; u < g.kh; u++) {
-            const long long ti = ih + g.pt - u;
-            if (ti < 0 || ti % g.sh != 0 || ti / g.sh >= g.oh) continue;
-            for (long long v = 0; v < g.kw; v++) {
-                const long long tj = iw + g.pl - v;
-                if (tj < 0 || tj % g.sw != 0 || tj / g.sw >= g.ow) continue;
-                s += cols[((c * g.kh + u) * g.kw + v) * p + (b * g.oh + ti / g.sh) * g.ow + tj / g.sw];
-            }
-        }
+        fnn_windows_at(ih + g.pt, iw + g.pl, g.kh, g.kw, g.sh, g.sw, g.oh, g.ow,
+                       [&](long long u, long long v, long long i, long long j) {
+                           s += cols[((c * g.kh + u) * g.kw + v) * p + (b * g.oh + i) * g.ow + j];
+                       });
         dx[e] = s;
     }
 }
@@ -440,18 +452,12 @@ extern "C" __global__ void maxpool_fwd_f64(const long long *geo, const double *x
 template <typename T> __device__ void maxpool_bwd(fnn_pool_geom g, const T *dy, const int *idx, T *dx) {
     FNN_LOOP(e, g.planes * g.h * g.w) {
         const long long q = e % (g.h * g.w), pl = e / (g.h * g.w);
-        const long long r = q / g.w, c = q % g.w;
         T s = 0;
-        for (long long u = 0; u < g.kh; u++) {
-            const long long ti = r - u;
-            if (ti < 0 || ti % g.sh != 0 || ti / g.sh >= g.oh) continue;
-            for (long long v = 0; v < g.kw; v++) {
-                const long long tj = c - v;
-                if (tj < 0 || tj % g.sw != 0 || tj / g.sw >= g.ow) continue;
-                const long long o = (pl * g.oh + ti / g.sh) * g.ow + tj / g.sw;
-                if (idx[o] == q) s += dy[o];
-            }
-        }
+        fnn_windows_at(q / g.w, q % g.w, g.kh, g.kw, g.sh, g.sw, g.oh, g.ow,
+                       [&](long long, long long, long long i, long long j) {
+                           const long long o = (pl * g.oh + i) * g.ow + j;
+                           if (idx[o] == q) s += dy[o];
+                       });
         dx[e] = s;
     }
 }
@@ -484,17 +490,11 @@ template <typename T> __device__ void avgpool_bwd(fnn_pool_geom g, const T *dy, 
     const T inv = (T)1 / (T)(g.kh * g.kw);
     FNN_LOOP(e, g.planes * g.h * g.w) {
         const long long q = e % (g.h * g.w), pl = e / (g.h * g.w);
-        const long long r = q / g.w, c = q % g.w;
         T s = 0;
-        for (long long u = 0; u < g.kh; u++) {
-            const long long ti = r - u;
-            if (ti < 0 || ti % g.sh != 0 || ti / g.sh >= g.oh) continue;
-            for (long long v = 0; v < g.kw; v++) {
-                const long long tj = c - v;
-                if (tj < 0 || tj % g.sw != 0 || tj / g.sw >= g.ow) continue;
-                s += dy[(pl * g.oh + ti / g.sh) * g.ow + tj / g.sw] * inv;
-            }
-        }
+        fnn_windows_at(q / g.w, q % g.w, g.kh, g.kw, g.sh, g.sw, g.oh, g.ow,
+                       [&](long long, long long, long long i, long long j) {
+                           s += dy[(pl * g.oh + i) * g.ow + j] * inv;
+                       });
         dx[e] = s;
     }
 }

@@ -640,20 +640,19 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
  * results. */
 #define DT 4
 
+/* One level of the reduction trees below: dst[p] = SHUF(src[2p], src[2p+1], LO) +
+ * SHUF(src[2p], src[2p+1], HI) for p < N (the shuffles take immediates, hence a macro). */
+#define FNN_DOT_FOLD(dst, src, N, ADD, SHUF, LO, HI)                                               \
+    for (int p_ = 0; p_ < (N); p_++)                                                               \
+    (dst)[p_] = ADD(SHUF((src)[2 * p_], (src)[2 * p_ + 1], LO), SHUF((src)[2 * p_], (src)[2 * p_ + 1], HI))
+
 /* Sixteen vectors -> one vector of their sums; lane 4q + r gets vector 4r + q. */
 static inline __m512 dot_reduce16_f32(const __m512 v[16])
 {
     __m512 u[8], w[4], x[2];
-#pragma GCC unroll 8
-    for (int p = 0; p < 8; p++)
-        u[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0x44),
-                             _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0xee));
-    for (int p = 0; p < 4; p++)
-        w[p] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * p], u[2 * p + 1], 0x88),
-                             _mm512_shuffle_f32x4(u[2 * p], u[2 * p + 1], 0xdd));
-    for (int p = 0; p < 2; p++)
-        x[p] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * p], w[2 * p + 1], 0x44),
-                             _mm512_shuffle_ps(w[2 * p], w[2 * p + 1], 0xee));
+    FNN_DOT_FOLD(u, v, 8, _mm512_add_ps, _mm512_shuffle_f32x4, 0x44, 0xee);
+    FNN_DOT_FOLD(w, u, 4, _mm512_add_ps, _mm512_shuffle_f32x4, 0x88, 0xdd);
+    FNN_DOT_FOLD(x, w, 2, _mm512_add_ps, _mm512_shuffle_ps, 0x44, 0xee);
     return _mm512_add_ps(_mm512_shuffle_ps(x[0], x[1], 0x88), _mm512_shuffle_ps(x[0], x[1], 0xdd));
 }
 
@@ -661,12 +660,8 @@ static inline __m512 dot_reduce16_f32(const __m512 v[16])
 static inline __m512d dot_reduce8_f64(const __m512d v[8])
 {
     __m512d u[4], w[2];
-    for (int p = 0; p < 4; p++)
-        u[p] = _mm512_add_pd(_mm512_shuffle_f64x2(v[2 * p], v[2 * p + 1], 0x44),
-                             _mm512_shuffle_f64x2(v[2 * p], v[2 * p + 1], 0xee));
-    for (int p = 0; p < 2; p++)
-        w[p] = _mm512_add_pd(_mm512_shuffle_f64x2(u[2 * p], u[2 * p + 1], 0x88),
-                             _mm512_shuffle_f64x2(u[2 * p], u[2 * p + 1], 0xdd));
+    FNN_DOT_FOLD(u, v, 4, _mm512_add_pd, _mm512_shuffle_f64x2, 0x44, 0xee);
+    FNN_DOT_FOLD(w, u, 2, _mm512_add_pd, _mm512_shuffle_f64x2, 0x88, 0xdd);
     return _mm512_add_pd(_mm512_unpacklo_pd(w[0], w[1]), _mm512_unpackhi_pd(w[0], w[1]));
 }
 
