@@ -210,9 +210,7 @@ class Sequential:
         for layer in self.layers:
             layer.params = [new_be.asarray(old_be.to_numpy(p)) for p in layer.params]
             layer.device = device
-            layer._bufs, layer._cache = {}, None
-            if hasattr(layer, "_ws_sizes"):
-                layer._ws_sizes = {}
+            layer._drop_buffers()
         state = dict(self.optimizer.state) if self.optimizer is not None else {}
         self.device = device
         self._grad_bufs = {}

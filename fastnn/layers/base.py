@@ -147,6 +147,10 @@ class Layer:
         self._cache_n = x.shape[0]
         self._cache = (x, y, extra)
 
+    def _drop_buffers(self) -> None:
+        """Forget the planned buffers and the forward cache (the layer moved to another device)."""
+        self._bufs, self._cache = {}, None
+
     def _buf(self, key: str, shape: tuple):
         """An output/gradient buffer: reused between training steps inside fit, fresh otherwise
         (so arrays returned to users and concurrent predict calls never share memory)."""

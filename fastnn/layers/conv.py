@@ -145,6 +145,10 @@ class Conv2D(Layer):
         self._pads = self._geometry(input_shape)[0]
         self._ws_sizes = {}
 
+    def _drop_buffers(self):
+        super()._drop_buffers()
+        self._ws_sizes = {}     # workspace sizes are the backend's
+
     def _workspace(self, n: int, backward: bool):
         """The C kernels' scratch: in training (planned buffers) one buffer of this layer serves
         both directions; otherwise a buffer private to the calling thread, reused by every call
