@@ -12,6 +12,7 @@ _state = {
     "dtype": np.dtype(np.float32),
     "rng": None,
     "seed": None,
+    "serial_after_fork": False,   # see _after_fork_in_child
 }
 
 
@@ -36,7 +37,7 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: expected n >= 1, got {n}")
-    _state["threads"] = int(n)
+    _state["threads"] = 1 if _state["serial_after_fork"] else int(n)
 
 
 def get_num_threads() -> int:
@@ -86,3 +87,17 @@ def as_float_dtype(dtype) -> np.dtype:
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected 'float32' or 'float64', got {dt.name!r}")
     return dt
+
+
+def _after_fork_in_child() -> None:
+    """The C side releases the OpenMP pool before every fork so that the child can build its own
+    (csrc/core/threads.c). Where the OpenMP runtime cannot do that, the child must stay on one
+    thread: a parallel region there would wait forever for the parent's workers."""
+    from . import _core
+    if not _core.threads_usable():
+        _state["serial_after_fork"] = True
+        _state["threads"] = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -76,6 +76,15 @@ def max_threads() -> int:
     return c.fnn_max_threads()
 
 
+def threads_usable() -> bool:
+    """False only in a forked child whose OpenMP pool could not be released (see threads.c)."""
+    return bool(c.fnn_threads_usable())
+
+
+# The thread pool must survive fork() before any kernel can open a parallel region.
+_check(c.fnn_threads_init())
+
+
 # ---- GEMM -----------------------------------------------------------------------------------
 
 def gemm(const floating[:, :] a, const floating[:, :] b, floating[:, :] out, bint trans_a=False,

@@ -12,6 +12,8 @@ cdef extern from "fastnn.h" nogil:
     const char *fnn_arch_name(int arch)
     int fnn_openmp_enabled()
     int fnn_max_threads()
+    int fnn_threads_init()
+    int fnn_threads_usable()
 
     int fnn_gemm_f32(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
                      const float *a, int64_t lda, const float *b, int64_t ldb,

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from . import _config, backend, losses, optimizers
+from . import _config, _interrupt, backend, losses, optimizers
 from . import callbacks as cbks
 from ._inference import plan_for
 from ._progress import ProgressBar
@@ -359,11 +359,18 @@ class Sequential:
             y = y[:-n_val]
 
         history = cbks.History()
-        all_cbs = [history] + callbacks
-        for cb in all_cbs:
+        for cb in [history] + callbacks:
             cb.set_model(self)
         self.history = history
         self.stop_training = False
+        with _interrupt.deferred() as interrupt:
+            self._fit_epochs(x, y, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt)
+        return history
+
+    def _fit_epochs(self, x, y, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt):
+        """fit's loop over checked data. ``interrupt.check()`` raises a deferred Ctrl-C only
+        between complete steps, so an interrupted model is always one a later fit can continue."""
+        all_cbs = [history] + callbacks
         n = x.shape[0]
         rng = _config.rng()
         be = backend.get(self.device)
@@ -410,6 +417,7 @@ class Sequential:
                 if bar is not None:
                     bar.update(seen, lambda s=seen, ls=loss_sum, ms=dict(sums): {
                         "loss": float(ls) / s, **{k: float(v) / s for k, v in ms.items()}})
+                interrupt.check()
             # The losses and metric sums may be device scalars: read back here, once per epoch.
             logs = {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in sums.items()}}
             train_seconds = time.perf_counter() - t0
@@ -424,11 +432,11 @@ class Sequential:
                       f"{n / max(train_seconds, 1e-9):,.0f} samples/s")
             for cb in all_cbs:
                 cb.on_epoch_end(epoch, logs)
+            interrupt.check()
             if self.stop_training:
                 break
         for cb in all_cbs:
             cb.on_train_end()
-        return history
 
     # ---- inference ---------------------------------------------------------------------
     def _evaluate_checked(self, x, y, batch_size: int) -> dict:

@@ -37,6 +37,12 @@ int fnn_arch_set(int arch);            /* FNN_ERR_ARCH when the CPU lacks it */
 const char *fnn_arch_name(int arch);
 int fnn_openmp_enabled(void);          /* 1 when compiled with OpenMP */
 int fnn_max_threads(void);             /* omp_get_max_threads() or 1 */
+/* Once per process, before the first threaded kernel: makes the OpenMP pool survive fork()
+ * (csrc/core/threads.c). Idempotent and thread-safe. */
+int fnn_threads_init(void);
+/* 0 only in a child forked from a threaded parent whose OpenMP runtime could not release its
+ * pool (no omp_pause_resource_all): there kernels must be called with n_threads = 1. */
+int fnn_threads_usable(void);
 
 /* ---- GEMM ------------------------------------------------------------------------------ */
 /* flags */
