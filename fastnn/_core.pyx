@@ -228,8 +228,10 @@ def softmax_bwd(const floating[:, ::1] y, const floating[:, ::1] dy, floating[:,
 
 
 def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const floating[:, ::1] onehot=None,
-                 floating[:, ::1] grad=None, floating[:, ::1] prob=None, double scale=1.0, int n_threads=1):
-    """Mean softmax cross-entropy of logits z; fills grad = (softmax - t) * scale and prob."""
+                 floating[:, ::1] grad=None, floating[:, ::1] prob=None, double scale=1.0, int n_threads=1,
+                 const floating[::1] w=None):
+    """Mean over rows of w * softmax cross-entropy of logits z; fills grad = w (softmax - t) * scale
+    and prob (w: per-row weights, None for 1)."""
     _no_capture("softmax_xent")
     cdef int64_t m = z.shape[0], k = z.shape[1]
     if k < 1:
@@ -241,10 +243,13 @@ def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const
     else:
         _same(onehot.shape[0], m, "targets rows")
         _same(onehot.shape[1], k, "targets columns")
-    for v, w in ((grad, "loss gradient"), (prob, "probabilities")):
+    for v, what in ((grad, "loss gradient"), (prob, "probabilities")):
         if v is not None:
-            _same(v.shape[0], m, w)
-            _same(v.shape[1], k, w)
+            _same(v.shape[0], m, what)
+            _same(v.shape[1], k, what)
+    if w is not None:
+        _same(w.shape[0], m, "loss weights")
+    cdef const floating *pw = &w[0] if w is not None and m > 0 else NULL
     cdef floating loss = 0
     cdef const int64_t *pl = NULL
     cdef const floating *po = NULL
@@ -263,18 +268,29 @@ def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const
         pp = &prob[0, 0]
     with nogil:
         if floating is float:
-            status = c.fnn_softmax_xent_f32(m, k, <float>scale, &z[0, 0], pl, po, &loss, pg, pp, n_threads)
+            status = c.fnn_softmax_xent_f32(m, k, <float>scale, &z[0, 0], pl, po, pw, &loss, pg, pp, n_threads)
         else:
-            status = c.fnn_softmax_xent_f64(m, k, scale, &z[0, 0], pl, po, &loss, pg, pp, n_threads)
+            status = c.fnn_softmax_xent_f64(m, k, scale, &z[0, 0], pl, po, pw, &loss, pg, pp, n_threads)
     _check(status)
     return float(loss)
 
 
+cdef int64_t _weight_groups(int64_t n, int64_t cols, bint weighted) except -1:
+    """Samples of `cols` elements in n (cols must divide n when there are weights)."""
+    if cols < 1 or (weighted and n % cols != 0):
+        raise ValueError(f"loss weights: {n} elements do not form samples of {cols}")
+    return n // cols
+
+
 def sigmoid_bce(const floating[::1] z, const floating[::1] t, floating[::1] grad=None, floating[::1] prob=None,
-                double scale=1.0, int n_threads=1):
-    """Mean sigmoid binary cross-entropy of logits z; fills grad = (sigmoid - t) * scale and prob."""
+                double scale=1.0, int n_threads=1, const floating[::1] w=None, int64_t cols=1):
+    """Mean of w * sigmoid binary cross-entropy of logits z; fills grad = w (sigmoid - t) * scale and
+    prob (w: one weight per sample of `cols` elements, None for 1)."""
     _no_capture("sigmoid_bce")
     _same(t.shape[0], z.shape[0], "targets")
+    if w is not None:
+        _same(w.shape[0], _weight_groups(z.shape[0], cols, True), "loss weights")
+    cdef const floating *pw = &w[0] if w is not None and w.shape[0] > 0 else NULL
     if grad is not None:
         _same(grad.shape[0], z.shape[0], "loss gradient")
     if prob is not None:
@@ -291,18 +307,22 @@ def sigmoid_bce(const floating[::1] z, const floating[::1] t, floating[::1] grad
         pp = &prob[0]
     with nogil:
         if floating is float:
-            status = c.fnn_sigmoid_bce_f32(z.shape[0], <float>scale, &z[0], &t[0], &loss, pg, pp, n_threads)
+            status = c.fnn_sigmoid_bce_f32(z.shape[0], cols, <float>scale, &z[0], &t[0], pw, &loss, pg, pp,
+                                           n_threads)
         else:
-            status = c.fnn_sigmoid_bce_f64(z.shape[0], scale, &z[0], &t[0], &loss, pg, pp, n_threads)
+            status = c.fnn_sigmoid_bce_f64(z.shape[0], cols, scale, &z[0], &t[0], pw, &loss, pg, pp, n_threads)
     _check(status)
     return float(loss)
 
 
 def mse(const floating[::1] y, const floating[::1] t, floating[::1] grad=None, double scale=1.0,
-        int n_threads=1):
-    """Mean squared error; fills grad = 2 (y - t) * scale."""
+        int n_threads=1, const floating[::1] w=None, int64_t cols=1):
+    """Mean of w * squared error; fills grad = 2 w (y - t) * scale (w as for sigmoid_bce)."""
     _no_capture("mse")
     _same(t.shape[0], y.shape[0], "targets")
+    if w is not None:
+        _same(w.shape[0], _weight_groups(y.shape[0], cols, True), "loss weights")
+    cdef const floating *pw = &w[0] if w is not None and w.shape[0] > 0 else NULL
     if grad is not None:
         _same(grad.shape[0], y.shape[0], "loss gradient")
     cdef floating loss = 0
@@ -314,9 +334,9 @@ def mse(const floating[::1] y, const floating[::1] t, floating[::1] grad=None, d
         pg = &grad[0]
     with nogil:
         if floating is float:
-            status = c.fnn_mse_f32(y.shape[0], <float>scale, &y[0], &t[0], &loss, pg, n_threads)
+            status = c.fnn_mse_f32(y.shape[0], cols, <float>scale, &y[0], &t[0], pw, &loss, pg, n_threads)
         else:
-            status = c.fnn_mse_f64(y.shape[0], scale, &y[0], &t[0], &loss, pg, n_threads)
+            status = c.fnn_mse_f64(y.shape[0], cols, scale, &y[0], &t[0], pw, &loss, pg, n_threads)
     _check(status)
     return float(loss)
 
@@ -342,7 +362,9 @@ def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] buf, d
 
 
 def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, floating[::1] v, int64_t t,
-              double lr, double beta1, double beta2, double eps, double weight_decay, int n_threads=1):
+              double lr, double beta1, double beta2, double eps, double weight_decay, int n_threads=1,
+              bint decoupled=False):
+    """One Adam step (torch.optim.Adam), or AdamW's (torch.optim.AdamW) with decoupled=True."""
     _no_capture("adam_step")
     _same(grad.shape[0], param.shape[0], "adam gradient")
     _same(m.shape[0], param.shape[0], "adam first moment")
@@ -354,11 +376,42 @@ def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, fl
         return
     with nogil:
         if floating is float:
-            status = c.fnn_adam_step_f32(t, param.shape[0], <float>lr, <float>beta1, <float>beta2, <float>eps,
-                                         <float>weight_decay, &grad[0], &param[0], &m[0], &v[0], n_threads)
+            status = c.fnn_adam_step_f32(decoupled, t, param.shape[0], <float>lr, <float>beta1, <float>beta2,
+                                         <float>eps, <float>weight_decay, &grad[0], &param[0], &m[0], &v[0],
+                                         n_threads)
         else:
-            status = c.fnn_adam_step_f64(t, param.shape[0], lr, beta1, beta2, eps, weight_decay,
+            status = c.fnn_adam_step_f64(decoupled, t, param.shape[0], lr, beta1, beta2, eps, weight_decay,
                                          &grad[0], &param[0], &m[0], &v[0], n_threads)
+    _check(status)
+
+
+def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq, floating[::1] grad_avg,
+                 floating[::1] buf, double lr, double rho, double momentum, double eps, double weight_decay,
+                 int n_threads=1):
+    """One RMSprop step (torch.optim.RMSprop); grad_avg None unless centered, buf None unless
+    momentum > 0."""
+    _no_capture("rmsprop_step")
+    _same(grad.shape[0], param.shape[0], "rmsprop gradient")
+    _same(sq.shape[0], param.shape[0], "rmsprop square average")
+    if grad_avg is not None:
+        _same(grad_avg.shape[0], param.shape[0], "rmsprop gradient average")
+    if momentum != 0:
+        if buf is None:
+            raise ValueError("rmsprop: momentum > 0 needs a momentum buffer")
+        _same(buf.shape[0], param.shape[0], "rmsprop momentum buffer")
+    cdef int status
+    if param.shape[0] == 0:
+        return
+    cdef floating *pa = &grad_avg[0] if grad_avg is not None else NULL
+    cdef floating *pb = &buf[0] if momentum != 0 else NULL
+    with nogil:
+        if floating is float:
+            status = c.fnn_rmsprop_step_f32(pa != NULL, param.shape[0], <float>lr, <float>rho, <float>momentum,
+                                            <float>eps, <float>weight_decay, &grad[0], &param[0], &sq[0], pa, pb,
+                                            n_threads)
+        else:
+            status = c.fnn_rmsprop_step_f64(pa != NULL, param.shape[0], lr, rho, momentum, eps, weight_decay,
+                                            &grad[0], &param[0], &sq[0], pa, pb, n_threads)
     _check(status)
 
 

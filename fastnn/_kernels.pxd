@@ -33,17 +33,19 @@ cdef extern from "fastnn.h" nogil:
     int fnn_softmax_bwd_f32(int64_t m, int64_t k, const float *y, const float *dy, float *dx, int n_threads)
     int fnn_softmax_bwd_f64(int64_t m, int64_t k, const double *y, const double *dy, double *dx, int n_threads)
     int fnn_softmax_xent_f32(int64_t m, int64_t k, float scale, const float *z, const int64_t *labels,
-                             const float *onehot, float *loss, float *grad, float *prob, int n_threads)
+                             const float *onehot, const float *w, float *loss, float *grad, float *prob,
+                             int n_threads)
     int fnn_softmax_xent_f64(int64_t m, int64_t k, double scale, const double *z, const int64_t *labels,
-                             const double *onehot, double *loss, double *grad, double *prob, int n_threads)
-    int fnn_sigmoid_bce_f32(int64_t n, float scale, const float *z, const float *t, float *loss,
-                            float *grad, float *prob, int n_threads)
-    int fnn_sigmoid_bce_f64(int64_t n, double scale, const double *z, const double *t, double *loss,
-                            double *grad, double *prob, int n_threads)
-    int fnn_mse_f32(int64_t n, float scale, const float *y, const float *t, float *loss, float *grad,
-                    int n_threads)
-    int fnn_mse_f64(int64_t n, double scale, const double *y, const double *t, double *loss, double *grad,
-                    int n_threads)
+                             const double *onehot, const double *w, double *loss, double *grad, double *prob,
+                             int n_threads)
+    int fnn_sigmoid_bce_f32(int64_t n, int64_t cols, float scale, const float *z, const float *t, const float *w,
+                            float *loss, float *grad, float *prob, int n_threads)
+    int fnn_sigmoid_bce_f64(int64_t n, int64_t cols, double scale, const double *z, const double *t,
+                            const double *w, double *loss, double *grad, double *prob, int n_threads)
+    int fnn_mse_f32(int64_t n, int64_t cols, float scale, const float *y, const float *t, const float *w,
+                    float *loss, float *grad, int n_threads)
+    int fnn_mse_f64(int64_t n, int64_t cols, double scale, const double *y, const double *t, const double *w,
+                    double *loss, double *grad, int n_threads)
     int fnn_dropout_fwd_f32(int64_t n, double rate, uint64_t seed, uint64_t offset, const float *x,
                             float *y, float *mask, int n_threads)
     int fnn_dropout_fwd_f64(int64_t n, double rate, uint64_t seed, uint64_t offset, const double *x,
@@ -54,12 +56,18 @@ cdef extern from "fastnn.h" nogil:
                          const float *grad, float *param, float *buf, int n_threads)
     int fnn_sgd_step_f64(int nesterov, int first, int64_t n, double lr, double momentum,
                          double weight_decay, const double *grad, double *param, double *buf, int n_threads)
-    int fnn_adam_step_f32(int64_t t, int64_t n, float lr, float beta1, float beta2, float eps,
+    int fnn_adam_step_f32(int decoupled, int64_t t, int64_t n, float lr, float beta1, float beta2, float eps,
                           float weight_decay, const float *grad, float *param, float *m, float *v,
                           int n_threads)
-    int fnn_adam_step_f64(int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
+    int fnn_adam_step_f64(int decoupled, int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
                           double weight_decay, const double *grad, double *param, double *m, double *v,
                           int n_threads)
+    int fnn_rmsprop_step_f32(int centered, int64_t n, float lr, float rho, float momentum, float eps,
+                             float weight_decay, const float *grad, float *param, float *sq, float *grad_avg,
+                             float *buf, int n_threads)
+    int fnn_rmsprop_step_f64(int centered, int64_t n, double lr, double rho, double momentum, double eps,
+                             double weight_decay, const double *grad, double *param, double *sq,
+                             double *grad_avg, double *buf, int n_threads)
 
 # ---- convolution and pooling (csrc/ref/conv.c, csrc/ref/pool.c) ----
 from libc.stdint cimport int32_t

@@ -50,7 +50,13 @@ def save_model(model, path) -> None:
         "metrics": list(model.metrics),
         "optimizer": None,
     }
+    if model._shuffle_state is not None:
+        header["shuffle"] = {"seed": str(model._shuffle_state[0]), "epochs": str(model._shuffle_state[1])}
     opt = model.optimizer
+    if opt is not None and opt.schedule is not None and \
+            _optimizers.schedules.REGISTRY.get(type(opt.schedule).__name__) is not type(opt.schedule):
+        raise ValueError(f"{model.name}.save: model files hold the built-in learning-rate schedules "
+                         f"({', '.join(_optimizers.schedules.REGISTRY)}), not {type(opt.schedule).__name__}")
     if opt is not None:
         header["optimizer"] = {**_config_of(opt), "iterations": opt.iterations, "slots": sorted(opt.state)}
         for key, buf in opt.state.items():
@@ -90,13 +96,17 @@ def _make(registry: dict, entry, what: str):
         raise ModelFileError(f"model file: unknown {what} class {entry['class']!r} "
                              f"(known: {sorted(registry)})")
     plain = (bool, int, float, str)
-    for k, v in entry["config"].items():
+    config = dict(entry["config"])
+    if what == "optimizer" and isinstance(config.get("learning_rate"), dict):
+        config["learning_rate"] = _make(_optimizers.schedules.REGISTRY, config["learning_rate"], "schedule")
+        plain = plain + (_optimizers.schedules.LearningRateSchedule,)
+    for k, v in config.items():
         # scalars, or short lists of them (pairs such as Conv2D's kernel_size=(3, 5))
         if not isinstance(k, str) or not (v is None or isinstance(v, plain) or (
                 isinstance(v, list) and len(v) <= 8 and all(isinstance(e, plain) for e in v))):
             raise ModelFileError(f"model file: {what} {entry['class']} has a non-plain argument {k!r}")
     try:
-        return cls(**entry["config"])
+        return cls(**config)
     except (TypeError, ValueError) as err:
         raise ModelFileError(f"model file: cannot create {entry['class']}: {err}") from err
 
@@ -146,6 +156,12 @@ def load_model(path):
             layer.set_weights(weights)
             if "state" in entry and hasattr(layer, "load_state"):
                 layer.load_state(entry["state"])
+        shuffle = header.get("shuffle")
+        if shuffle is not None:
+            state = [int(shuffle["seed"]), int(shuffle["epochs"])]
+            if not all(0 <= v < 2**63 for v in state):
+                raise ModelFileError(f"{path}: shuffle state out of range: {shuffle!r}")
+            model._shuffle_state = state
         if header.get("loss") is not None:
             opt_entry = header.get("optimizer")
             optimizer = _make(_optimizers.REGISTRY, opt_entry, "optimizer") if opt_entry else "sgd"

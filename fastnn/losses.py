@@ -37,13 +37,19 @@ class Loss:
         """Validate and convert targets for outputs of shape (N,) + out_shape."""
         raise NotImplementedError
 
-    def compute(self, be, out, y, grad=None, logits=False) -> float:
+    def compute(self, be, out, y, grad=None, logits=False, w=None) -> float:
         """Mean loss of outputs ``out`` (logits when ``logits``) against checked targets ``y``;
-        fills ``grad`` with dL/d(out) when given."""
+        fills ``grad`` with dL/d(out) when given. ``w`` (optional, ``(N,)`` of the output dtype):
+        per-sample weights, the loss then being the mean over samples of ``w_i * loss_i``
+        (Keras 3), applied inside the fused kernels."""
         raise NotImplementedError
 
-    def __call__(self, y_true, y_pred) -> float:
-        """Keras-style ``loss(y_true, y_pred)`` on NumPy arrays."""
+    def class_indices(self, y, out_shape: tuple, where: str):
+        """(class index per sample, number of classes) of checked targets, for ``class_weight``."""
+        fail(where, "a classification loss (class weights need classes)", self.name)
+
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        """Keras-style ``loss(y_true, y_pred, sample_weight=None)`` on NumPy arrays."""
         y_pred = as_array(y_pred, f"{self.name} y_pred")
         if y_pred.dtype not in (np.float32, np.float64):
             y_pred = y_pred.astype(np.float32)
@@ -51,7 +57,12 @@ class Loss:
             fail(f"{self.name} y_pred", "a batch of predictions", f"shape {y_pred.shape}")
         y = self.check_targets(y_true, y_pred.shape[1:], y_pred.dtype, f"{self.name} y_true")
         _check_batch(y, y_pred.shape[0], f"{self.name} y_true")
-        return self.compute(_backend.get("cpu"), y_pred, y, None, self.from_logits)
+        w = None
+        if sample_weight is not None:
+            w = as_array(sample_weight, f"{self.name} sample_weight", dtype=y_pred.dtype).reshape(-1)
+            if w.shape != (y_pred.shape[0],) or not np.isfinite(w).all() or (w < 0).any():
+                fail(f"{self.name} sample_weight", f"{y_pred.shape[0]} finite weights >= 0", f"shape {w.shape}")
+        return self.compute(_backend.get("cpu"), y_pred, y, None, self.from_logits, w)
 
 
 def _check_batch(y, n_expected, where):
@@ -83,17 +94,20 @@ class SparseCategoricalCrossentropy(Loss):
             fail(where, f"labels in [0, {k})", f"labels in [{y.min()}, {y.max()}]")
         return np.ascontiguousarray(y, dtype=np.int64)
 
-    def compute(self, be, out, y, grad=None, logits=False):
+    def class_indices(self, y, out_shape, where):
+        return y, int(out_shape[0])
+
+    def compute(self, be, out, y, grad=None, logits=False, w=None):
         n = out.shape[0]
         if logits or self.from_logits:
-            return be.softmax_xent(out, labels=y, grad=grad, scale=1.0 / max(n, 1))
-        p, y = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y)
+            return be.softmax_xent(out, labels=y, grad=grad, scale=1.0 / max(n, 1), w=w)
+        p, y, wk = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y), _weights(be, w, n)
         rows = np.arange(n)
         if grad is not None:
             g = np.zeros(out.shape, dtype=out.dtype)
-            g[rows, y] = -1.0 / (p[rows, y] * n)
+            g[rows, y] = -wk / (p[rows, y] * n)
             grad[...] = be.asarray(g)
-        return float(-np.log(p[rows, y]).mean()) if n else 0.0
+        return float((-np.log(p[rows, y]) * wk).mean()) if n else 0.0
 
 
 class CategoricalCrossentropy(Loss):
@@ -110,14 +124,17 @@ class CategoricalCrossentropy(Loss):
             fail(where, "non-negative finite target probabilities", "negative, NaN or infinite values")
         return y
 
-    def compute(self, be, out, y, grad=None, logits=False):
+    def class_indices(self, y, out_shape, where):
+        return y.argmax(axis=1), int(out_shape[0])
+
+    def compute(self, be, out, y, grad=None, logits=False, w=None):
         n = out.shape[0]
         if logits or self.from_logits:
-            return be.softmax_xent(out, onehot=y, grad=grad, scale=1.0 / max(n, 1))
-        p, y = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y)
+            return be.softmax_xent(out, onehot=y, grad=grad, scale=1.0 / max(n, 1), w=w)
+        p, y, wk = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y), _weights(be, w, n)
         if grad is not None:
-            grad[...] = be.asarray(-y / (p * n))
-        return float(-(y * np.log(p)).sum(axis=1).mean()) if n else 0.0
+            grad[...] = be.asarray(-y / (p * n) * wk[:, None])
+        return float((-(y * np.log(p)).sum(axis=1) * wk).mean()) if n else 0.0
 
 
 class BinaryCrossentropy(Loss):
@@ -136,14 +153,23 @@ class BinaryCrossentropy(Loss):
             fail(where, "targets in [0, 1]", f"values in [{y.min()}, {y.max()}]")
         return y
 
-    def compute(self, be, out, y, grad=None, logits=False):
+    def class_indices(self, y, out_shape, where):
+        if int(np.prod(out_shape)) != 1:
+            fail(where, "one binary label per sample (outputs (N,) or (N, 1))", f"outputs (N, {out_shape})")
+        labels = y.reshape(-1)
+        if ((labels != 0) & (labels != 1)).any():
+            fail(where, "0/1 targets", "targets other than 0 and 1")
+        return labels.astype(np.int64), 2
+
+    def compute(self, be, out, y, grad=None, logits=False, w=None):
         if logits or self.from_logits:
-            return be.sigmoid_bce(out, y, grad=grad, scale=1.0 / max(out.size, 1))
+            return be.sigmoid_bce(out, y, grad=grad, scale=1.0 / max(out.size, 1), w=w)
         eps = _EPS[out.dtype]
         p, y = np.clip(be.to_numpy(out), eps, 1 - eps), be.to_numpy(y)
+        wk = _weights(be, w, out.shape[0]).reshape((-1,) + (1,) * (out.ndim - 1))
         if grad is not None:
-            grad[...] = be.asarray((p - y) / (p * (1 - p) * max(out.size, 1)))
-        return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean()) if out.size else 0.0
+            grad[...] = be.asarray((p - y) / (p * (1 - p) * max(out.size, 1)) * wk)
+        return float((-(y * np.log(p) + (1 - y) * np.log1p(-p)) * wk).mean()) if out.size else 0.0
 
 
 class MeanSquaredError(Loss):
@@ -158,8 +184,13 @@ class MeanSquaredError(Loss):
             fail(where, "finite targets", "NaN or infinite values")
         return y
 
-    def compute(self, be, out, y, grad=None, logits=False):
-        return be.mse(out, y, grad=grad, scale=1.0 / max(out.size, 1))
+    def compute(self, be, out, y, grad=None, logits=False, w=None):
+        return be.mse(out, y, grad=grad, scale=1.0 / max(out.size, 1), w=w)
+
+
+def _weights(be, w, n):
+    """Per-sample weights on the host for the NumPy (probability-input) paths; ones when None."""
+    return np.ones(n) if w is None else np.asarray(be.to_numpy(w), dtype=np.float64)
 
 
 def _match_output(y, out_shape, where):

@@ -84,6 +84,10 @@ class Sequential:
         self.metrics: tuple = ()
         self.stop_training = False
         self.history = None
+        # The shuffle order of each epoch: a counter-based stream (seed drawn from fnn.seed's
+        # generator at the first fit, epochs shuffled so far), saved with the model so resumed
+        # training shuffles as uninterrupted training would.
+        self._shuffle_state = None
         self._flat_params = None
         self._flat_grads = None
         self._grad_views: list = []
@@ -274,8 +278,9 @@ class Sequential:
             x = layer._forward(x, training, logits and i == last)
         return x
 
-    def _train_step(self, x, y):
-        """Forward, fused loss, backward and one optimizer update on a checked batch."""
+    def _train_step(self, x, y, w=None):
+        """Forward, fused loss, backward and one optimizer update on a checked batch (w: per-sample
+        loss weights or None)."""
         be = backend.get(self.device)
         fused = self._fused()
         layers = self.layers
@@ -284,7 +289,7 @@ class Sequential:
             grad = self._grad_bufs.get(out.shape)
             if grad is None:
                 grad = self._grad_bufs[out.shape] = be.empty(out.shape, dtype=self.dtype)
-            loss = self.loss.compute(be, out, y, grad, logits=fused)
+            loss = self.loss.compute(be, out, y, grad, logits=fused, w=w)
             first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
             d = grad
             for i in range(len(layers) - 1, first - 1, -1):
@@ -292,13 +297,43 @@ class Sequential:
             self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
         return loss, out, fused
 
-    def train_on_batch(self, x, y) -> float:
-        """One optimizer step on the batch (x, y); returns the batch loss before the step."""
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:
+        """One optimizer step on the batch (x, y); returns the batch loss before the step
+        (weighted as in ``fit``)."""
         self._check_compiled("train_on_batch")
         x, y = self._prepare_xy(x, y, "train_on_batch")
+        w = self._sample_weights(y, sample_weight, class_weight, "train_on_batch")
         be = backend.get(self.device)
-        loss, _, _ = self._train_step(be.asarray(x), be.asarray(y))
+        loss, _, _ = self._train_step(be.asarray(x), be.asarray(y), None if w is None else be.asarray(w))
         return float(loss)
+
+    def _sample_weights(self, y, sample_weight, class_weight, where: str):
+        """Per-sample loss weights (N,) of the model dtype from sample_weight (N,) and class_weight
+        {class: weight} (multiplied, as Keras), or None when neither is given."""
+        n = y.shape[0]
+        w = None
+        if sample_weight is not None:
+            w = as_array(sample_weight, f"{self.name}.{where}(sample_weight=...)", dtype=np.float64)
+            if w.ndim == 2 and w.shape[1] == 1:
+                w = w[:, 0]
+            if w.shape != (n,):
+                fail(f"{self.name}.{where}(sample_weight=...)", f"shape ({n},), one weight per sample",
+                     f"shape {w.shape}")
+            if not np.isfinite(w).all() or (w < 0).any():
+                fail(f"{self.name}.{where}(sample_weight=...)", "finite weights >= 0",
+                     "negative, NaN or infinite values")
+        if class_weight is not None:
+            where_cw = f"{self.name}.{where}(class_weight=...)"
+            if not isinstance(class_weight, dict):
+                fail(where_cw, "a dict {class index: weight}", type(class_weight).__name__, TypeError)
+            classes, k = self.loss.class_indices(y, self.output_shape, where_cw)
+            table = np.ones(k)
+            for cls, cw in class_weight.items():
+                if isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or not 0 <= cls < k:
+                    fail(where_cw, f"class indices in [0, {k}) for {self.loss.name} with {k} classes", repr(cls))
+                table[int(cls)] = real(cw, f"{where_cw}[{cls}]", lo=0.0)
+            w = table[classes] if w is None else w * table[classes]
+        return None if w is None else np.ascontiguousarray(w, dtype=self.dtype)
 
     def _metric_sums(self, out, y, logits: bool) -> dict:
         """Per-batch sums of each metric (divided by the sample count at the end), as 0-d arrays
@@ -327,12 +362,18 @@ class Sequential:
         return hit.reshape(out.shape[0], -1).mean(axis=1).sum()
 
     def fit(self, x, y, batch_size=32, epochs=1, validation_data=None, validation_split=0.0, shuffle=True,
-            verbose=1, callbacks=None) -> cbks.History:
+            verbose=1, callbacks=None, class_weight=None, sample_weight=None) -> cbks.History:
         """Train for ``epochs`` passes over (x, y); returns the History.
 
-        Each epoch reshuffles the samples (``shuffle=True``) with fastnn's seeded generator.
-        ``validation_split`` holds out the last fraction of the samples (before shuffling);
-        ``validation_data`` is an ``(x_val, y_val)`` pair evaluated after every epoch.
+        Each epoch reshuffles the samples (``shuffle=True``) in an order drawn from the model's own
+        counter-based stream (seeded from ``fnn.seed`` at the first fit and saved with the model).
+        ``validation_split`` holds out the last fraction of the samples (before shuffling), with
+        their sample weights; ``validation_data`` is ``(x_val, y_val)`` or ``(x_val, y_val,
+        sample_weight_val)``, evaluated after every epoch. ``class_weight`` ({class index:
+        weight}) and ``sample_weight`` ((N,)) weight each sample's loss (multiplied when both are
+        given): the loss is the mean over the batch of weight x loss (Keras 3), computed in the
+        fused loss kernels; metrics stay unweighted. Ctrl-C stops at the next batch boundary
+        with a KeyboardInterrupt, leaving a model that ``fit`` can continue.
         """
         self._check_compiled("fit")
         batch_size = positive_int(batch_size, f"{self.name}.fit(batch_size=...)")
@@ -345,91 +386,120 @@ class Sequential:
             if not isinstance(cb, cbks.Callback):
                 fail(f"{self.name}.fit(callbacks=...)", "Callback instances", type(cb).__name__, TypeError)
         x, y = self._prepare_xy(x, y, "fit")
+        w = self._sample_weights(y, sample_weight, class_weight, "fit")
         val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                fail(f"{self.name}.fit(validation_data=...)", "a pair (x_val, y_val)", type(validation_data).__name__)
-            val = self._prepare_xy(validation_data[0], validation_data[1], "fit validation_data")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                fail(f"{self.name}.fit(validation_data=...)", "a pair (x_val, y_val) or (x_val, y_val, sample_weight)",
+                     type(validation_data).__name__)
+            xv, yv = self._prepare_xy(validation_data[0], validation_data[1], "fit validation_data")
+            val = (xv, yv, self._sample_weights(yv, validation_data[2] if len(validation_data) == 3 else None, None,
+                                                "fit validation_data"))
         elif split > 0:
             n_val = int(round(x.shape[0] * split))
             if n_val < 1 or n_val >= x.shape[0]:
                 fail(f"{self.name}.fit(validation_split={split})", "a split leaving samples on both sides",
                      f"{n_val} of {x.shape[0]} samples for validation")
-            x, val = x[:-n_val], (x[-n_val:], y[-n_val:])
-            y = y[:-n_val]
+            # Validation keeps its sample weights; class weights are a training device only (Keras).
+            wv = None if sample_weight is None else self._sample_weights(y, sample_weight, None, "fit")[-n_val:]
+            x, val = x[:-n_val], (x[-n_val:], y[-n_val:], wv)
+            y, w = y[:-n_val], None if w is None else w[:-n_val]
 
         history = cbks.History()
+        steps = -(-x.shape[0] // batch_size)
+        params = {"epochs": epochs, "steps": steps, "samples": x.shape[0], "batch_size": batch_size,
+                  "verbose": verbose, "do_validation": val is not None,
+                  "metrics": ["loss", *self.metrics] + ([f"val_{k}" for k in ("loss", *self.metrics)] if val else [])}
         for cb in [history] + callbacks:
             cb.set_model(self)
+            cb.set_params(params)
         self.history = history
         self.stop_training = False
         with _interrupt.deferred() as interrupt:
-            self._fit_epochs(x, y, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt)
+            self._fit_epochs(x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt)
         return history
 
-    def _fit_epochs(self, x, y, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt):
+    def _epoch_order(self, n: int):
+        """The next epoch's shuffle order (and one step of the model's shuffle stream)."""
+        if self._shuffle_state is None:
+            self._shuffle_state = [int(_config.rng().integers(0, 2**63 - 1)), 0]
+        seed, epoch = self._shuffle_state
+        self._shuffle_state[1] = epoch + 1
+        return np.random.default_rng([seed, epoch]).permutation(n)
+
+    def _fit_epochs(self, x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt):
         """fit's loop over checked data. ``interrupt.check()`` raises a deferred Ctrl-C only
         between complete steps, so an interrupted model is always one a later fit can continue."""
         all_cbs = [history] + callbacks
         n = x.shape[0]
-        rng = _config.rng()
         be = backend.get(self.device)
         # On a GPU the training set goes to the device once per fit and batches are gathered
         # there, unless it is large: then batches are gathered on the host and copied one by one.
         on_device = be.name != "cpu" and x.nbytes + y.nbytes <= DEVICE_DATA_MAX
         if on_device:
             x, y = be.asarray(x), be.asarray(y)
+            w = None if w is None else be.asarray(w)
         else:
             xb_full = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype)
             yb_full = np.empty((min(batch_size, n),) + y.shape[1:], dtype=y.dtype)
+            wb_full = None if w is None else np.empty(min(batch_size, n), dtype=w.dtype)
         for cb in all_cbs:
             cb.on_train_begin()
         for epoch in range(epochs):
             for cb in all_cbs:
                 cb.on_epoch_begin(epoch)
-            order = rng.permutation(n) if shuffle else None
+            order = self._epoch_order(n) if shuffle else None
             bar = ProgressBar(n, epoch, epochs) if verbose == 1 else None
             loss_sum, sums, seen = 0.0, dict.fromkeys(self.metrics, 0.0), 0
             t0 = time.perf_counter()
-            xe, ye = x, y
+            xe, ye, we = x, y, w
             if order is not None and on_device:
                 # One gather of the whole epoch on the device; batches are then plain slices
                 # (two launches an epoch instead of two a step).
                 order_d = be.asarray(order)
                 xe, ye, order = x.take(order_d, axis=0), y.take(order_d, axis=0), None
+                we = None if w is None else w.take(order_d)
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 if order is None:
                     xb, yb = xe[start:stop], ye[start:stop]
+                    wb = None if we is None else we[start:stop]
                 else:
                     idx = order[start:stop]
                     xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
                     yb = np.take(y, idx, axis=0, out=yb_full[:stop - start])
+                    wb = None if w is None else np.take(w, idx, out=wb_full[:stop - start])
                 xb, yb = be.asarray(xb), be.asarray(yb)      # no copy when they are there already
-                loss, out, fused = self._train_step(xb, yb)
+                wb = None if wb is None else be.asarray(wb)
+                batch = start // batch_size
+                for cb in callbacks:
+                    cb.on_train_batch_begin(batch, {"size": stop - start})
+                loss, out, fused = self._train_step(xb, yb, wb)
                 m = stop - start
                 loss_sum += loss * m
                 seen += m
                 for k, v in self._metric_sums(out, yb, fused).items():
                     sums[k] += v
                 for cb in callbacks:
-                    cb.on_batch_end(start // batch_size, {"loss": loss, "size": m})
+                    cb.on_train_batch_end(batch, {"loss": loss, "size": m})
                 if bar is not None:
                     bar.update(seen, lambda s=seen, ls=loss_sum, ms=dict(sums): {
                         "loss": float(ls) / s, **{k: float(v) / s for k, v in ms.items()}})
                 interrupt.check()
+                if self.stop_training:     # a callback (TerminateOnNaN) stops within the epoch
+                    break
             # The losses and metric sums may be device scalars: read back here, once per epoch.
-            logs = {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in sums.items()}}
+            logs = {"loss": float(loss_sum) / seen, **{k: float(v) / seen for k, v in sums.items()}}
             train_seconds = time.perf_counter() - t0
             if val is not None:
-                vlogs = self._evaluate_checked(val[0], val[1], 256)
+                vlogs = self._evaluate_checked(val[0], val[1], 256, val[2])
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             if bar is not None:
                 bar.finish(logs, train_seconds)
             elif verbose == 2:
                 from ._progress import format_logs
                 print(f"Epoch {epoch + 1}/{epochs} - {train_seconds:.2f}s - {format_logs(logs)} - "
-                      f"{n / max(train_seconds, 1e-9):,.0f} samples/s")
+                      f"{seen / max(train_seconds, 1e-9):,.0f} samples/s")
             for cb in all_cbs:
                 cb.on_epoch_end(epoch, logs)
             interrupt.check()
@@ -439,24 +509,27 @@ class Sequential:
             cb.on_train_end()
 
     # ---- inference ---------------------------------------------------------------------
-    def _evaluate_checked(self, x, y, batch_size: int) -> dict:
+    def _evaluate_checked(self, x, y, batch_size: int, w=None) -> dict:
         fused = self._fused()
         be = backend.get(self.device)
         loss_sum, sums, n = 0.0, dict.fromkeys(self.metrics, 0.0), x.shape[0]
         for start in range(0, n, batch_size):
             xb, yb = be.asarray(x[start:start + batch_size]), be.asarray(y[start:start + batch_size])
+            wb = None if w is None else be.asarray(w[start:start + batch_size])
             out = self._forward(xb, False, fused)
-            loss_sum += self.loss.compute(be, out, yb, None, logits=fused) * xb.shape[0]
+            loss_sum += self.loss.compute(be, out, yb, None, logits=fused, w=wb) * xb.shape[0]
             for k, v in self._metric_sums(out, yb, fused).items():
                 sums[k] += v
         return {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in sums.items()}}
 
-    def evaluate(self, x, y, batch_size=256, verbose=0) -> dict:
-        """Mean loss and metrics over (x, y), e.g. ``{"loss": 0.12, "accuracy": 0.97}``."""
+    def evaluate(self, x, y, batch_size=256, verbose=0, sample_weight=None) -> dict:
+        """Mean loss and metrics over (x, y), e.g. ``{"loss": 0.12, "accuracy": 0.97}``; with
+        ``sample_weight`` the loss is the mean of weight x loss (metrics stay unweighted)."""
         self._check_compiled("evaluate")
         batch_size = positive_int(batch_size, f"{self.name}.evaluate(batch_size=...)")
         x, y = self._prepare_xy(x, y, "evaluate")
-        logs = self._evaluate_checked(x, y, batch_size)
+        w = self._sample_weights(y, sample_weight, None, "evaluate")
+        logs = self._evaluate_checked(x, y, batch_size, w)
         if verbose:
             from ._progress import format_logs
             print(format_logs(logs))

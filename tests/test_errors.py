@@ -278,7 +278,7 @@ def test_bad_inference_batch_size(xy, call, batch_size, exc):
 # ---- names and hyper-parameters -----------------------------------------------------------------
 @pytest.mark.parametrize("kwargs", [
     {"loss": "hinge"}, {"loss": "Sparse_Categorical_Crossentropy"}, {"loss": None}, {"loss": 3},
-    {"optimizer": "rmsprop"}, {"optimizer": None}, {"optimizer": optimizers.SGD},
+    {"optimizer": "nadam"}, {"optimizer": None}, {"optimizer": optimizers.SGD},
     {"metrics": ("f1",)}, {"metrics": "precision"}, {"metrics": ("accuracy", "auc")},
 ])
 def test_unknown_compile_names(kwargs):

@@ -29,9 +29,9 @@ CHILD = textwrap.dedent("""
     class SlowSGD(fnn.optimizers.SGD):
         # Python work between the step count and the update, as a user's optimizer may have:
         # a Ctrl-C that lands there must not leave a counted step without its update.
-        def _step(self, be, param, grad, prefix):
+        def _step(self, be, param, grad, prefix, lr):
             time.sleep(0.03)
-            super()._step(be, param, grad, prefix)
+            super()._step(be, param, grad, prefix, lr)
 
     def model_for(seed):
         fnn.seed(seed)

@@ -190,7 +190,7 @@ def test_defaults_and_lookup():
     assert isinstance(optimizers.get("Adam"), Adam)
     assert optimizers.get(adam) is adam
     with pytest.raises(ValueError):
-        optimizers.get("rmsprop")
+        optimizers.get("nadam")
 
 
 @pytest.mark.parametrize("opt", [lambda: SGD(learning_rate=1.0), lambda: SGD(learning_rate=1.0, momentum=0.5),

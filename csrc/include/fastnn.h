@@ -90,22 +90,26 @@ int fnn_softmax_bwd_f64(int64_t m, int64_t k, const double *y, const double *dy,
 
 /* Fused softmax + cross-entropy from logits z (m x k).
  * Targets: labels != NULL gives integer classes (m,), else onehot (m x k, any distribution).
- * loss_rows[i] = logsumexp(z_i) - <t_i, z_i>; *loss = mean_i loss_rows[i] (fixed-order sum).
- * grad (may be NULL) = (softmax(z) - t) * scale, prob (may be NULL) = softmax(z).
+ * loss_i = logsumexp(z_i) - <t_i, z_i>; *loss = mean_i w_i loss_i (fixed-order sum; w may be
+ * NULL: all 1). grad (may be NULL) = w_i (softmax(z) - t) * scale, prob (may be NULL) = softmax(z).
  * FNN_ERR_LABEL when a label is outside [0, k). */
 int fnn_softmax_xent_f32(int64_t m, int64_t k, float scale, const float *z, const int64_t *labels,
-                         const float *onehot, float *loss, float *grad, float *prob, int n_threads);
+                         const float *onehot, const float *w, float *loss, float *grad, float *prob, int n_threads);
 int fnn_softmax_xent_f64(int64_t m, int64_t k, double scale, const double *z, const int64_t *labels,
-                         const double *onehot, double *loss, double *grad, double *prob, int n_threads);
+                         const double *onehot, const double *w, double *loss, double *grad, double *prob,
+                         int n_threads);
 /* Fused sigmoid + binary cross-entropy over n logits z with targets t in [0, 1]:
- * l = max(z,0) - z t + log1p(exp(-|z|)); *loss = mean; grad = (sigmoid(z) - t) * scale. */
-int fnn_sigmoid_bce_f32(int64_t n, float scale, const float *z, const float *t, float *loss,
-                        float *grad, float *prob, int n_threads);
-int fnn_sigmoid_bce_f64(int64_t n, double scale, const double *z, const double *t, double *loss,
-                        double *grad, double *prob, int n_threads);
-/* Mean squared error: *loss = mean((y - t)^2), grad = 2 (y - t) * scale. */
-int fnn_mse_f32(int64_t n, float scale, const float *y, const float *t, float *loss, float *grad, int n_threads);
-int fnn_mse_f64(int64_t n, double scale, const double *y, const double *t, double *loss, double *grad, int n_threads);
+ * l = max(z,0) - z t + log1p(exp(-|z|)); *loss = mean of w l; grad = w (sigmoid(z) - t) * scale.
+ * w (may be NULL) holds one weight per sample of `cols` consecutive elements (cols divides n). */
+int fnn_sigmoid_bce_f32(int64_t n, int64_t cols, float scale, const float *z, const float *t, const float *w,
+                        float *loss, float *grad, float *prob, int n_threads);
+int fnn_sigmoid_bce_f64(int64_t n, int64_t cols, double scale, const double *z, const double *t, const double *w,
+                        double *loss, double *grad, double *prob, int n_threads);
+/* Mean squared error: *loss = mean(w (y - t)^2), grad = 2 w (y - t) * scale; w as for the BCE. */
+int fnn_mse_f32(int64_t n, int64_t cols, float scale, const float *y, const float *t, const float *w, float *loss,
+                float *grad, int n_threads);
+int fnn_mse_f64(int64_t n, int64_t cols, double scale, const double *y, const double *t, const double *w,
+                double *loss, double *grad, int n_threads);
 
 /* ---- dropout -------------------------------------------------------------------------- */
 /* Counter-based mask: element i is kept when u(seed, offset + i) >= rate * 2^24, where u is the
@@ -129,12 +133,23 @@ int fnn_sgd_step_f32(int nesterov, int first, int64_t n, float lr, float momentu
 int fnn_sgd_step_f64(int nesterov, int first, int64_t n, double lr, double momentum, double weight_decay,
                      const double *grad, double *param, double *buf, int n_threads);
 /* torch.optim.Adam at step t >= 1: g = grad + wd p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
- * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
-int fnn_adam_step_f32(int64_t t, int64_t n, float lr, float beta1, float beta2, float eps,
+ * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+ * decoupled != 0: torch.optim.AdamW, g = grad and p is first scaled by (1 - lr wd). */
+int fnn_adam_step_f32(int decoupled, int64_t t, int64_t n, float lr, float beta1, float beta2, float eps,
                       float weight_decay, const float *grad, float *param, float *m, float *v, int n_threads);
-int fnn_adam_step_f64(int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
+int fnn_adam_step_f64(int decoupled, int64_t t, int64_t n, double lr, double beta1, double beta2, double eps,
                       double weight_decay, const double *grad, double *param, double *m, double *v,
                       int n_threads);
+/* torch.optim.RMSprop(alpha=rho): g = grad + wd p; sq = rho sq + (1-rho) g^2; centered:
+ * grad_avg += (1-rho) (g - grad_avg), den = sqrt(sq - grad_avg^2) + eps, else den = sqrt(sq) + eps;
+ * momentum > 0: buf = momentum buf + g / den, p -= lr buf; else p -= lr g / den.
+ * grad_avg may be NULL unless centered, buf unless momentum > 0. */
+int fnn_rmsprop_step_f32(int centered, int64_t n, float lr, float rho, float momentum, float eps,
+                         float weight_decay, const float *grad, float *param, float *sq, float *grad_avg,
+                         float *buf, int n_threads);
+int fnn_rmsprop_step_f64(int centered, int64_t n, double lr, double rho, double momentum, double eps,
+                         double weight_decay, const double *grad, double *param, double *sq, double *grad_avg,
+                         double *buf, int n_threads);
 
 /* ---- convolution and pooling (NCHW, row-major) -------------------------------------------- */
 /* Geometry of a 2-D convolution: x (n, c, h, w), weights (f, c, kh, kw), y (n, f, oh, ow) with

@@ -20,25 +20,27 @@ int fnn_softmax_bwd_f64(int64_t m, int64_t k, const double *y, const double *dy,
     return softmax_bwd_f64(m, k, y, dy, dx, n_threads);
 }
 int fnn_softmax_xent_f32(int64_t m, int64_t k, float scale, const float *z, const int64_t *labels,
-                         const float *onehot, float *loss, float *grad, float *prob, int n_threads) {
-    return softmax_xent_f32(m, k, scale, z, labels, onehot, loss, grad, prob, n_threads);
+                         const float *onehot, const float *w, float *loss, float *grad, float *prob, int n_threads) {
+    return softmax_xent_f32(m, k, scale, z, labels, onehot, w, loss, grad, prob, n_threads);
 }
 int fnn_softmax_xent_f64(int64_t m, int64_t k, double scale, const double *z, const int64_t *labels,
-                         const double *onehot, double *loss, double *grad, double *prob, int n_threads) {
-    return softmax_xent_f64(m, k, scale, z, labels, onehot, loss, grad, prob, n_threads);
+                         const double *onehot, const double *w, double *loss, double *grad, double *prob,
+                         int n_threads) {
+    return softmax_xent_f64(m, k, scale, z, labels, onehot, w, loss, grad, prob, n_threads);
 }
-int fnn_sigmoid_bce_f32(int64_t n, float scale, const float *z, const float *t, float *loss, float *grad,
-                        float *prob, int n_threads) {
-    return sigmoid_bce_f32(n, scale, z, t, loss, grad, prob, n_threads);
+int fnn_sigmoid_bce_f32(int64_t n, int64_t cols, float scale, const float *z, const float *t, const float *w,
+                        float *loss, float *grad, float *prob, int n_threads) {
+    return sigmoid_bce_f32(n, cols, scale, z, t, w, loss, grad, prob, n_threads);
 }
-int fnn_sigmoid_bce_f64(int64_t n, double scale, const double *z, const double *t, double *loss,
-                        double *grad, double *prob, int n_threads) {
-    return sigmoid_bce_f64(n, scale, z, t, loss, grad, prob, n_threads);
+int fnn_sigmoid_bce_f64(int64_t n, int64_t cols, double scale, const double *z, const double *t, const double *w,
+                        double *loss, double *grad, double *prob, int n_threads) {
+    return sigmoid_bce_f64(n, cols, scale, z, t, w, loss, grad, prob, n_threads);
 }
-int fnn_mse_f32(int64_t n, float scale, const float *y, const float *t, float *loss, float *grad, int n_threads) {
-    return mse_f32(n, scale, y, t, loss, grad, n_threads);
+int fnn_mse_f32(int64_t n, int64_t cols, float scale, const float *y, const float *t, const float *w, float *loss,
+                float *grad, int n_threads) {
+    return mse_f32(n, cols, scale, y, t, w, loss, grad, n_threads);
 }
-int fnn_mse_f64(int64_t n, double scale, const double *y, const double *t, double *loss, double *grad,
-                int n_threads) {
-    return mse_f64(n, scale, y, t, loss, grad, n_threads);
+int fnn_mse_f64(int64_t n, int64_t cols, double scale, const double *y, const double *t, const double *w,
+                double *loss, double *grad, int n_threads) {
+    return mse_f64(n, cols, scale, y, t, w, loss, grad, n_threads);
 }

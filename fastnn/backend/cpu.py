@@ -64,18 +64,25 @@ def softmax_bwd(y, dy, out):
     return out
 
 
-def softmax_xent(z, labels=None, onehot=None, grad=None, prob=None, scale=1.0):
-    return _core.softmax_xent(z, labels, onehot, grad, prob, scale, get_num_threads())
+def _cols(z, w):
+    """Elements per sample of a (N, ...) loss input, for per-sample weights w."""
+    return max(1, z.size // z.shape[0]) if w is not None and z.ndim and z.shape[0] else 1
 
 
-def sigmoid_bce(z, t, grad=None, prob=None, scale=1.0):
+def softmax_xent(z, labels=None, onehot=None, grad=None, prob=None, scale=1.0, w=None):
+    """Mean over rows of w * cross-entropy (w: per-row weights or None)."""
+    return _core.softmax_xent(z, labels, onehot, grad, prob, scale, get_num_threads(), w)
+
+
+def sigmoid_bce(z, t, grad=None, prob=None, scale=1.0, w=None):
+    """Mean of w * binary cross-entropy over all elements (w: one weight per sample, z.shape[0])."""
     return _core.sigmoid_bce(z.reshape(-1), t.reshape(-1), None if grad is None else grad.reshape(-1),
-                             None if prob is None else prob.reshape(-1), scale, get_num_threads())
+                             None if prob is None else prob.reshape(-1), scale, get_num_threads(), w, _cols(z, w))
 
 
-def mse(y, t, grad=None, scale=1.0):
+def mse(y, t, grad=None, scale=1.0, w=None):
     return _core.mse(y.reshape(-1), t.reshape(-1), None if grad is None else grad.reshape(-1), scale,
-                     get_num_threads())
+                     get_num_threads(), w, _cols(y, w))
 
 
 def dropout_fwd(x, rate, seed, offset, out, mask):
@@ -94,8 +101,13 @@ def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov, first):
                    get_num_threads())
 
 
-def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
-    _core.adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, get_num_threads())
+def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled=False):
+    _core.adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, get_num_threads(), decoupled)
+
+
+def rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay):
+    """grad_avg: None unless centered; buf: None unless momentum > 0."""
+    _core.rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay, get_num_threads())
 
 
 # ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----

@@ -212,29 +212,34 @@ def _mean(terms):
     return terms.mean()
 
 
-def softmax_xent(z, labels=None, onehot=None, grad=None, prob=None, scale=1.0):
+def _cols(z, w):
+    return max(1, z.size // z.shape[0]) if w is not None and z.ndim and z.shape[0] else 1
+
+
+def softmax_xent(z, labels=None, onehot=None, grad=None, prob=None, scale=1.0, w=None):
     m, k = z.shape
     if m == 0:
         return 0.0
     terms = _scratch("xent", (m,), np.float64)
-    _launch("softmax_xent", z.dtype, m, _i(m), _i(k), _t(z, scale), z, _p(labels), _p(onehot), _p(grad), _p(prob),
-            terms)
+    _launch("softmax_xent", z.dtype, m, _i(m), _i(k), _t(z, scale), z, _p(labels), _p(onehot), _p(w), _p(grad),
+            _p(prob), terms)
     return _mean(terms)
 
 
-def sigmoid_bce(z, t, grad=None, prob=None, scale=1.0):
+def sigmoid_bce(z, t, grad=None, prob=None, scale=1.0, w=None):
     if z.size == 0:
         return 0.0
     terms = _scratch("bce", (z.size,), np.float64)
-    _launch("sigmoid_bce", z.dtype, z.size, _i(z.size), _t(z, scale), z, t, _p(grad), _p(prob), terms)
+    _launch("sigmoid_bce", z.dtype, z.size, _i(z.size), _i(_cols(z, w)), _t(z, scale), z, t, _p(w), _p(grad),
+            _p(prob), terms)
     return _mean(terms)
 
 
-def mse(y, t, grad=None, scale=1.0):
+def mse(y, t, grad=None, scale=1.0, w=None):
     if y.size == 0:
         return 0.0
     terms = _scratch("mse", (y.size,), np.float64)
-    _launch("mse", y.dtype, y.size, _i(y.size), _t(y, scale), y, t, _p(grad), terms)
+    _launch("mse", y.dtype, y.size, _i(y.size), _i(_cols(y, w)), _t(y, scale), y, t, _p(w), _p(grad), terms)
     return _mean(terms)
 
 
@@ -257,13 +262,20 @@ def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov, first):
             _t(p, momentum), _t(p, weight_decay), g, p, _NULL if momentum == 0 or buf is None else buf)
 
 
-def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
+def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled=False):
     # Bias corrections in double from the parameters rounded to the element type, as adam_step in C.
     tt = p.dtype.type
     b1, b2 = float(tt(beta1)), float(tt(beta2))
     bc1, bc2 = 1.0 - b1 ** int(t), 1.0 - b2 ** int(t)
-    _launch("adam_step", p.dtype, p.size, _i(p.size), tt(float(tt(lr)) / bc1), tt(1.0 / np.sqrt(bc2)), tt(beta1),
-            tt(beta2), tt(eps), tt(weight_decay), g, p, m, v)
+    _launch("adam_step", p.dtype, p.size, _i(p.size), np.int32(bool(decoupled)), tt(float(tt(lr)) / bc1),
+            tt(1.0 / np.sqrt(bc2)), tt(beta1), tt(beta2), tt(eps), tt(weight_decay),
+            tt(1 - tt(lr) * tt(weight_decay)), g, p, m, v)
+
+
+def rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay):
+    tt = p.dtype.type
+    _launch("rmsprop_step", p.dtype, p.size, _i(p.size), tt(lr), tt(rho), tt(momentum), tt(eps), tt(weight_decay),
+            g, p, sq, _p(grad_avg), _NULL if momentum == 0 or buf is None else buf)
 
 
 # ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----

@@ -161,14 +161,16 @@ extern "C" __global__ void softmax_bwd_f64(long long m, long long k, const doubl
 
 // Row losses of softmax cross-entropy (in double, summed by the caller), with grad = (p - t) *
 // scale and prob = p where given; t is one-hot rows or, when onehot is null, labels. A label
-// outside [0, k) makes the row loss NaN (the caller checks labels before the call).
+// outside [0, k) makes the row loss NaN (the caller checks labels before the call). w (may be
+// null): per-row weights scaling the row loss and its gradient, as in csrc/ref/softmax_tmpl.h.
 template <typename T>
 __device__ void softmax_xent(long long m, long long k, T scale, const T *z, const long long *labels, const T *onehot,
-                             T *grad, T *prob, double *loss) {
+                             const T *w, T *grad, T *prob, double *loss) {
     FNN_LOOP(i, m) {
         const T *zi = z + i * k;
         const T *ti = onehot ? onehot + i * k : nullptr;
         const long long label = onehot ? -1 : labels[i];
+        const T wi = w ? w[i] : (T)1, sc = scale * wi;
         T mx = zi[0];
         for (long long j = 1; j < k; j++) mx = zi[j] > mx ? zi[j] : mx;
         T s = 0;
@@ -185,57 +187,64 @@ __device__ void softmax_xent(long long m, long long k, T scale, const T *z, cons
         } else {
             l = (label >= 0 && label < k) ? (double)lse - zi[label] : (0.0 / 0.0);
         }
-        loss[i] = l;
+        loss[i] = (double)wi * l;
         if (grad || prob)
             for (long long j = 0; j < k; j++) {
                 T pj = fnn_exp<T>(zi[j] - mx) * inv;
                 if (prob) prob[i * k + j] = pj;
-                if (grad) grad[i * k + j] = (pj - (ti ? ti[j] : (T)(j == label))) * scale;
+                if (grad) grad[i * k + j] = (pj - (ti ? ti[j] : (T)(j == label))) * sc;
             }
     }
 }
 extern "C" __global__ void softmax_xent_f32(long long m, long long k, float scale, const float *z,
-                                            const long long *labels, const float *onehot, float *grad, float *prob,
-                                            double *loss) {
-    softmax_xent<float>(m, k, scale, z, labels, onehot, grad, prob, loss);
+                                            const long long *labels, const float *onehot, const float *w,
+                                            float *grad, float *prob, double *loss) {
+    softmax_xent<float>(m, k, scale, z, labels, onehot, w, grad, prob, loss);
 }
 extern "C" __global__ void softmax_xent_f64(long long m, long long k, double scale, const double *z,
-                                            const long long *labels, const double *onehot, double *grad,
-                                            double *prob, double *loss) {
-    softmax_xent<double>(m, k, scale, z, labels, onehot, grad, prob, loss);
+                                            const long long *labels, const double *onehot, const double *w,
+                                            double *grad, double *prob, double *loss) {
+    softmax_xent<double>(m, k, scale, z, labels, onehot, w, grad, prob, loss);
+}
+
+// w (may be null): one weight per sample of `cols` consecutive elements
+template <typename T>
+__device__ void sigmoid_bce(long long n, long long cols, T scale, const T *z, const T *t, const T *w, T *grad, T *prob,
+                            double *loss) {
+    FNN_LOOP(i, n) {
+        T x = z[i], ti = t[i], wi = w ? w[i / cols] : (T)1;
+        T e = fnn_exp<T>(x >= 0 ? -x : x);
+        loss[i] = (double)wi * (double)((x > 0 ? x : (T)0) - x * ti + fnn_log1p<T>(e));
+        T p = x >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
+        if (prob) prob[i] = p;
+        if (grad) grad[i] = (p - ti) * (scale * wi);
+    }
+}
+extern "C" __global__ void sigmoid_bce_f32(long long n, long long cols, float scale, const float *z, const float *t,
+                                           const float *w, float *grad, float *prob, double *loss) {
+    sigmoid_bce<float>(n, cols, scale, z, t, w, grad, prob, loss);
+}
+extern "C" __global__ void sigmoid_bce_f64(long long n, long long cols, double scale, const double *z, const double *t,
+                                           const double *w, double *grad, double *prob, double *loss) {
+    sigmoid_bce<double>(n, cols, scale, z, t, w, grad, prob, loss);
 }
 
 template <typename T>
-__device__ void sigmoid_bce(long long n, T scale, const T *z, const T *t, T *grad, T *prob, double *loss) {
+__device__ void mse(long long n, long long cols, T scale, const T *y, const T *t, const T *w, T *grad, double *loss) {
     FNN_LOOP(i, n) {
-        T x = z[i], ti = t[i];
-        T e = fnn_exp<T>(x >= 0 ? -x : x);
-        loss[i] = (double)((x > 0 ? x : (T)0) - x * ti + fnn_log1p<T>(e));
-        T p = x >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
-        if (prob) prob[i] = p;
-        if (grad) grad[i] = (p - ti) * scale;
+        T d = y[i] - t[i], wi = w ? w[i / cols] : (T)1;
+        loss[i] = (double)wi * ((double)d * d);
+        if (grad) grad[i] = 2 * d * (scale * wi);
     }
 }
-extern "C" __global__ void sigmoid_bce_f32(long long n, float scale, const float *z, const float *t, float *grad,
-                                           float *prob, double *loss) {
-    sigmoid_bce<float>(n, scale, z, t, grad, prob, loss);
+extern "C" __global__ void mse_f32(long long n, long long cols, float scale, const float *y, const float *t,
+                                   const float *w, float *grad, double *loss) {
+    mse<float>(n, cols, scale, y, t, w, grad, loss);
 }
-extern "C" __global__ void sigmoid_bce_f64(long long n, double scale, const double *z, const double *t,
-                                           double *grad, double *prob, double *loss) {
-    sigmoid_bce<double>(n, scale, z, t, grad, prob, loss);
+extern "C" __global__ void mse_f64(long long n, long long cols, double scale, const double *y, const double *t,
+                                   const double *w, double *grad, double *loss) {
+    mse<double>(n, cols, scale, y, t, w, grad, loss);
 }
-
-template <typename T> __device__ void mse(long long n, T scale, const T *y, const T *t, T *grad, double *loss) {
-    FNN_LOOP(i, n) {
-        T d = y[i] - t[i];
-        loss[i] = (double)d * d;
-        if (grad) grad[i] = 2 * d * scale;
-    }
-}
-extern "C" __global__ void mse_f32(long long n, float scale, const float *y, const float *t, float *grad,
-                                   double *loss) { mse<float>(n, scale, y, t, grad, loss); }
-extern "C" __global__ void mse_f64(long long n, double scale, const double *y, const double *t, double *grad,
-                                   double *loss) { mse<double>(n, scale, y, t, grad, loss); }
 
 // ---- dropout: the counter-based mask of csrc/ref/dropout.c, bit for bit ---------------------------
 
@@ -293,23 +302,56 @@ extern "C" __global__ void sgd_step_f64(long long n, int nesterov, int first, do
 }
 
 template <typename T>
-__device__ void adam_step(long long n, T step, T rs2, T b1, T b2, T eps, T wd, const T *g, T *p, T *m, T *v) {
+__device__ void adam_step(long long n, int decoupled, T step, T rs2, T b1, T b2, T eps, T wd, T shrink, const T *g,
+                          T *p, T *m, T *v) {
     FNN_LOOP(i, n) {
-        T d = g[i] + wd * p[i];
+        T d = decoupled ? g[i] : g[i] + wd * p[i];
         T mi = b1 * m[i] + (1 - b1) * d;
         T vi = b2 * v[i] + (1 - b2) * d * d;
         m[i] = mi;
         v[i] = vi;
-        p[i] -= step * mi / (fnn_sqrt<T>(vi) * rs2 + eps);
+        T upd = step * mi / (fnn_sqrt<T>(vi) * rs2 + eps);
+        p[i] = decoupled ? p[i] * shrink - upd : p[i] - upd;
     }
 }
-extern "C" __global__ void adam_step_f32(long long n, float step, float rs2, float b1, float b2, float eps, float wd,
-                                         const float *g, float *p, float *m, float *v) {
-    adam_step<float>(n, step, rs2, b1, b2, eps, wd, g, p, m, v);
+extern "C" __global__ void adam_step_f32(long long n, int decoupled, float step, float rs2, float b1, float b2,
+                                         float eps, float wd, float shrink, const float *g, float *p, float *m,
+                                         float *v) {
+    adam_step<float>(n, decoupled, step, rs2, b1, b2, eps, wd, shrink, g, p, m, v);
 }
-extern "C" __global__ void adam_step_f64(long long n, double step, double rs2, double b1, double b2, double eps,
-                                         double wd, const double *g, double *p, double *m, double *v) {
-    adam_step<double>(n, step, rs2, b1, b2, eps, wd, g, p, m, v);
+extern "C" __global__ void adam_step_f64(long long n, int decoupled, double step, double rs2, double b1, double b2,
+                                         double eps, double wd, double shrink, const double *g, double *p,
+                                         double *m, double *v) {
+    adam_step<double>(n, decoupled, step, rs2, b1, b2, eps, wd, shrink, g, p, m, v);
+}
+
+// ga (centered) and buf (momentum) may be NULL
+template <typename T>
+__device__ void rmsprop_step(long long n, T lr, T rho, T mom, T eps, T wd, const T *g, T *p, T *sq, T *ga, T *buf) {
+    FNN_LOOP(i, n) {
+        T d = g[i] + wd * p[i];
+        T s = rho * sq[i] + (1 - rho) * d * d;
+        sq[i] = s;
+        if (ga) {
+            T a = ga[i] + (1 - rho) * (d - ga[i]);
+            ga[i] = a;
+            s -= a * a;
+        }
+        T u = d / (fnn_sqrt<T>(s) + eps);
+        if (buf) {
+            u = mom * buf[i] + u;
+            buf[i] = u;
+        }
+        p[i] -= lr * u;
+    }
+}
+extern "C" __global__ void rmsprop_step_f32(long long n, float lr, float rho, float mom, float eps, float wd,
+                                            const float *g, float *p, float *sq, float *ga, float *buf) {
+    rmsprop_step<float>(n, lr, rho, mom, eps, wd, g, p, sq, ga, buf);
+}
+extern "C" __global__ void rmsprop_step_f64(long long n, double lr, double rho, double mom, double eps, double wd,
+                                            const double *g, double *p, double *sq, double *ga, double *buf) {
+    rmsprop_step<double>(n, lr, rho, mom, eps, wd, g, p, sq, ga, buf);
 }
 
 // ---- convolution: im2col / col2im over the whole batch, NCHW ------------------------------------

@@ -80,34 +80,43 @@ def softmax_bwd(y, dy, out):
     return out
 
 
-def softmax_xent(z, labels=None, onehot=None, grad=None, prob=None, scale=1.0):
+def _per_element(w, z):
+    """Per-sample weights w broadcast over the trailing axes of z (1 when w is None)."""
+    return 1 if w is None else w.reshape((-1,) + (1,) * (z.ndim - 1))
+
+
+def softmax_xent(z, labels=None, onehot=None, grad=None, prob=None, scale=1.0, w=None):
     m, k = z.shape
     t = onehot if onehot is not None else np.eye(k, dtype=z.dtype)[labels]
     mx = z.max(axis=1, keepdims=True)
     lse = mx + np.log(np.exp(z - mx).sum(axis=1, keepdims=True))
     p = np.exp(z - lse)
+    wk = _per_element(w, z)
     if grad is not None:
-        grad[...] = (p - t) * scale
+        grad[...] = (p - t) * scale * wk
     if prob is not None:
         prob[...] = p
-    return float(((t.sum(axis=1, keepdims=True) * lse) - (t * z).sum(axis=1, keepdims=True)).mean()) if m else 0.0
+    rows = (t.sum(axis=1, keepdims=True) * lse) - (t * z).sum(axis=1, keepdims=True)
+    return float((rows * wk).mean()) if m else 0.0
 
 
-def sigmoid_bce(z, t, grad=None, prob=None, scale=1.0):
-    loss = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+def sigmoid_bce(z, t, grad=None, prob=None, scale=1.0, w=None):
+    wk = _per_element(w, z)
+    loss = (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))) * wk
     p = _sigmoid(z)
     if grad is not None:
-        grad[...] = (p - t) * scale
+        grad[...] = (p - t) * scale * wk
     if prob is not None:
         prob[...] = p
     return float(loss.mean()) if z.size else 0.0
 
 
-def mse(y, t, grad=None, scale=1.0):
+def mse(y, t, grad=None, scale=1.0, w=None):
     d = y - t
+    wk = _per_element(w, y)
     if grad is not None:
-        grad[...] = 2 * d * scale
-    return float((d.astype(np.float64) ** 2).mean()) if y.size else 0.0
+        grad[...] = 2 * d * scale * wk
+    return float(((d.astype(np.float64) ** 2) * wk).mean()) if y.size else 0.0
 
 
 def _mix64(z: int) -> int:
@@ -157,12 +166,31 @@ def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov, first):
     p -= lr * d
 
 
-def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
-    d = g + weight_decay * p
+def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled=False):
+    if decoupled:                     # AdamW: decay the parameter, keep it out of the moments
+        p *= 1 - lr * weight_decay
+        d = g
+    else:
+        d = g + weight_decay * p
     m[...] = beta1 * m + (1 - beta1) * d
     v[...] = beta2 * v + (1 - beta2) * d * d
     bc1, bc2 = 1 - beta1 ** t, 1 - beta2 ** t
     p -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
+
+
+def rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay):
+    d = g + weight_decay * p
+    sq[...] = rho * sq + (1 - rho) * d * d
+    if grad_avg is not None:
+        grad_avg[...] = grad_avg + (1 - rho) * (d - grad_avg)
+        den = np.sqrt(sq - grad_avg * grad_avg) + eps
+    else:
+        den = np.sqrt(sq) + eps
+    if momentum != 0:
+        buf[...] = momentum * buf + d / den
+        p -= lr * buf
+    else:
+        p -= lr * d / den
 
 
 # ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----
