@@ -55,8 +55,8 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     ----------
     a, b : ndarray, 2-D, float32 or float64 (the same dtype)
     out : ndarray, optional
-        Receives the result; its rows must be contiguous (a row stride larger than the width is
-        fine, e.g. a column slice).
+        Receives the result (the right shape and dtype, writeable, not overlapping a or b); its
+        rows must be contiguous (a row stride larger than the width is fine, e.g. a column slice).
     """
     be = _backend_of("matmul", a, b, out)
     a = _float_array(a, "matmul a", 2, be)
@@ -69,26 +69,56 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
         fail("matmul", f"op(b) with {k} rows to match op(a) of shape ({m}, {k})", f"op(b) of shape ({kb}, {n})")
     if out is not None:
         out = _check_out(out, (m, n), a.dtype, "matmul out", be)
-        if out.ndim == 2 and out.shape[1] > 1 and out.strides[1] != out.itemsize or out.strides[0] < 0:
-            fail("matmul out", "a writeable array with contiguous rows", f"strides {out.strides}")
         if be.may_share_memory(out, a) or be.may_share_memory(out, b):
             fail("matmul out", "an array not overlapping a or b", "an overlapping array")
+        if not _gemm_rows_ok(out, be):
+            if out.size and not out.flags.c_contiguous:
+                fail("matmul out", "a writeable array with contiguous rows", f"strides {out.strides}")
+            # an empty array (NumPy may give it zero strides), or a single C-contiguous row or
+            # column whose other stride is arbitrary, or a misaligned one: through a temporary
+            out[...] = be.matmul(a, b, be.empty((m, n), dtype=a.dtype), bool(trans_a), bool(trans_b))
+            return out
     else:
         out = be.empty((m, n), dtype=a.dtype)
     return be.matmul(a, b, out, bool(trans_a), bool(trans_b))
+
+
+def _gemm_rows_ok(out, be) -> bool:
+    """Whether the GEMM can write ``out`` in place: contiguous rows, a positive row stride of
+    whole elements at least the width (the binding's rule), aligned; a single row or column is
+    fine whatever its other stride says."""
+    if be is not backend.cpu:
+        return out.flags.c_contiguous
+    if out.size == 0:
+        return False
+    (_, cols), (s0, s1), item = out.shape, out.strides, out.itemsize
+    return bool(out.flags.aligned) and (cols == 1 or s1 == item) and s0 > 0 and s0 % item == 0 \
+        and s0 >= cols * item
 
 
 def _unary(x, out, where, code):
     be = _backend_of(where, x, out)
     x = _float_array(x, where, None, be)
     out = _check_out(out, x.shape, x.dtype, f"{where} out", be)
-    if out.flags.c_contiguous:
+    # In place is fine (each element is read before it is written); an out that overlaps x at
+    # an offset is not: elements would be overwritten before they are read.
+    in_place = _same_memory(out, x)
+    if out.flags.c_contiguous and (in_place or not be.may_share_memory(out, x)):
         be.act_fwd(code, x, out)
     else:
         tmp = be.empty(x.shape, dtype=x.dtype)
         be.act_fwd(code, x, tmp)
         out[...] = tmp
     return out
+
+
+def _same_memory(a, b) -> bool:
+    """Whether a and b are the same elements in the same layout (a view of the whole of b)."""
+    if a.shape != b.shape or a.strides != b.strides:
+        return False
+    if isinstance(a, np.ndarray):
+        return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    return a.data.ptr == b.data.ptr
 
 
 def relu(x, out=None):
@@ -112,7 +142,8 @@ def softmax(x, axis=-1, out=None):
     x = _float_array(x, "softmax", None, be)
     if x.ndim == 0:
         fail("softmax", "an array with at least one axis", "a scalar")
-    if not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)) or \
+            not -x.ndim <= axis < x.ndim:
         fail("softmax", f"axis in [{-x.ndim}, {x.ndim})", repr(axis))
     out = _check_out(out, x.shape, x.dtype, "softmax out", be)
     # The axis moved last with array methods only, so CuPy arrays take the same path.

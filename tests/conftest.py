@@ -4,6 +4,10 @@ GEMM kernel variant.
 Every test gets its own ``np.random.default_rng`` seeded from a base seed (``FASTNN_TEST_SEED``
 or fresh entropy, printed in the pytest header) and the test's id, so a failure can be replayed
 with ``FASTNN_TEST_SEED=<seed> pytest <test id>``. Nothing seeds NumPy's global RNG.
+
+The property-based tests (``test_fuzz_*.py``, hypothesis) draw from the same base seed (unless
+``--hypothesis-seed`` is given), keep no example database, and print the reproduction blob of a
+failure.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import fastnn as fnn
 from fastnn import _config, _core
@@ -20,9 +25,22 @@ from fastnn import _config, _core
 BASE_SEED = int(os.environ.get("FASTNN_TEST_SEED", secrets.randbits(32)))
 ARCHS = ("generic", "avx2", "avx512")
 
+# Examples are bounded per test (@settings(max_examples=...)); no deadline: the first call of a
+# kernel may start the thread pool, and CI machines are slow.
+settings.register_profile("ci", deadline=None, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Seed hypothesis from FASTNN_TEST_SEED (printed in the header) unless --hypothesis-seed is given."""
+    if getattr(config.option, "hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = str(BASE_SEED)
+
 
 def pytest_report_header(config):
-    return (f"fastnn {fnn.__version__}: FASTNN_TEST_SEED={BASE_SEED}, kernels {_core.arch_get()} "
+    return (f"fastnn {fnn.__version__}: FASTNN_TEST_SEED={BASE_SEED} (hypothesis too), "
+            f"kernels {_core.arch_get()} "
             f"(best {_core.arch_best()}), OpenMP {_core.openmp_enabled()}")
 
 

@@ -16,7 +16,7 @@ static void FNN_(act_fwd_range)(int act, int64_t n, FNN_T alpha, const FNN_T *re
         for (int64_t i = 0; i < n; i++) y[i] = x[i];
         break;
     case FNN_ACT_RELU:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0 ? 0 : x[i]; /* NaN stays NaN, as the GEMM epilogue */
         break;
     case FNN_ACT_LEAKY_RELU:
         for (int64_t i = 0; i < n; i++) {
@@ -37,7 +37,7 @@ static void FNN_(act_fwd_range)(int act, int64_t n, FNN_T alpha, const FNN_T *re
  * are applied in place on hot paths, so the others go through a small stack tile. */
 static void FNN_(act_fwd_inplace)(int act, int64_t n, FNN_T alpha, FNN_T *x) {
     if (act == FNN_ACT_RELU) {
-        for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0;
+        for (int64_t i = 0; i < n; i++) x[i] = x[i] < 0 ? 0 : x[i];
         return;
     }
     FNN_T tile[256];

@@ -40,7 +40,7 @@ template <typename T> __device__ T fnn_sigmoid(T x) {
 
 template <typename T> __device__ T fnn_act(int act, T x, T alpha) {
     switch (act) {
-    case 1: return x > 0 ? x : (T)0;
+    case 1: return x < (T)0 ? (T)0 : x;   // NaN stays NaN, as the CPU kernels
     case 2: return fnn_sigmoid<T>(x);
     case 3: return fnn_tanh<T>(x);
     case 4: return x > 0 ? x : alpha * x;

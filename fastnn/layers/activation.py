@@ -1,6 +1,8 @@
 """Activation layers, and the activation names shared with Dense(activation=...)."""
 from __future__ import annotations
 
+import numpy as np
+
 from .._validate import fail, real
 from ..backend import ACT_CODES
 from .base import Layer
@@ -16,17 +18,22 @@ def check_activation(name, where: str) -> str:
     return name
 
 
+def _rows(a):
+    """(N, features) view of a batch; explicit sizes, since reshape(0, -1) is ambiguous."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+
+
 def apply_activation(be, act: str, x, out, alpha: float = 0.0):
     """out = act(x) with the backend's kernels (out may be x)."""
     if act == "softmax":
-        return be.softmax_fwd(x.reshape(x.shape[0], -1), out.reshape(out.shape[0], -1)).reshape(out.shape)
+        return be.softmax_fwd(_rows(x), _rows(out)).reshape(out.shape)
     return be.act_fwd(ACT_CODES[act], x, out, alpha)
 
 
 def activation_grad(be, act: str, y, dy, out, alpha: float = 0.0):
     """out = dL/dx from the activation output y and dL/dy."""
     if act == "softmax":
-        be.softmax_bwd(y.reshape(y.shape[0], -1), dy.reshape(dy.shape[0], -1), out.reshape(out.shape[0], -1))
+        be.softmax_bwd(_rows(y), _rows(dy), _rows(out))
         return out
     return be.act_bwd(ACT_CODES[act], y, dy, out, alpha)
 

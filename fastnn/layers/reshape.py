@@ -15,7 +15,7 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
     def _forward(self, x, training, logits):
-        y = x.reshape(x.shape[0], -1)
+        y = x.reshape((x.shape[0],) + self.output_shape)   # not (N, -1): ambiguous when N == 0
         if training:
             self._remember(x, y)
         return y
