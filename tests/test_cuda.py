@@ -134,16 +134,39 @@ def test_dropout_masks_are_identical(cuda, n, dtype, rng):
         np.testing.assert_array_equal(cuda.to_numpy(yd), y)
 
 
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam"])
+def test_weighted_losses(cuda, dtype, rng):
+    """Per-sample weights inside the fused loss kernels: the same loss and gradient on both."""
+    z = (rng.standard_normal((21, 5)) * 2).astype(dtype)
+    w = rng.uniform(0, 3, 21).astype(dtype)
+    labels, t = rng.integers(0, 5, 21), rng.uniform(0, 1, z.shape).astype(dtype)
+    for name, args in (("xent", {"labels": labels}), ("bce", {"t": t}), ("mse", {"t": t})):
+        fn_cpu = {"xent": cpu.softmax_xent, "bce": cpu.sigmoid_bce, "mse": cpu.mse}[name]
+        fn_dev = getattr(cuda, fn_cpu.__name__)
+        g, gd = np.empty_like(z), cuda.empty(z.shape, dtype)
+        loss = fn_cpu(z, grad=g, scale=0.5, w=w, **args)
+        lossd = fn_dev(cuda.asarray(z), grad=gd, scale=0.5, w=cuda.asarray(w),
+                       **{k: cuda.asarray(v) for k, v in args.items()})
+        np.testing.assert_allclose(float(lossd), loss, err_msg=name, **_tol(dtype))
+        _same(cuda, g, gd, dtype, f"weighted {name} grad")
+
+
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "rmsprop-momentum",
+                                  "rmsprop-centered"])
 def test_optimizer_updates(cuda, kind, dtype, rng):
     p0, g = rng.standard_normal(333).astype(dtype), rng.standard_normal(333).astype(dtype)
     p, pd = p0.copy(), cuda.asarray(p0)
-    slots = [np.zeros_like(p0) for _ in range(2)]
-    dslots = [cuda.zeros(p0.shape, dtype) for _ in range(2)]
+    slots = [np.zeros_like(p0) for _ in range(3)]
+    dslots = [cuda.zeros(p0.shape, dtype) for _ in range(3)]
     for step in range(1, 4):
-        if kind == "adam":
-            cpu.adam_step(p, g, *slots, step, 0.01, 0.9, 0.999, 1e-7, 0.01)
-            cuda.adam_step(pd, cuda.asarray(g), *dslots, step, 0.01, 0.9, 0.999, 1e-7, 0.01)
+        if kind.startswith("adam"):
+            cpu.adam_step(p, g, *slots[:2], step, 0.01, 0.9, 0.999, 1e-7, 0.01, kind == "adamw")
+            cuda.adam_step(pd, cuda.asarray(g), *dslots[:2], step, 0.01, 0.9, 0.999, 1e-7, 0.01, kind == "adamw")
+        elif kind.startswith("rmsprop"):
+            centered, mom = kind.endswith("centered"), 0.9 if kind.endswith("momentum") else 0.0
+            cpu.rmsprop_step(p, g, slots[0], slots[1] if centered else None, slots[2] if mom else None, 0.01, 0.9,
+                             mom, 1e-7, 0.01)
+            cuda.rmsprop_step(pd, cuda.asarray(g), dslots[0], dslots[1] if centered else None,
+                              dslots[2] if mom else None, 0.01, 0.9, mom, 1e-7, 0.01)
         else:
             mom = 0.0 if kind == "sgd" else 0.9
             args = (0.1, mom, 0.01, kind == "nesterov", step == 1)
