@@ -58,6 +58,29 @@ def bench_mlp(report, batch, threads, repeats, min_seconds):
                              x, y, batch)
 
 
+def bench_mlp_sched(report, threads, repeats, min_seconds, steps=200):
+    """mlp128 with a CosineDecay schedule and a ModelCheckpoint written every epoch against plain
+    mlp128, both fastnn, interleaved: what the training-loop features cost (epochs of 200 steps,
+    25,600 samples, so one checkpoint per 200 steps)."""
+    import tempfile
+    rng = np.random.default_rng(0)
+    n = 128 * steps
+    x = rng.standard_normal((n, 784)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    plain, sched = mlp_fastnn(), mlp_fastnn()
+    cosine = fnn.optimizers.schedules.CosineDecay(0.01, decay_steps=10**7, warmup_target=0.02, warmup_steps=100)
+    sched.compile(optimizer=fnn.optimizers.SGD(learning_rate=cosine, momentum=0.9),
+                  loss=fnn.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=())
+    fnn.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = [fnn.callbacks.ModelCheckpoint(os.path.join(tmp, "ck-{epoch}.npz"))]
+        t = common.interleaved({"plain": lambda: plain.fit(x, y, batch_size=128, epochs=1, verbose=0),
+                                "sched": lambda: sched.fit(x, y, batch_size=128, epochs=1, verbose=0, callbacks=ck)},
+                               repeats, min_seconds)
+    report.add("mlp128-sched", threads, "samples/s", n / common.median(t["sched"]), "fastnn plain",
+               n / common.median(t["plain"]))
+
+
 def bench_infer_mlp(report, threads, repeats, min_seconds):
     x = np.random.default_rng(1).standard_normal((1, 784)).astype(np.float32)
     common.inference_vs_torch(report, "infer-mlp", threads, repeats, min_seconds, mlp_fastnn(), mlp_torch()[0], x)
@@ -119,6 +142,7 @@ WORKLOADS = {
     "mlp128": lambda r, t, n, s: bench_mlp(r, 128, t, n, s),
     "mlp32": lambda r, t, n, s: bench_mlp(r, 32, t, n, s),
     "mlp1024": lambda r, t, n, s: bench_mlp(r, 1024, t, n, s),
+    "mlp128-sched": bench_mlp_sched,
     "infer-mlp": bench_infer_mlp,
     "cnn64": bench_cnn.bench_cnn64,
     "infer-cnn": bench_cnn.bench_infer_cnn,

@@ -42,7 +42,7 @@ else:
     # (with the extension below); an explicit user setting wins.
     if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
         _os.environ["GOMP_SPINCOUNT"] = "20000"
-    from . import callbacks, initializers, layers, losses, ops, optimizers
+    from . import callbacks, initializers, layers, losses, ops, optimizers, regularizers
     from ._config import get_default_dtype, get_num_threads, seed, set_default_dtype, set_num_threads
     from ._info import cuda_available, show_config
     from .io import ModelFileError, load_model
@@ -52,6 +52,7 @@ else:
 
     __all__ = [
         "Sequential", "load_model", "ModelFileError", "layers", "losses", "optimizers", "callbacks", "ops",
+        "regularizers",
         "initializers", "seed", "set_num_threads", "get_num_threads", "set_default_dtype", "get_default_dtype",
         "cuda_available", "show_config", "__version__",
     ]

@@ -415,6 +415,23 @@ def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq
     _check(status)
 
 
+def penalty(const floating[::1] w, floating[::1] grad, double l1, double l2, int n_threads=1):
+    """grad += l1 sign(w) + 2 l2 w; returns l1 sum|w| + l2 sum w^2."""
+    _no_capture("penalty")
+    _same(grad.shape[0], w.shape[0], "penalty gradient")
+    cdef double value = 0
+    cdef int status
+    if w.shape[0] == 0:
+        return 0.0
+    with nogil:
+        if floating is float:
+            status = c.fnn_penalty_f32(w.shape[0], <float>l1, <float>l2, &w[0], &grad[0], &value, n_threads)
+        else:
+            status = c.fnn_penalty_f64(w.shape[0], l1, l2, &w[0], &grad[0], &value, n_threads)
+    _check(status)
+    return value
+
+
 # ---- kernel families with their own binding files ------------------------------------------
 include "_conv.pxi"
 include "_rnn.pxi"

@@ -69,6 +69,10 @@ cdef extern from "fastnn.h" nogil:
                              double weight_decay, const double *grad, double *param, double *sq,
                              double *grad_avg, double *buf, int n_threads)
 
+    int fnn_penalty_f32(int64_t n, float l1, float l2, const float *w, float *grad, double *penalty, int n_threads)
+    int fnn_penalty_f64(int64_t n, double l1, double l2, const double *w, double *grad, double *penalty,
+                        int n_threads)
+
 # ---- convolution and pooling (csrc/ref/conv.c, csrc/ref/pool.c) ----
 from libc.stdint cimport int32_t
 

@@ -294,6 +294,9 @@ class Sequential:
             d = grad
             for i in range(len(layers) - 1, first - 1, -1):
                 d = layers[i]._backward(d, i > first)
+            for layer in layers:       # weight penalties: gradient and value in one kernel pass
+                for j, reg in layer.regularized:
+                    loss = loss + be.penalty(layer.params[j], layer.grads[j], reg.l1, reg.l2)
             self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
         return loss, out, fused
 

@@ -127,7 +127,7 @@ def softmax_cases(rng):
     for m, k in SOFTMAX_SHAPES:
         inputs = {"z": _uniform(rng, (m, k), -8, 8), "dy": _uniform(rng, (m, k)),
                   "labels": rng.integers(0, k, m), "onehot": np.eye(k)[rng.integers(0, k, m)],
-                  "t": rng.uniform(0, 1, (m, k)).round()}
+                  "t": rng.uniform(0, 1, (m, k)).round(), "w": rng.uniform(0, 3, m)}
 
         def soft(be, x):
             y = be.softmax_fwd(x["z"], be.empty(x["z"].shape, x["z"].dtype))
@@ -136,18 +136,24 @@ def softmax_cases(rng):
         def xent(be, x):
             res = {}
             for key in ("labels", "onehot"):
-                g, p = be.empty(x["z"].shape, x["z"].dtype), be.empty(x["z"].shape, x["z"].dtype)
-                arg = {"labels": x["labels"]} if key == "labels" else {"onehot": x["onehot"]}
-                loss = be.softmax_xent(x["z"], grad=g, prob=p, scale=0.5, **arg)
-                res.update({f"loss_{key}": np.float64(float(loss)), f"grad_{key}": g, f"prob_{key}": p})
+                for weighted in (False, True):     # per-sample loss weights (fit's sample_weight)
+                    g, p = be.empty(x["z"].shape, x["z"].dtype), be.empty(x["z"].shape, x["z"].dtype)
+                    arg = {"labels": x["labels"]} if key == "labels" else {"onehot": x["onehot"]}
+                    loss = be.softmax_xent(x["z"], grad=g, prob=p, scale=0.5, w=x["w"] if weighted else None, **arg)
+                    tag = f"{key}{'_w' if weighted else ''}"
+                    res.update({f"loss_{tag}": np.float64(float(loss)), f"grad_{tag}": g, f"prob_{tag}": p})
             return res
 
         def bce_mse(be, x):
-            g, p, gm = (be.empty(x["z"].shape, x["z"].dtype) for _ in range(3))
-            lb = be.sigmoid_bce(x["z"], x["t"], g, p, 0.25)
-            lm = be.mse(x["z"], x["dy"], gm, 0.25)
-            return {"bce": np.float64(float(lb)), "bce_grad": g, "prob": p, "mse": np.float64(float(lm)),
-                    "mse_grad": gm}
+            res = {}
+            for weighted in (False, True):
+                w, tag = (x["w"], "_w") if weighted else (None, "")
+                g, p, gm = (be.empty(x["z"].shape, x["z"].dtype) for _ in range(3))
+                lb = be.sigmoid_bce(x["z"], x["t"], g, p, 0.25, w=w)
+                lm = be.mse(x["z"], x["dy"], gm, 0.25, w=w)
+                res.update({f"bce{tag}": np.float64(float(lb)), f"bce_grad{tag}": g, f"prob{tag}": p,
+                            f"mse{tag}": np.float64(float(lm)), f"mse_grad{tag}": gm})
+            return res
         out += [Case("softmax/losses", f"softmax {m}x{k}", inputs, soft),
                 Case("softmax/losses", f"softmax_xent {m}x{k}", inputs, xent),
                 Case("softmax/losses", f"bce+mse {m}x{k}", inputs, bce_mse)]
@@ -261,6 +267,8 @@ def optim_cases(rng):
     out = []
     for n in (1, 7, 33, 1023, 40_000):
         inputs = {"p": _uniform(rng, n), "g": _uniform(rng, n), "m": _uniform(rng, n), "v": rng.uniform(0, 1, n)}
+        # a reachable RMSprop state, sq >= mean gradient^2, kept away from the ill-conditioned sq = ga^2
+        inputs["sq"] = 0.1 + inputs["v"] + inputs["m"] ** 2
         for momentum, nesterov, wd, first in ((0.0, False, 0.0, False), (0.9, False, 1e-3, True),
                                               (0.9, False, 0.0, False), (0.8, True, 1e-2, False)):
             def sgd(be, x, momentum=momentum, nesterov=nesterov, wd=wd, first=first):
@@ -268,12 +276,19 @@ def optim_cases(rng):
                 be.sgd_step(p, x["g"], buf if momentum else None, 0.1, momentum, wd, nesterov, first)
                 return {"p": p, "buf": buf}
             out.append(Case("optimizer", f"sgd n={n} mom={momentum} nest={nesterov:d} wd={wd}", inputs, sgd))
-        for t in (1, 10):
-            def adam(be, x, t=t):
+        for t, decoupled in ((1, False), (10, False), (1, True), (7, True)):
+            def adam(be, x, t=t, decoupled=decoupled):
                 p, m, v = (be.contiguous(x[k].copy()) for k in ("p", "m", "v"))
-                be.adam_step(p, x["g"], m, v, t, 1e-3, 0.9, 0.999, 1e-7, 1e-4)
+                be.adam_step(p, x["g"], m, v, t, 1e-3, 0.9, 0.999, 1e-7, 1e-2, decoupled)
                 return {"p": p, "m": m, "v": v}
-            out.append(Case("optimizer", f"adam n={n} t={t}", inputs, adam))
+            out.append(Case("optimizer", f"{'adamw' if decoupled else 'adam'} n={n} t={t}", inputs, adam))
+        for centered, momentum in ((False, 0.0), (True, 0.0), (False, 0.9), (True, 0.5)):
+            def rmsprop(be, x, centered=centered, momentum=momentum):
+                p, sq, ga, buf = (be.contiguous(x[k].copy()) for k in ("p", "sq", "m", "g"))
+                be.rmsprop_step(p, x["g"], sq, ga if centered else None, buf if momentum else None, 1e-3, 0.9,
+                                momentum, 1e-7, 1e-3)
+                return {"p": p, "sq": sq, "ga": ga, "buf": buf}
+            out.append(Case("optimizer", f"rmsprop n={n} centered={centered:d} mom={momentum}", inputs, rmsprop))
     return out
 
 

@@ -198,7 +198,8 @@ def test_gradcheck_chunked_batch(cell, rng):
 def test_defaults_config_and_initialisers(cell):
     layer = CELLS[cell](7)
     assert layer.return_sequences is False
-    assert layer.get_config() == {"units": 7, "return_sequences": False, "name": layer.name}
+    assert layer.get_config() == {"units": 7, "return_sequences": False, "kernel_regularizer": None,
+                                  "recurrent_regularizer": None, "name": layer.name}
     layer.build((5, 3))
     wx, wh, bx, bh = layer.get_weights()
     k = GATES[cell]

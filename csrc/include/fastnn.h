@@ -151,6 +151,12 @@ int fnn_rmsprop_step_f64(int centered, int64_t n, double lr, double rho, double 
                          double weight_decay, const double *grad, double *param, double *sq, double *grad_avg,
                          double *buf, int n_threads);
 
+/* Weight penalties (kernel regularizers), gradient and value in one pass over n weights:
+ * grad += l1 sign(w) + 2 l2 w; *penalty = l1 sum |w| + l2 sum w^2 (fixed-order sum). */
+int fnn_penalty_f32(int64_t n, float l1, float l2, const float *w, float *grad, double *penalty, int n_threads);
+int fnn_penalty_f64(int64_t n, double l1, double l2, const double *w, double *grad, double *penalty,
+                    int n_threads);
+
 /* ---- convolution and pooling (NCHW, row-major) -------------------------------------------- */
 /* Geometry of a 2-D convolution: x (n, c, h, w), weights (f, c, kh, kw), y (n, f, oh, ow) with
  * oh = (h + pad_t + pad_b - kh) / sh + 1 and ow = (w + pad_l + pad_r - kw) / sw + 1 (floor);

@@ -1,4 +1,4 @@
-/* SGD, Adam/AdamW and RMSprop updates: float and double from optim_tmpl.h. */
+/* SGD, Adam/AdamW and RMSprop updates and weight penalties: float and double from optim_tmpl.h. */
 #include <math.h>
 #include "../core/internal.h"
 
@@ -35,4 +35,11 @@ int fnn_rmsprop_step_f64(int centered, int64_t n, double lr, double rho, double 
                          double *buf, int n_threads) {
     return rmsprop_step_f64(centered, n, lr, rho, momentum, eps, weight_decay, grad, param, sq, grad_avg, buf,
                             n_threads);
+}
+int fnn_penalty_f32(int64_t n, float l1, float l2, const float *w, float *grad, double *penalty, int n_threads) {
+    return penalty_f32(n, l1, l2, w, grad, penalty, n_threads);
+}
+int fnn_penalty_f64(int64_t n, double l1, double l2, const double *w, double *grad, double *penalty,
+                    int n_threads) {
+    return penalty_f64(n, l1, l2, w, grad, penalty, n_threads);
 }

@@ -136,3 +136,31 @@ static int FNN_(rmsprop_step)(int centered, int64_t n, FNN_T lr, FNN_T rho, FNN_
     });
     return FNN_OK;
 }
+
+/* Weight penalties: g += l1 sign(w) + 2 l2 w over a chunk, returning l1 |w| + l2 w^2 summed. */
+typedef struct {
+    FNN_T l1, l2;
+    const FNN_T *w;
+    FNN_T *g;
+} FNN_(penalty_args);
+
+static double FNN_(penalty_chunk)(int64_t i0, int64_t i1, const void *ctx) {
+    const FNN_(penalty_args) *a = ctx;
+    const FNN_T l1 = a->l1, l2 = a->l2;
+    double s1 = 0, s2 = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        FNN_T w = a->w[i];
+        FNN_T sign = (FNN_T)(w > 0) - (FNN_T)(w < 0);
+        a->g[i] += l1 * sign + 2 * l2 * w;
+        s1 += FNN_FABS(w);
+        s2 += (double)w * w;
+    }
+    return (double)l1 * s1 + (double)l2 * s2;
+}
+
+static int FNN_(penalty)(int64_t n, FNN_T l1, FNN_T l2, const FNN_T *w, FNN_T *g, double *penalty, int nt) {
+    if (n < 0 || !penalty || (n > 0 && (!w || !g))) return FNN_ERR_ARG;
+    FNN_(penalty_args) a = {l1, l2, w, g};
+    *penalty = fnn_fixed_order_sum(n, fnn_threads_for(n, FNN_PAR_MIN_ELEMS, nt), FNN_(penalty_chunk), &a);
+    return FNN_OK;
+}

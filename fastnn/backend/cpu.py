@@ -110,6 +110,11 @@ def rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay):
     _core.rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay, get_num_threads())
 
 
+def penalty(w, grad, l1, l2):
+    """grad += l1 sign(w) + 2 l2 w (in place); returns the penalty l1 sum|w| + l2 sum w^2."""
+    return _core.penalty(w.reshape(-1), grad.reshape(-1), l1, l2, get_num_threads())
+
+
 # ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----
 
 def conv2d_workspace(x_shape, w_shape, stride, padding, backward=False):

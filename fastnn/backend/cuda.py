@@ -278,6 +278,16 @@ def rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay):
             g, p, sq, _p(grad_avg), _NULL if momentum == 0 or buf is None else buf)
 
 
+def penalty(w, grad, l1, l2):
+    """grad += l1 sign(w) + 2 l2 w; the penalty as a 0-d device array (per-element terms summed
+    by one reduction, no host synchronisation)."""
+    if w.size == 0:
+        return 0.0
+    terms = _scratch("penalty", (w.size,), np.float64)
+    _launch("penalty", w.dtype, w.size, _i(w.size), _t(w, l1), _t(w, l2), w, grad, terms)
+    return terms.sum()
+
+
 # ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----
 
 def _conv_geometry(x_shape, w_shape, stride, padding):

@@ -354,6 +354,23 @@ extern "C" __global__ void rmsprop_step_f64(long long n, double lr, double rho, 
     rmsprop_step<double>(n, lr, rho, mom, eps, wd, g, p, sq, ga, buf);
 }
 
+// weight penalties (csrc/ref/optim_tmpl.h): grad += l1 sign(w) + 2 l2 w, per-element penalty terms
+template <typename T>
+__device__ void penalty(long long n, T l1, T l2, const T *w, T *g, double *terms) {
+    FNN_LOOP(i, n) {
+        T wi = w[i];
+        g[i] += l1 * ((T)(wi > 0) - (T)(wi < 0)) + 2 * l2 * wi;
+        terms[i] = (double)l1 * (wi < 0 ? -wi : wi) + (double)l2 * ((double)wi * wi);
+    }
+}
+extern "C" __global__ void penalty_f32(long long n, float l1, float l2, const float *w, float *g, double *terms) {
+    penalty<float>(n, l1, l2, w, g, terms);
+}
+extern "C" __global__ void penalty_f64(long long n, double l1, double l2, const double *w, double *g,
+                                       double *terms) {
+    penalty<double>(n, l1, l2, w, g, terms);
+}
+
 // ---- convolution: im2col / col2im over the whole batch, NCHW ------------------------------------
 // cols[(c*kh + u)*kw + v, (b*oh + i)*ow + j] = x[b, c, i*sh + u - pt, j*sw + v - pl] (0 in padding)
 // The geometry comes as a device array of 12 int64 (cached per shape by the caller): the same

@@ -193,6 +193,11 @@ def rmsprop_step(p, g, sq, grad_avg, buf, lr, rho, momentum, eps, weight_decay):
         p -= lr * d / den
 
 
+def penalty(w, grad, l1, l2):
+    grad += l1 * np.sign(w) + 2 * l2 * w
+    return float(l1 * np.abs(w).astype(np.float64).sum() + l2 * (w.astype(np.float64) ** 2).sum())
+
+
 # ---- convolution and pooling (NCHW); stride = (sh, sw), padding = (top, bottom, left, right) ----
 
 def conv2d_workspace(x_shape, w_shape, stride, padding, backward=False):

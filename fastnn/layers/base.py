@@ -37,6 +37,8 @@ class Layer:
 
     #: name of the activation a layer ends with ("softmax"/"sigmoid"), for fused losses
     output_activation: str | None = None
+    #: ``[(weight index, regularizer), ...]``: the penalties Sequential adds in training steps
+    regularized: tuple = ()
     #: whether ``_forward(x, training=False)`` computes only through the backend's kernel calls
     #: (no NumPy arithmetic on arrays), so an inference plan may capture it (fastnn._inference)
     capturable: bool = False

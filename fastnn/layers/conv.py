@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from .. import initializers
+from .. import initializers, regularizers
 from .._config import get_num_threads
 from .._validate import fail, positive_int
 from .activation import activation_grad, apply_activation, check_activation
@@ -63,9 +63,11 @@ class Conv2D(Layer):
     """
 
     def __init__(self, filters: int, kernel_size, stride=1, padding=0, activation=None, use_bias: bool = True,
-                 kernel_initializer: str = "glorot_uniform", name=None):
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer=None, name=None):
         super().__init__(name)
         where = f"in {self.name}"
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, f"Conv2D(kernel_regularizer=...) {where}")
+        self.regularized = ((0, self.kernel_regularizer),) if self.kernel_regularizer else ()
         self.filters = positive_int(filters, f"Conv2D(filters=...) {where}")
         self.kernel_size = as_pair(kernel_size, f"Conv2D(kernel_size=...) {where}")
         self.stride = as_pair(stride, f"Conv2D(stride=...) {where}")
@@ -102,7 +104,8 @@ class Conv2D(Layer):
                 "stride": pair_config(self.stride),
                 "padding": self.padding if isinstance(self.padding, str) else pair_config(self.padding),
                 "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer, "name": self.name}
+                "kernel_initializer": self.kernel_initializer,
+                "kernel_regularizer": regularizers.config(self.kernel_regularizer), "name": self.name}
 
     # ---- geometry -----------------------------------------------------------------------
     def _geometry(self, input_shape):

@@ -1,7 +1,7 @@
 """Fully connected layer."""
 from __future__ import annotations
 
-from .. import initializers
+from .. import initializers, regularizers
 from .._validate import fail, positive_int
 from .activation import activation_grad, apply_activation, check_activation
 from .base import Layer
@@ -21,6 +21,8 @@ class Dense(Layer):
         One of "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "linear"/None.
     use_bias : bool, default True
     kernel_initializer : str, default "glorot_uniform"
+    kernel_regularizer : regularizer, optional
+        Penalty on ``W`` (``fnn.regularizers``), added to the training loss and gradient.
 
     Examples
     --------
@@ -34,8 +36,10 @@ class Dense(Layer):
     capturable = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
-                 kernel_initializer: str = "glorot_uniform", name=None):
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer=None, name=None):
         super().__init__(name)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, f"Dense(kernel_regularizer=...) in {self.name}")
+        self.regularized = ((0, self.kernel_regularizer),) if self.kernel_regularizer else ()
         self.units = positive_int(units, f"Dense(units=...) in {self.name}")
         self.activation = check_activation(activation, f"Dense(activation=...) in {self.name}")
         if not isinstance(use_bias, bool):
@@ -51,7 +55,8 @@ class Dense(Layer):
 
     def get_config(self):
         return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer, "name": self.name}
+                "kernel_initializer": self.kernel_initializer,
+                "kernel_regularizer": regularizers.config(self.kernel_regularizer), "name": self.name}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 1:

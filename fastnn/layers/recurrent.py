@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import regularizers
 from .._validate import fail, positive_int
 from .base import Layer
 
@@ -21,16 +22,25 @@ class _Recurrent(Layer):
     cell = ""
     gates = 1
 
-    def __init__(self, units: int, return_sequences: bool = False, name=None):
+    def __init__(self, units: int, return_sequences: bool = False, kernel_regularizer=None,
+                 recurrent_regularizer=None, name=None):
         super().__init__(name)
         cls = type(self).__name__
         self.units = positive_int(units, f"{cls}(units=...) in {self.name}")
         if not isinstance(return_sequences, (bool, np.bool_)):
             fail(f"{cls}(return_sequences=...) in {self.name}", "a bool", repr(return_sequences), TypeError)
         self.return_sequences = bool(return_sequences)
+        # kernel_regularizer on W_x, recurrent_regularizer on W_h (API.md)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, f"{cls}(kernel_regularizer=...) in {self.name}")
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer,
+                                                      f"{cls}(recurrent_regularizer=...) in {self.name}")
+        self.regularized = tuple((i, r) for i, r in ((0, self.kernel_regularizer), (1, self.recurrent_regularizer))
+                                 if r is not None)
 
     def get_config(self):
-        return {"units": self.units, "return_sequences": self.return_sequences, "name": self.name}
+        return {"units": self.units, "return_sequences": self.return_sequences,
+                "kernel_regularizer": regularizers.config(self.kernel_regularizer),
+                "recurrent_regularizer": regularizers.config(self.recurrent_regularizer), "name": self.name}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 2:
