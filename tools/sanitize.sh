@@ -16,8 +16,11 @@
 # library in the process). Leak detection is off: CPython's and NumPy's allocations that live until exit
 # would be reported as leaks.
 #
-# PyTorch is installed too (the parity tests are our widest cross-checks of the kernels): it runs cleanly
-# with the runtimes preloaded (CPU build 2.13.0; checked over the whole suite).
+# PyTorch is installed too (the parity tests are our widest cross-checks of the kernels): torch 2.13.0 CPU
+# runs cleanly with the runtimes preloaded (no crash, no report over the whole suite). nvcc does not (it
+# segfaults), so test_cuda runs it without LD_PRELOAD. No suppressions file is needed (none of the
+# reports seen came from code that is not ours). Not covered: uninitialised reads (MemorySanitizer needs
+# clang and an instrumented Python/NumPy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -60,7 +63,7 @@ export LD_PRELOAD="${runtimes[*]}${LD_PRELOAD:+ $LD_PRELOAD}"
 # abort_on_error: a core-dump-style abort so pytest's run dies visibly; allocator_may_return_null: huge
 # allocations become MemoryError as without ASan instead of an ASan report; the suppressions file covers
 # only findings in code that is not ours (each one explained there).
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:strict_init_order=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 
 cd "$ROOT/tests"
