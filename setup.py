@@ -4,6 +4,20 @@ Portable by construction: the common code gets no -march flag, and each SIMD var
 (csrc/x86/avx2, csrc/x86/avx512) is compiled with only its own instruction-set flags; the
 variant is chosen at run time by CPU detection (csrc/core/cpu.c). OpenMP is used when the
 compiler supports it, else the kernels build serial and a warning says so.
+
+Environment variables read at build time:
+
+FASTNN_DEBUG=1
+    Cython bounds, wraparound and initialisation checks in the bindings.
+FASTNN_SANITIZE=address,undefined   (or a subset: address / undefined; 1 means address,undefined)
+    Instrument every object (the common sources, the Cython module and each SIMD folder) with the
+    sanitizers: -fsanitize=... (undefined adds float-cast-overflow, which GCC leaves out of it),
+    -fno-sanitize-recover=... (undefined behaviour aborts, so the test that hit it fails),
+    -fno-omit-frame-pointer -g for readable stacks, -O1 instead of -O3 (fast enough for the whole
+    suite; reports point at the source line rather than at vectorised, inlined copies of it; the
+    SIMD intrinsics are still what runs), and -fno-wrapv so that signed overflow is reported
+    (Python's CFLAGS carry -fwrapv). Python itself is not instrumented: run with the sanitizer
+    runtimes preloaded, as tools/sanitize.sh does. Unset or empty: the normal build, unchanged.
 """
 import os
 import tempfile
@@ -21,6 +35,37 @@ SIMD_FLAGS = {
                                             "-mavx2", "-mfma"],
 }
 BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-Wno-unknown-pragmas"]
+SANITIZERS = ("address", "undefined")
+
+
+def sanitize_flags(value):
+    """Compile and link flags for FASTNN_SANITIZE's value ([] when unset or empty)."""
+    value = (value or "").strip()
+    if not value:
+        return []
+    names = list(SANITIZERS) if value == "1" else [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SANITIZERS]
+    if unknown or not names:
+        raise SystemExit(f"FASTNN_SANITIZE={value!r}: unknown sanitizer {', '.join(unknown) or '(none)'}; "
+                         f"use a comma-separated subset of {','.join(SANITIZERS)}, or 1 for both")
+    names = [n for n in SANITIZERS if n in names]  # fixed order, no duplicates
+    if "undefined" in names:
+        # float-cast-overflow (a float converted to an integer type that cannot hold it, undefined in C)
+        # is not part of GCC's -fsanitize=undefined; float-divide-by-zero is left out on purpose (IEEE
+        # division by zero is defined on every target we build for, and inf/nan inputs are tested).
+        names.append("float-cast-overflow")
+    flags = ["-fsanitize=" + ",".join(names), "-fno-omit-frame-pointer", "-g"]
+    if "undefined" in names:
+        # -fno-wrapv undoes the -fwrapv of Python's CFLAGS, which makes signed overflow defined and so
+        # hides it from UBSan; the kernels must not rely on wrapping.
+        flags += ["-fno-sanitize-recover=undefined,float-cast-overflow", "-fno-wrapv"]
+    return flags
+
+
+SANITIZE = sanitize_flags(os.environ.get("FASTNN_SANITIZE"))
+if SANITIZE:
+    # -O1 after Python's own CFLAGS (-O3), which come first: the last -O wins.
+    BASE_FLAGS = [f for f in BASE_FLAGS if f != "-O3"] + ["-O1"] + SANITIZE
 X86 = any(m in (os.uname().machine if hasattr(os, "uname") else "x86_64") for m in ("x86", "amd64", "AMD64"))
 
 
@@ -73,7 +118,7 @@ class BuildExt(build_ext):
         ext.extra_objects = list(ext.extra_objects or []) + objects
         ext.define_macros = list(ext.define_macros or []) + simd_defs
         ext.extra_compile_args = list(ext.extra_compile_args or []) + BASE_FLAGS + omp
-        ext.extra_link_args = list(ext.extra_link_args or []) + omp
+        ext.extra_link_args = list(ext.extra_link_args or []) + omp + SANITIZE
         super().build_extension(ext)
 
 

@@ -8,6 +8,7 @@ import pytest
 from helpers import check_layer, run_concurrently
 
 import fastnn as fnn
+from fastnn import _core
 from fastnn.backend import cpu, numpy_ref
 from fastnn.layers import Conv2D, Dense, Flatten, MaxPool2D
 
@@ -232,6 +233,28 @@ def test_absurd_sizes_are_value_errors():
         cpu.conv2d_workspace((1, 3, 8, 8), (4, 3, 3, 3), (1, 1), (10 ** 9,) * 4)
 
 
+BIG = 2 ** 31 - 1
+
+
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize("x_shape, w_shape, stride, pad", [
+    ((1, 3, 8, 8), (4, 3, 3, 3), (1, 1), (10 ** 9,) * 4),        # c * hp * wp
+    ((1, BIG, BIG, BIG), (4, BIG, BIG, BIG), (1, 1), (0,) * 4),  # c * kh * kw
+    ((1, 1, 2 ** 20, 2 ** 20), (BIG, 1, 1, 2), (1, 1), (0,) * 4),  # f * columns
+    ((1, 2 ** 16, 2 ** 16, 2 ** 16), (4, 2 ** 16, 2 ** 8, 2 ** 8), (1, 1), (0,) * 4),  # columns * c*kh*kw
+    ((2 ** 40, 1, 2 ** 16, 2 ** 16), (1, 1, 1, 1), (1, 1), (0,) * 4),  # n * h * w
+    ((1, 1, 8, 8), (1, 1, 3, 3), (BIG, BIG), (BIG,) * 4),        # strides and padding at the limit
+])
+def test_absurd_geometries_are_refused_without_overflow(backward, x_shape, w_shape, stride, pad):
+    """Shapes whose workspace sizes would overflow int64 are refused; the C code bounds the products
+    before forming them (a signed overflow there was caught by tools/sanitize.sh)."""
+    try:
+        need = _core.conv2d_workspace(backward, x_shape, w_shape, stride, pad, 2)
+    except ValueError:
+        return
+    assert 0 <= need < 2 ** 62
+
+
 @pytest.mark.parametrize("shape", [(3, 8), (8,), (1, 2, 3, 4)])
 def test_wrong_rank_names_the_layer(shape):
     with pytest.raises(ValueError, match="conv_rank.*\\(N, C, H, W\\)"):
@@ -389,7 +412,6 @@ def test_concurrent_predict_equals_serial(rng):
 def test_workspace_at_any_offset(dtype, rng):
     """The implicit path keeps int64 column offsets in the workspace; a workspace not aligned for
     them (a view one element in) takes the im2col path, with the same results."""
-    from fastnn import _core
     x = rng.standard_normal((2, 3, 9, 9)).astype(dtype)
     w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
     b = rng.standard_normal(4).astype(dtype)

@@ -435,6 +435,7 @@ def test_cuda_without_cupy_is_a_clear_error(monkeypatch):
 
 def test_kernels_compile_with_nvcc(tmp_path):
     """The kernel file compiles for a GPU (when the CUDA toolkit is on this machine)."""
+    import os
     import shutil
     import subprocess
     nvcc = shutil.which("nvcc")
@@ -443,8 +444,11 @@ def test_kernels_compile_with_nvcc(tmp_path):
     from fastnn.backend import cuda as cuda_backend
     src = tmp_path / "k.cu"
     src.write_text(cuda_backend.kernel_source())
+    # nvcc is not the code under test: it does not inherit the sanitizer runtimes that
+    # tools/sanitize.sh preloads into this process (nvcc 13 segfaults with libasan preloaded).
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     subprocess.run([nvcc, "-arch=sm_90", "--fmad=false", "-std=c++14", "-c", str(src), "-o", str(tmp_path / "k.o")],
-                   check=True)
+                   check=True, env=env)
 
 
 def test_ops_run_on_device_arrays(cuda, dtype, rng):

@@ -102,6 +102,18 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     if (s->n < 0 || s->h + s->pad_t + s->pad_b < s->kh || s->w + s->pad_l + s->pad_r < s->kw) return FNN_ERR_ARG;
     p->hp = s->h + s->pad_t + s->pad_b;
     p->wp = s->w + s->pad_l + s->pad_r;
+    /* The sizes below multiply up to four of these (each up to 3 * 2^31), so a product can pass
+     * 2^63 before the limits checked further down are tested: bound them first, in floating point,
+     * by quantities every size below stays under (ucols <= FNN_CONV_MAX_NB * hp * wp, ckk <= c * hp * wp,
+     * the padded output gradient <= f * 2hp * 2wp), which also keeps one thread's workspace (a sum of
+     * such sizes) under 2^63. Far above any real array, so nothing real is refused. */
+    {
+        const double plane = (double)p->hp * (double)p->wp, ckk = (double)s->c * (double)s->kh * (double)s->kw;
+        const double unit = (double)FNN_CONV_MAX_NB * plane;
+        if ((double)s->c * plane > 0x1p60 || ckk * unit > 0x1p60 || (double)s->f * unit > 0x1p60 ||
+            (double)s->f * ckk > 0x1p56 || (double)s->n * plane > 0x1p60)
+            return FNN_ERR_ARG;
+    }
     p->oh = (p->hp - s->kh) / s->sh + 1;
     p->ow = (p->wp - s->kw) / s->sw + 1;
     p->hw = p->oh * p->ow;
@@ -224,6 +236,8 @@ int64_t fnn_conv2d_workspace(int backward, const fnn_conv2d_shape *s, int n_thre
     fnn_conv_plan p;
     int st = fnn_conv_plan_make(backward, s, n_threads, &p);
     if (st != FNN_OK) return st;
+    /* outer copies of a per-thread workspace that may be near 2^62 for absurd (refused) shapes. */
+    if (p.thr_len > 0 && p.thr_len > (INT64_MAX - p.fixed_len) / p.outer) return FNN_ERR_ARG;
     return p.fixed_len + (int64_t)p.outer * p.thr_len;
 }
 
