@@ -418,3 +418,4 @@ def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq
 # ---- kernel families with their own binding files ------------------------------------------
 include "_conv.pxi"
 include "_rnn.pxi"
+include "_norm.pxi"

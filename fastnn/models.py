@@ -12,7 +12,7 @@ from . import callbacks as cbks
 from ._inference import plan_for
 from ._progress import ProgressBar
 from ._validate import NotBuiltError, as_array, check_finite, check_shape, fail, positive_int, real
-from .layers.base import Layer
+from .layers.base import Layer, weights_changed
 
 # Serialises lazy builds: threads that call predict on an unbuilt model at once must not each
 # build (and randomly initialise) it. Module-level so models stay copyable; builds are rare.
@@ -176,8 +176,11 @@ class Sequential:
         line = "_" * sum(w)
         out = [f'Model: "{self.name}"', line, "".join(c.ljust(w[i]) for i, c in enumerate(rows[0])), "=" * sum(w)]
         out += ["".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows[1:]]
-        out += ["=" * sum(w), f"Total params: {self.count_params():,}",
-                f"dtype: {self.dtype.name}, device: {self.device}", line]
+        frozen = sum(layer.count_non_trainable_params() for layer in self.layers if layer.built)
+        out += ["=" * sum(w), f"Total params: {self.count_params():,}"]
+        if frozen:      # Keras' two lines, shown when some weights are not trained (BatchNormalization)
+            out += [f"Trainable params: {self.count_params() - frozen:,}", f"Non-trainable params: {frozen:,}"]
+        out += [f"dtype: {self.dtype.name}, device: {self.device}", line]
         text = "\n".join(out)
         print(text)
         return text
@@ -191,12 +194,12 @@ class Sequential:
         """Set all weights from a list like the one ``get_weights`` returns."""
         self._check_built("set_weights")
         weights = list(weights)
-        expected = sum(len(layer.params) for layer in self.layers)
+        expected = sum(len(layer.all_weights()) for layer in self.layers)
         if len(weights) != expected:
             fail(f"{self.name}.set_weights", f"{expected} arrays", f"{len(weights)}")
         per_layer, i = [], 0
         for layer in self.layers:   # check every layer first: a bad array changes nothing
-            n = len(layer.params)
+            n = len(layer.all_weights())
             per_layer.append(layer._checked_weights(weights[i:i + n]))
             i += n
         for layer, new in zip(self.layers, per_layer):
@@ -213,6 +216,7 @@ class Sequential:
         old_be = backend.get(self.device)
         for layer in self.layers:
             layer.params = [new_be.asarray(old_be.to_numpy(p)) for p in layer.params]
+            layer.non_trainable = [new_be.asarray(old_be.to_numpy(p)) for p in layer.non_trainable]
             layer.device = device
             layer._drop_buffers()
         state = dict(self.optimizer.state) if self.optimizer is not None else {}
@@ -295,6 +299,7 @@ class Sequential:
             for i in range(len(layers) - 1, first - 1, -1):
                 d = layers[i]._backward(d, i > first)
             self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
+        weights_changed()
         return loss, out, fused
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:
