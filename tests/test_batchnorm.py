@@ -66,6 +66,25 @@ def test_kernels_bit_identical_for_any_thread_count(view, dtype, rng):
         np.testing.assert_array_equal(one[key], two[key], err_msg=key)
 
 
+def test_kernels_bit_identical_on_every_cpu_variant(dtype, rng):
+    """The per-channel work has a baseline and an AVX2 build of the same arithmetic."""
+    from conftest import ARCHS, arch_available
+
+    from fastnn import _core
+    x, g, b = _bn_arrays(rng, (16, 5, 99), dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    original, results = _core.arch_get(), []
+    try:
+        for name in (a for a in ARCHS if arch_available(a)):
+            _core.arch_set(name)
+            results.append(_run_bn(cpu, x, g, b, dy))
+    finally:
+        _core.arch_set(original)
+    for other in results[1:]:
+        for key in other:
+            np.testing.assert_array_equal(other[key], results[0][key], err_msg=key)
+
+
 def test_variance_is_accurate_for_a_large_mean(rng):
     """The one-pass moments are taken around a shift (the channel's first value)."""
     x = (1e4 + rng.standard_normal((512, 3, 1))).astype(np.float32)

@@ -8,6 +8,19 @@
 /* Partial sums per channel: 16 doubles, two AVX-512 or four AVX2 registers of independent adds. */
 #define FNN_BN_LANES 16
 
+/* The per-channel work is also compiled for AVX2 (a function attribute, so the file stays
+ * portable), used by the avx2 and avx512 variants of fnn_arch_get() (so FASTNN_ARCH applies);
+ * the helpers are forced inline so they are compiled for their caller's instruction set. No FMA
+ * (not enabled, and no contraction under -std=c11): every variant computes the same bits. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define FNN_BN_X86 1
+#define FNN_BN_INLINE static inline __attribute__((always_inline))
+#define FNN_BN_AVX2 __attribute__((target("avx2")))
+#else
+#define FNN_BN_X86 0
+#define FNN_BN_INLINE static inline
+#endif
+
 #include "batchnorm_tmpl.h"
 #define FNN_DOUBLE
 #include "batchnorm_tmpl.h"
