@@ -8,7 +8,6 @@ BatchNormalization into its convolution and the ReLU into the convolution's epil
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -26,9 +25,7 @@ def cnnbn_fastnn():
         L.Conv2D(32, 3, padding=1), L.BatchNormalization(), L.ReLU(), L.MaxPool2D(2),
         L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.2), L.Dense(10),
     ], input_shape=(1, 28, 28))
-    model.compile(optimizer=fnn.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                  loss=fnn.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=())
-    return model
+    return bench_cnn.compile_cnn(model)
 
 
 def cnnbn_torch():
@@ -57,17 +54,5 @@ def bench_infer_cnnbn(report, threads, repeats, min_seconds):
                               cnnbn_torch()[0], bench_cnn._data(1, seed=1)[0])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--steps", type=int, default=20)
-    args = parser.parse_args(argv)
-    fnn.seed(0)
-    x, y = bench_cnn._data(bench_cnn.BATCH)
-    for threads in map(int, args.threads.split(",")):
-        fnn.set_num_threads(threads)
-        bench_cnn.layer_times(cnnbn_fastnn(), x, y, steps=args.steps)
-
-
 if __name__ == "__main__":
-    main()
+    bench_cnn.main(build=cnnbn_fastnn)
