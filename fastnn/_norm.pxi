@@ -22,9 +22,10 @@ cdef inline void _bn_sizes(const floating[:, :, ::1] x, const floating[:, :, ::1
 def batchnorm_fwd_train(const floating[:, :, ::1] x not None, const floating[::1] gamma, const floating[::1] beta,
                         floating[:, :, ::1] y not None, floating[::1] save_mean, floating[::1] save_invstd,
                         floating[::1] moving_mean, floating[::1] moving_var, double momentum, double eps,
-                        int n_threads=1):
+                        bint relu=False, int n_threads=1):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta with batch statistics (biased variance)
-    per channel of (outer, ch, inner); saves mean and 1/sqrt(var + eps); updates the moving ones."""
+    per channel of (outer, ch, inner); saves mean and 1/sqrt(var + eps); updates the moving ones;
+    with relu, y = max(y, 0) (a ReLU layer after it, fused)."""
     _no_capture("batchnorm_fwd_train")
     _bn_sizes(x, y, "batchnorm_fwd_train")
     cdef Py_ssize_t ch = x.shape[1]
@@ -38,14 +39,14 @@ def batchnorm_fwd_train(const floating[:, :, ::1] x not None, const floating[::1
     cdef void *psi = <void *>_vec(save_invstd, ch, "batchnorm saved invstd")
     cdef void *pmm = <void *>_vec(moving_mean, ch, "batchnorm moving mean")
     cdef void *pmv = <void *>_vec(moving_var, ch, "batchnorm moving variance")
-    cdef int status
+    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
     with nogil:
         if floating is float:
-            status = c.fnn_batchnorm_fwd_train_f32(x.shape[0], ch, x.shape[2], <float>momentum, <float>eps,
+            status = c.fnn_batchnorm_fwd_train_f32(flags, x.shape[0], ch, x.shape[2], <float>momentum, <float>eps,
                                                    &x[0, 0, 0], <const float *>pg, <const float *>pb, &y[0, 0, 0],
                                                    <float *>psm, <float *>psi, <float *>pmm, <float *>pmv, n_threads)
         else:
-            status = c.fnn_batchnorm_fwd_train_f64(x.shape[0], ch, x.shape[2], momentum, eps, &x[0, 0, 0],
+            status = c.fnn_batchnorm_fwd_train_f64(flags, x.shape[0], ch, x.shape[2], momentum, eps, &x[0, 0, 0],
                                                    <const double *>pg, <const double *>pb, &y[0, 0, 0],
                                                    <double *>psm, <double *>psi, <double *>pmm, <double *>pmv,
                                                    n_threads)
@@ -74,11 +75,17 @@ def batchnorm_fwd_infer(const floating[:, :, ::1] x not None, const floating[::1
 
 
 def batchnorm_bwd(const floating[:, :, ::1] x not None, const floating[::1] gamma, const floating[::1] mean not None,
-                  const floating[::1] invstd not None, const floating[:, :, ::1] dy not None, floating[:, :, ::1] dx,
-                  floating[::1] dgamma, floating[::1] dbeta, int n_threads=1):
-    """dgamma, dbeta (each may be None) and dx (skipped when None) of the training forward."""
+                  const floating[::1] invstd not None, const floating[:, :, ::1] y, const floating[:, :, ::1] dy not None,
+                  floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta, bint relu=False,
+                  int n_threads=1):
+    """dgamma, dbeta (each may be None) and dx (skipped when None) of the training forward; with
+    relu, dy is the gradient of the fused ReLU's output y (the forward's) and is masked by y > 0."""
     _no_capture("batchnorm_bwd")
     _bn_sizes(x, dy, "batchnorm_bwd")
+    if relu:
+        if y is None:
+            raise ValueError("batchnorm_bwd: relu needs the forward's output y")
+        _bn_sizes(x, y, "batchnorm_bwd y")
     if dx is not None:
         _bn_sizes(x, dx, "batchnorm_bwd dx")
     cdef Py_ssize_t ch = x.shape[1]
@@ -90,14 +97,15 @@ def batchnorm_bwd(const floating[:, :, ::1] x not None, const floating[::1] gamm
     cdef void *pdg = <void *>_vec(dgamma, ch, "batchnorm dgamma")
     cdef void *pdb = <void *>_vec(dbeta, ch, "batchnorm dbeta")
     cdef void *pdx = <void *>&dx[0, 0, 0] if dx is not None else NULL
-    cdef int status
+    cdef const void *py = <const void *>&y[0, 0, 0] if relu else NULL
+    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
     with nogil:
         if floating is float:
-            status = c.fnn_batchnorm_bwd_f32(x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const float *>pg,
-                                             <const float *>pm, <const float *>pi, &dy[0, 0, 0], <float *>pdx,
-                                             <float *>pdg, <float *>pdb, n_threads)
+            status = c.fnn_batchnorm_bwd_f32(flags, x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const float *>pg,
+                                             <const float *>pm, <const float *>pi, <const float *>py, &dy[0, 0, 0],
+                                             <float *>pdx, <float *>pdg, <float *>pdb, n_threads)
         else:
-            status = c.fnn_batchnorm_bwd_f64(x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const double *>pg,
-                                             <const double *>pm, <const double *>pi, &dy[0, 0, 0], <double *>pdx,
-                                             <double *>pdg, <double *>pdb, n_threads)
+            status = c.fnn_batchnorm_bwd_f64(flags, x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const double *>pg,
+                                             <const double *>pm, <const double *>pi, <const double *>py,
+                                             &dy[0, 0, 0], <double *>pdx, <double *>pdg, <double *>pdb, n_threads)
     _check(status)

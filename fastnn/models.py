@@ -32,10 +32,16 @@ def training_plan(layers):
     relu_pool = [i for i in range(len(layers) - 1)
                  if getattr(layers[i], "activation", None) == "relu" and hasattr(layers[i], "_relu_premasked")
                  and hasattr(layers[i + 1], "_mask_relu_input")]
+    # BatchNormalization -> ReLU: the normalization kernels apply the ReLU (and its mask in
+    # backward) in their own passes, and the ReLU layer passes through. The same bits either way.
+    bn_relu = [i for i in range(len(layers) - 1)
+               if hasattr(layers[i], "_fuse_relu") and type(layers[i + 1]).__name__ == "ReLU"]
     for layer in layers:
         layer._plan = True
     for i in relu_pool:
         layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = True
+    for i in bn_relu:
+        layers[i]._fuse_relu = layers[i + 1]._applied_before = True
     try:
         yield
     finally:
@@ -43,6 +49,8 @@ def training_plan(layers):
             layer._plan = False
         for i in relu_pool:
             layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = False
+        for i in bn_relu:
+            layers[i]._fuse_relu = layers[i + 1]._applied_before = False
 
 
 class Sequential:

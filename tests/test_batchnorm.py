@@ -85,6 +85,48 @@ def test_kernels_bit_identical_on_every_cpu_variant(dtype, rng):
             np.testing.assert_array_equal(other[key], results[0][key], err_msg=key)
 
 
+@pytest.mark.parametrize("view", [(9, 20, 1), (3, 4, 50)])
+def test_fused_relu_gives_the_bits_of_the_separate_relu(view, dtype, rng):
+    """BatchNormalization -> ReLU in training: the kernels' relu flag against the ReLU applied
+    (and its mask) separately, bit for bit, on every backend."""
+    x, g, b = _bn_arrays(rng, view, dtype)
+    x -= 3      # half the outputs negative
+    dy = rng.standard_normal(view).astype(dtype)
+    for be in (cpu, numpy_ref):
+        ch = view[1]
+        outs = []
+        for fused in (True, False):
+            y, sm, si = np.empty_like(x), np.empty(ch, dtype), np.empty(ch, dtype)
+            be.batchnorm_fwd_train(x, g, b, y, sm, si, None, None, 0.9, 1e-3, relu=fused)
+            if not fused:
+                be.act_fwd(1, y, y)
+            d = dy if fused else be.act_bwd(1, y, dy, np.empty_like(dy))
+            dx, dg, db = np.empty_like(x), np.empty(ch, dtype), np.empty(ch, dtype)
+            be.batchnorm_bwd(x, g, sm, si, d, dx, dg, db, y=y, relu=fused)
+            outs.append((y, dx, dg, db))
+        assert (outs[0][0] == 0).any()
+        for a, c in zip(*outs):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_fit_fuses_batchnorm_and_relu_without_changing_the_bits(rng):
+    class UnfusedReLU(L.ReLU):      # only the ReLU class itself is fused
+        pass
+
+    results = []
+    x, y = _data(rng, n=64)
+    for relu in (L.ReLU, UnfusedReLU):
+        fnn.seed(4)
+        model = fnn.Sequential([L.Conv2D(4, 3), L.BatchNormalization(), relu(), L.GlobalAveragePooling2D(),
+                                L.Dense(6), L.BatchNormalization(), relu(), L.Dense(3, activation="softmax")],
+                               input_shape=(1, 8, 8))
+        model.compile("adam")
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_variance_is_accurate_for_a_large_mean(rng):
     """The one-pass moments are taken around a shift (the channel's first value)."""
     x = (1e4 + rng.standard_normal((512, 3, 1))).astype(np.float32)

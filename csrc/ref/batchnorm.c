@@ -26,17 +26,17 @@
 #include "batchnorm_tmpl.h"
 #undef FNN_DOUBLE
 
-int fnn_batchnorm_fwd_train_f32(int64_t outer, int64_t ch, int64_t inner, float momentum, float eps, const float *x,
+int fnn_batchnorm_fwd_train_f32(int flags, int64_t outer, int64_t ch, int64_t inner, float momentum, float eps, const float *x,
                                 const float *gamma, const float *beta, float *y, float *save_mean,
                                 float *save_invstd, float *moving_mean, float *moving_var, int n_threads) {
-    return batchnorm_fwd_train_f32(outer, ch, inner, momentum, eps, x, gamma, beta, y, save_mean, save_invstd,
+    return batchnorm_fwd_train_f32(flags, outer, ch, inner, momentum, eps, x, gamma, beta, y, save_mean, save_invstd,
                                    moving_mean, moving_var, n_threads);
 }
-int fnn_batchnorm_fwd_train_f64(int64_t outer, int64_t ch, int64_t inner, double momentum, double eps,
+int fnn_batchnorm_fwd_train_f64(int flags, int64_t outer, int64_t ch, int64_t inner, double momentum, double eps,
                                 const double *x, const double *gamma, const double *beta, double *y,
                                 double *save_mean, double *save_invstd, double *moving_mean, double *moving_var,
                                 int n_threads) {
-    return batchnorm_fwd_train_f64(outer, ch, inner, momentum, eps, x, gamma, beta, y, save_mean, save_invstd,
+    return batchnorm_fwd_train_f64(flags, outer, ch, inner, momentum, eps, x, gamma, beta, y, save_mean, save_invstd,
                                    moving_mean, moving_var, n_threads);
 }
 int fnn_batchnorm_fwd_infer_f32(int64_t outer, int64_t ch, int64_t inner, float eps, const float *x,
@@ -49,13 +49,14 @@ int fnn_batchnorm_fwd_infer_f64(int64_t outer, int64_t ch, int64_t inner, double
                                 double *y, int n_threads) {
     return batchnorm_fwd_infer_f64(outer, ch, inner, eps, x, gamma, beta, mean, var, y, n_threads);
 }
-int fnn_batchnorm_bwd_f32(int64_t outer, int64_t ch, int64_t inner, const float *x, const float *gamma,
-                          const float *mean, const float *invstd, const float *dy, float *dx, float *dgamma,
+int fnn_batchnorm_bwd_f32(int flags, int64_t outer, int64_t ch, int64_t inner, const float *x, const float *gamma,
+                          const float *mean, const float *invstd, const float *y, const float *dy, float *dx, float *dgamma,
                           float *dbeta, int n_threads) {
-    return batchnorm_bwd_f32(outer, ch, inner, x, gamma, mean, invstd, dy, dx, dgamma, dbeta, n_threads);
+    return batchnorm_bwd_f32(flags, outer, ch, inner, x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta, n_threads);
 }
-int fnn_batchnorm_bwd_f64(int64_t outer, int64_t ch, int64_t inner, const double *x, const double *gamma,
-                          const double *mean, const double *invstd, const double *dy, double *dx, double *dgamma,
+int fnn_batchnorm_bwd_f64(int flags, int64_t outer, int64_t ch, int64_t inner, const double *x,
+                          const double *gamma, const double *mean, const double *invstd, const double *y,
+                          const double *dy, double *dx, double *dgamma,
                           double *dbeta, int n_threads) {
-    return batchnorm_bwd_f64(outer, ch, inner, x, gamma, mean, invstd, dy, dx, dgamma, dbeta, n_threads);
+    return batchnorm_bwd_f64(flags, outer, ch, inner, x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta, n_threads);
 }

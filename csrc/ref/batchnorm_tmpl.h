@@ -27,17 +27,27 @@ static inline int64_t FNN_(bn_units)(int64_t outer, int64_t ch, int64_t inner, i
     return units;
 }
 
+/* in[at + i], or 0 where the mask (the forward's ReLU output) is not positive. */
+static inline FNN_T FNN_(bn_masked)(const FNN_T *in, const FNN_T *mask, int64_t at, int64_t i) {
+    return mask && !(mask[at + i] > 0) ? (FNN_T)0 : in[at + i];
+}
+
+/* max(v, 0) with relu (NaN stays NaN, as the activation kernel and the GEMM epilogue). */
+static inline FNN_T FNN_(bn_relu)(FNN_T v, int relu) { return relu && v < 0 ? (FNN_T)0 : v; }
+
 /* For each channel c0 + l of the unit: s[l] = sum (u - ku[l]), q[l] = sum (u - ku[l]) (x - k[l])
  * over its values, with u = x (moments around the shift k: one pass, and accurate when the mean
  * is large against the spread) or u = dy, ku = 0, k = mean (the backward's sums). */
 FNN_BN_INLINE void FNN_(bn_sums)(int64_t outer, int64_t ch, int64_t inner, int64_t c0, int64_t cb, const FNN_T *x,
-                          const FNN_T *k, const FNN_T *u, const FNN_T *ku, double *s_out, double *q_out) {
+                                 const FNN_T *k, const FNN_T *u, const FNN_T *mask, const FNN_T *ku, double *s_out,
+                                 double *q_out) {
     double s[FNN_BN_LANES] = {0}, q[FNN_BN_LANES] = {0};
     if (inner == 1) {
         for (int64_t o = 0; o < outer; o++) {
-            const FNN_T *p = x + o * ch + c0, *pu = u + o * ch + c0;
+            const int64_t at = o * ch + c0;
+            const FNN_T *p = x + at;
             for (int64_t l = 0; l < cb; l++) {
-                const double v = (double)(p[l] - k[l]), w = (double)(pu[l] - ku[l]);
+                const double v = (double)(p[l] - k[l]), w = (double)(FNN_(bn_masked)(u, mask, at, l) - ku[l]);
                 s[l] += w;
                 q[l] += w * v;
             }
@@ -50,16 +60,17 @@ FNN_BN_INLINE void FNN_(bn_sums)(int64_t outer, int64_t ch, int64_t inner, int64
     }
     const FNN_T k0 = k[0], ku0 = ku[0];
     for (int64_t o = 0; o < outer; o++) {
-        const FNN_T *p = x + (o * ch + c0) * inner, *pu = u + (o * ch + c0) * inner;
+        const int64_t at = (o * ch + c0) * inner;
+        const FNN_T *p = x + at;
         int64_t i = 0;
         for (; i + FNN_BN_LANES <= inner; i += FNN_BN_LANES)
             for (int l = 0; l < FNN_BN_LANES; l++) {
-                const double v = (double)(p[i + l] - k0), w = (double)(pu[i + l] - ku0);
+                const double v = (double)(p[i + l] - k0), w = (double)(FNN_(bn_masked)(u, mask, at, i + l) - ku0);
                 s[l] += w;
                 q[l] += w * v;
             }
         for (int l = 0; i + l < inner; l++) {
-            const double v = (double)(p[i + l] - k0), w = (double)(pu[i + l] - ku0);
+            const double v = (double)(p[i + l] - k0), w = (double)(FNN_(bn_masked)(u, mask, at, i + l) - ku0);
             s[l] += w;
             q[l] += w * v;
         }
@@ -73,35 +84,40 @@ FNN_BN_INLINE void FNN_(bn_sums)(int64_t outer, int64_t ch, int64_t inner, int64
     q_out[0] = qt;
 }
 
-/* out = a[l] in + (a2[l] in2 + b[l]) for each channel c0 + l of the unit (out may be in or in2). */
+/* out = a[l] g + (a2[l] in2 + b[l]) for each channel c0 + l of the unit, g = in where mask > 0
+ * (mask NULL: everywhere), else 0; with relu, max(out, 0). out may be in or in2. */
 FNN_BN_INLINE void FNN_(bn_apply)(int64_t outer, int64_t ch, int64_t inner, int64_t c0, int64_t cb, const FNN_T *a,
-                           const FNN_T *b, const FNN_T *in, const FNN_T *a2, const FNN_T *in2, FNN_T *out) {
+                                  const FNN_T *b, const FNN_T *in, const FNN_T *mask, const FNN_T *a2,
+                                  const FNN_T *in2, int relu, FNN_T *out) {
     if (inner == 1) {
         for (int64_t o = 0; o < outer; o++) {
-            const FNN_T *p = in + o * ch + c0, *p2 = in2 + o * ch + c0;
-            FNN_T *r = out + o * ch + c0;
-            for (int64_t l = 0; l < cb; l++) r[l] = a[l] * p[l] + (a2[l] * p2[l] + b[l]);
+            const int64_t at = o * ch + c0;
+            const FNN_T *p2 = in2 + at;
+            FNN_T *r = out + at;
+            for (int64_t l = 0; l < cb; l++)
+                r[l] = FNN_(bn_relu)(a[l] * FNN_(bn_masked)(in, mask, at, l) + (a2[l] * p2[l] + b[l]), relu);
         }
         return;
     }
     const FNN_T a0 = a[0], a20 = a2[0], b0 = b[0];
     for (int64_t o = 0; o < outer; o++) {
         const int64_t at = (o * ch + c0) * inner;
-        const FNN_T *p = in + at, *p2 = in2 + at;
+        const FNN_T *p2 = in2 + at;
         FNN_T *r = out + at;
-        for (int64_t i = 0; i < inner; i++) r[i] = a0 * p[i] + (a20 * p2[i] + b0);
+        for (int64_t i = 0; i < inner; i++)
+            r[i] = FNN_(bn_relu)(a0 * FNN_(bn_masked)(in, mask, at, i) + (a20 * p2[i] + b0), relu);
     }
 }
 
-FNN_BN_INLINE void FNN_(bn_train_unit)(int64_t u, int64_t outer, int64_t ch, int64_t inner, FNN_T momentum, FNN_T eps,
-                                const FNN_T *x, const FNN_T *gamma, const FNN_T *beta, FNN_T *y, FNN_T *save_mean,
-                                FNN_T *save_invstd, FNN_T *moving_mean, FNN_T *moving_var) {
+FNN_BN_INLINE void FNN_(bn_train_unit)(int relu, int64_t u, int64_t outer, int64_t ch, int64_t inner, FNN_T momentum,
+                                       FNN_T eps, const FNN_T *x, const FNN_T *gamma, const FNN_T *beta, FNN_T *y,
+                                       FNN_T *save_mean, FNN_T *save_invstd, FNN_T *moving_mean, FNN_T *moving_var) {
     int64_t c0, cb;
     FNN_(bn_unit)(u, ch, inner, &c0, &cb);
     double s[FNN_BN_LANES], q[FNN_BN_LANES];
     FNN_T k[FNN_BN_LANES] = {0}, a[FNN_BN_LANES], b[FNN_BN_LANES], zero[FNN_BN_LANES] = {0};
     for (int64_t l = 0; l < cb; l++) k[l] = x[(c0 + l) * inner];
-    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, k, x, k, s, q);
+    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, k, x, NULL, k, s, q);
     const double m = (double)(outer * inner);
     for (int64_t l = 0; l < cb; l++) {
         const int64_t c = c0 + l;
@@ -117,7 +133,7 @@ FNN_BN_INLINE void FNN_(bn_train_unit)(int64_t u, int64_t outer, int64_t ch, int
         a[l] = (gamma ? gamma[c] : (FNN_T)1) * invstd;
         b[l] = (beta ? beta[c] : (FNN_T)0) - mean * a[l];
     }
-    FNN_(bn_apply)(outer, ch, inner, c0, cb, a, b, x, zero, x, y);
+    FNN_(bn_apply)(outer, ch, inner, c0, cb, a, b, x, NULL, zero, x, relu, y);
 }
 
 FNN_BN_INLINE void FNN_(bn_infer_unit)(int64_t u, int64_t outer, int64_t ch, int64_t inner, FNN_T eps, const FNN_T *x,
@@ -131,19 +147,20 @@ FNN_BN_INLINE void FNN_(bn_infer_unit)(int64_t u, int64_t outer, int64_t ch, int
         a[l] = (gamma ? gamma[c] : (FNN_T)1) / FNN_SQRT(var[c] + eps);
         b[l] = (beta ? beta[c] : (FNN_T)0) - mean[c] * a[l];
     }
-    FNN_(bn_apply)(outer, ch, inner, c0, cb, a, b, x, zero, x, y);
+    FNN_(bn_apply)(outer, ch, inner, c0, cb, a, b, x, NULL, zero, x, 0, y);
 }
 
 /* dx = A dy + (B x + C) per channel, with A = gamma invstd, mean_g = dbeta / m,
  * mean_gx = dgamma / m: B = -A invstd mean_gx, C = -A mean_g - B mean. */
 FNN_BN_INLINE void FNN_(bn_bwd_unit)(int64_t u, int64_t outer, int64_t ch, int64_t inner, const FNN_T *x,
-                              const FNN_T *gamma, const FNN_T *mean, const FNN_T *invstd, const FNN_T *dy, FNN_T *dx,
+                              const FNN_T *gamma, const FNN_T *mean, const FNN_T *invstd, const FNN_T *y,
+                              const FNN_T *dy, FNN_T *dx,
                               FNN_T *dgamma, FNN_T *dbeta) {
     int64_t c0, cb;
     FNN_(bn_unit)(u, ch, inner, &c0, &cb);
     double s[FNN_BN_LANES], q[FNN_BN_LANES];
     FNN_T a[FNN_BN_LANES], b[FNN_BN_LANES], cc[FNN_BN_LANES], zero[FNN_BN_LANES] = {0};
-    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, mean + c0, dy, zero, s, q);
+    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, mean + c0, dy, y, zero, s, q);
     const double m = (double)(outer * inner);
     for (int64_t l = 0; l < cb; l++) {
         const int64_t c = c0 + l;
@@ -155,26 +172,27 @@ FNN_BN_INLINE void FNN_(bn_bwd_unit)(int64_t u, int64_t outer, int64_t ch, int64
         b[l] = (FNN_T)B;
         cc[l] = (FNN_T)(-A * (s[l] / m) - B * (double)mean[c]);
     }
-    if (dx) FNN_(bn_apply)(outer, ch, inner, c0, cb, a, cc, dy, b, x, dx);
+    if (dx) FNN_(bn_apply)(outer, ch, inner, c0, cb, a, cc, dy, y, b, x, 0, dx);
 }
 
 /* One call's arguments; kind 0 training forward, 1 inference forward, 2 backward. */
 typedef struct {
-    int kind;
+    int kind, relu;
     int64_t outer, ch, inner;
     FNN_T momentum, eps;
     const FNN_T *x, *gamma, *beta, *mean, *var, *invstd, *dy;
+    const FNN_T *y_in;
     FNN_T *y, *save_mean, *save_invstd, *moving_mean, *moving_var, *dx, *dgamma, *dbeta;
 } FNN_(bn_args);
 
 FNN_BN_INLINE void FNN_(bn_unit_body)(const FNN_(bn_args) *a, int64_t u) {
     if (a->kind == 0)
-        FNN_(bn_train_unit)(u, a->outer, a->ch, a->inner, a->momentum, a->eps, a->x, a->gamma, a->beta, a->y,
+        FNN_(bn_train_unit)(a->relu, u, a->outer, a->ch, a->inner, a->momentum, a->eps, a->x, a->gamma, a->beta, a->y,
                             a->save_mean, a->save_invstd, a->moving_mean, a->moving_var);
     else if (a->kind == 1)
         FNN_(bn_infer_unit)(u, a->outer, a->ch, a->inner, a->eps, a->x, a->gamma, a->beta, a->mean, a->var, a->y);
     else
-        FNN_(bn_bwd_unit)(u, a->outer, a->ch, a->inner, a->x, a->gamma, a->mean, a->invstd, a->dy, a->dx, a->dgamma,
+        FNN_(bn_bwd_unit)(u, a->outer, a->ch, a->inner, a->x, a->gamma, a->mean, a->invstd, a->y_in, a->dy, a->dx, a->dgamma,
                           a->dbeta);
 }
 
@@ -197,14 +215,14 @@ static int FNN_(bn_run)(const FNN_(bn_args) *a, int nt) {
     return FNN_OK;
 }
 
-static int FNN_(batchnorm_fwd_train)(int64_t outer, int64_t ch, int64_t inner, FNN_T momentum, FNN_T eps,
+static int FNN_(batchnorm_fwd_train)(int flags, int64_t outer, int64_t ch, int64_t inner, FNN_T momentum, FNN_T eps,
                                      const FNN_T *x, const FNN_T *gamma, const FNN_T *beta, FNN_T *y,
                                      FNN_T *save_mean, FNN_T *save_invstd, FNN_T *moving_mean, FNN_T *moving_var,
                                      int nt) {
     /* no batch statistics of an empty batch */
     if (outer < 1 || ch < 1 || inner < 1 || !x || !y || !(eps > 0) || !(momentum >= 0 && momentum <= 1))
         return FNN_ERR_ARG;
-    const FNN_(bn_args) a = {.kind = 0, .outer = outer, .ch = ch, .inner = inner, .momentum = momentum, .eps = eps,
+    const FNN_(bn_args) a = {.kind = 0, .relu = (flags & FNN_EPI_RELU) != 0, .outer = outer, .ch = ch, .inner = inner, .momentum = momentum, .eps = eps,
                              .x = x, .gamma = gamma, .beta = beta, .y = y, .save_mean = save_mean,
                              .save_invstd = save_invstd, .moving_mean = moving_mean, .moving_var = moving_var};
     return FNN_(bn_run)(&a, nt);
@@ -221,11 +239,14 @@ static int FNN_(batchnorm_fwd_infer)(int64_t outer, int64_t ch, int64_t inner, F
     return FNN_(bn_run)(&a, nt);
 }
 
-static int FNN_(batchnorm_bwd)(int64_t outer, int64_t ch, int64_t inner, const FNN_T *x, const FNN_T *gamma,
-                               const FNN_T *mean, const FNN_T *invstd, const FNN_T *dy, FNN_T *dx, FNN_T *dgamma,
+static int FNN_(batchnorm_bwd)(int flags, int64_t outer, int64_t ch, int64_t inner, const FNN_T *x,
+                               const FNN_T *gamma, const FNN_T *mean, const FNN_T *invstd, const FNN_T *y,
+                               const FNN_T *dy, FNN_T *dx, FNN_T *dgamma,
                                FNN_T *dbeta, int nt) {
-    if (outer < 1 || ch < 1 || inner < 1 || !x || !mean || !invstd || !dy) return FNN_ERR_ARG;
+    const int relu = (flags & FNN_EPI_RELU) != 0;
+    if (outer < 1 || ch < 1 || inner < 1 || !x || !mean || !invstd || !dy || (relu && !y)) return FNN_ERR_ARG;
     const FNN_(bn_args) a = {.kind = 2, .outer = outer, .ch = ch, .inner = inner, .x = x, .gamma = gamma,
+                             .y_in = relu ? y : NULL,
                              .mean = mean, .invstd = invstd, .dy = dy, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
     return FNN_(bn_run)(&a, nt);
 }

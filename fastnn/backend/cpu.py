@@ -187,12 +187,13 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
 
 # ---- batch normalization: x, y, dy, dx as (outer, channels, inner) views (see fastnn.h) ----------
 
-def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps):
+def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,
+                        relu=False):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch's per-channel mean and biased
     variance; save_mean/save_invstd get mean and 1/sqrt(var + eps); moving_* = momentum * moving_*
-    + (1 - momentum) * batch. gamma/beta may be None (1 and 0)."""
+    + (1 - momentum) * batch. gamma/beta may be None (1 and 0). relu: y = max(y, 0) (fused)."""
     _core.batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,
-                              get_num_threads())
+                              relu, get_num_threads())
     return y
 
 
@@ -202,8 +203,9 @@ def batchnorm_fwd_infer(x, gamma, beta, mean, var, y, eps):
     return y
 
 
-def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta):
+def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=False):
     """dgamma = sum dy * xhat, dbeta = sum dy (each may be None), dx (skipped when None) of the
-    training forward that saved mean and invstd."""
-    _core.batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, get_num_threads())
+    training forward that saved mean and invstd; with relu, dy is the gradient of the fused ReLU's
+    output y (the forward's) and is masked by y > 0 first."""
+    _core.batchnorm_bwd(x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta, relu, get_num_threads())
     return dx

@@ -373,11 +373,14 @@ def _bn_ch(v, like):
     return like if v is None else v[None, :, None]
 
 
-def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps):
+def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,
+                        relu=False):
     mean = x.mean(axis=(0, 2))
     var = ((x - mean[None, :, None]) ** 2).mean(axis=(0, 2))
     invstd = 1 / np.sqrt(var + x.dtype.type(eps))
     y[...] = (x - mean[None, :, None]) * invstd[None, :, None] * _bn_ch(gamma, 1) + _bn_ch(beta, 0)
+    if relu:
+        y[...] = np.where(y < 0, 0, y)
     if save_mean is not None:
         save_mean[...] = mean
     if save_invstd is not None:
@@ -396,8 +399,10 @@ def batchnorm_fwd_infer(x, gamma, beta, mean, var, y, eps):
     return y
 
 
-def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta):
+def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=False):
     m = x.shape[0] * x.shape[2]
+    if relu:
+        dy = np.where(y > 0, dy, 0)
     xhat = (x - mean[None, :, None]) * invstd[None, :, None]
     sum_dy, sum_dy_xhat = dy.sum(axis=(0, 2)), (dy * xhat).sum(axis=(0, 2))
     if dgamma is not None:

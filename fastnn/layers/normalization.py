@@ -49,6 +49,8 @@ class BatchNormalization(Layer):
         self.momentum = real(momentum, f"BatchNormalization(momentum=...) {where}", lo=0.0, hi=1.0, hi_open=True)
         self.epsilon = real(epsilon, f"BatchNormalization(epsilon=...) {where}", lo=0.0, lo_open=True)
         self.center, self.scale = center, scale
+        self._fuse_relu = False     # set by Sequential during training steps when a ReLU layer follows:
+        #                             this layer applies it (and its mask in backward), the ReLU passes through
 
     def get_config(self):
         return {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
@@ -100,19 +102,21 @@ class BatchNormalization(Layer):
         if x.shape[0] == 0:
             fail(f"{self.name} input", "at least one sample in training (batch statistics)", f"shape {x.shape}")
         mean, invstd = self._buf("mean", (view[1],)), self._buf("invstd", (view[1],))
+        relu = self._fuse_relu
         be.batchnorm_fwd_train(x.reshape(view), gamma, beta, y.reshape(view), mean, invstd, moving_mean,
-                               moving_var, self.momentum, self.epsilon)
+                               moving_var, self.momentum, self.epsilon, relu=relu)
         weights_changed()       # the moving statistics (inference plans fold them)
-        self._remember(x, y, mean=mean, invstd=invstd)
+        self._remember(x, y, mean=mean, invstd=invstd, relu=relu)
         return y
 
     def _backward(self, dy, need_dx):
         be = self.backend
-        x, _, extra = self._cache
+        x, y, extra = self._cache
         view = self._view(x.shape)
         dx = self._buf("dx", x.shape) if need_dx else None
         gamma, _ = self._gamma_beta(self.params)
         dgamma, dbeta = self._gamma_beta(self.grads)
         be.batchnorm_bwd(x.reshape(view), gamma, extra["mean"], extra["invstd"], dy.reshape(view),
-                         None if dx is None else dx.reshape(view), dgamma, dbeta)
+                         None if dx is None else dx.reshape(view), dgamma, dbeta, y=y.reshape(view),
+                         relu=extra["relu"])
         return dx
