@@ -18,8 +18,9 @@ unit or filter), captures the GEMM/convolution on those instead of the two layer
 ReLU layer right after the pair into its epilogue. The copies are recomputed (in NumPy, outside
 the replayed loop) on the first run after any in-place weight change (``layers.base.
 weights_version``: optimizer steps, set_weights, model loading, BatchNormalization training
-forwards bump it). Folding changes the rounding: predict then differs from the layer-by-layer
-forward by float rounding (the folded product rounds differently), not bit for bit.
+forwards bump it; code that writes into a layer's weight arrays itself calls
+``layers.base.weights_changed()``). Folding changes the rounding: predict then differs from the
+layer-by-layer forward by float rounding (the folded product rounds differently), not bit for bit.
 Only models whose every layer is ``capturable`` (computes its inference forward through kernel
 calls alone) are planned, and only batches whose activations stay small.
 """
