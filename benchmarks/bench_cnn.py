@@ -29,6 +29,11 @@ def cnn_fastnn():
         L.Conv2D(32, 3, padding=1, activation="relu"), L.MaxPool2D(2),
         L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.2), L.Dense(10),
     ], input_shape=(1, 28, 28))
+    return compile_cnn(model)
+
+
+def compile_cnn(model):
+    """The training setup of the CNN workloads (SGD with momentum, cross-entropy from logits)."""
     model.compile(optimizer=fnn.optimizers.SGD(learning_rate=0.01, momentum=0.9),
                   loss=fnn.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=())
     return model
@@ -110,7 +115,7 @@ def layer_times(model, x, y, steps=5, out=print):
     out(f"    {'total':<27} {total:8.1f}  ({x.shape[0] / total * 1e6:,.0f} samples/s)")
 
 
-def main(argv=None):
+def main(argv=None, build=cnn_fastnn):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--steps", type=int, default=20)
@@ -119,7 +124,7 @@ def main(argv=None):
     x, y = _data(BATCH)
     for threads in map(int, args.threads.split(",")):
         fnn.set_num_threads(threads)
-        layer_times(cnn_fastnn(), x, y, steps=args.steps)
+        layer_times(build(), x, y, steps=args.steps)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,12 @@ WORKLOADS = {
 
 GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "cnn64", "rnn64", "lstm64", "gru64")
 
+# BatchNormalization (benchmarks/bench_cnnbn.py)
+import bench_cnnbn  # noqa: E402
+
+WORKLOADS.update({"cnnbn64": bench_cnnbn.bench_cnnbn64, "infer-cnnbn": bench_cnnbn.bench_infer_cnnbn})
+GPU_WORKLOADS += ("cnnbn64",)
+
 
 if __name__ == "__main__":
     main()

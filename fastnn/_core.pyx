@@ -435,3 +435,4 @@ def penalty(const floating[::1] w, floating[::1] grad, double l1, double l2, int
 # ---- kernel families with their own binding files ------------------------------------------
 include "_conv.pxi"
 include "_rnn.pxi"
+include "_norm.pxi"

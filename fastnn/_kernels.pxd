@@ -144,3 +144,26 @@ cdef extern from "fastnn.h" nogil:
     int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
                         const double *wx, const double *wh, const double *ws, const double *dy, double *dwx,
                         double *dwh, double *dbx, double *dbh, double *dx, double *bws, int n_threads)
+
+# ---- batch normalization (csrc/ref/batchnorm.c) ----
+cdef extern from "fastnn.h" nogil:
+    int fnn_batchnorm_fwd_train_f32(int flags, int64_t outer, int64_t ch, int64_t inner, float momentum,
+                                    float eps, const float *x, const float *gamma, const float *beta, float *y,
+                                    float *save_mean, float *save_invstd, float *moving_mean, float *moving_var,
+                                    int n_threads)
+    int fnn_batchnorm_fwd_train_f64(int flags, int64_t outer, int64_t ch, int64_t inner, double momentum,
+                                    double eps, const double *x, const double *gamma, const double *beta,
+                                    double *y, double *save_mean, double *save_invstd, double *moving_mean,
+                                    double *moving_var, int n_threads)
+    int fnn_batchnorm_fwd_infer_f32(int64_t outer, int64_t ch, int64_t inner, float eps, const float *x,
+                                    const float *gamma, const float *beta, const float *mean, const float *var,
+                                    float *y, int n_threads)
+    int fnn_batchnorm_fwd_infer_f64(int64_t outer, int64_t ch, int64_t inner, double eps, const double *x,
+                                    const double *gamma, const double *beta, const double *mean,
+                                    const double *var, double *y, int n_threads)
+    int fnn_batchnorm_bwd_f32(int flags, int64_t outer, int64_t ch, int64_t inner, const float *x,
+                              const float *gamma, const float *mean, const float *invstd, const float *y,
+                              const float *dy, float *dx, float *dgamma, float *dbeta, int n_threads)
+    int fnn_batchnorm_bwd_f64(int flags, int64_t outer, int64_t ch, int64_t inner, const double *x,
+                              const double *gamma, const double *mean, const double *invstd, const double *y,
+                              const double *dy, double *dx, double *dgamma, double *dbeta, int n_threads)

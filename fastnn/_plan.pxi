@@ -36,6 +36,7 @@ cdef enum:
     _OP_MAXPOOL = 5
     _OP_AVGPOOL = 6
     _OP_RECURRENT = 7
+    _OP_BATCHNORM = 20                    # fastnn/_norm.pxi: m outer, n channels, k inner, alpha eps
 
 
 cdef struct _op:
@@ -85,6 +86,8 @@ cdef int _run_f32(const _op *o) noexcept nogil:
                                       o.n_threads)
         return c.fnn_gru_fwd_f32(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
                                  o.n_threads)
+    if o.kind == _OP_BATCHNORM:
+        return c.fnn_batchnorm_fwd_infer_f32(o.m, o.n, o.k, <float>o.alpha, a, b, bias, d, e, out, o.n_threads)
     return c.FNN_ERR_ARG
 
 
@@ -118,6 +121,8 @@ cdef int _run_f64(const _op *o) noexcept nogil:
                                       o.n_threads)
         return c.fnn_gru_fwd_f64(o.flags, o.m, o.t, o.n, o.h, a, b, d, bias, e, out, ws,
                                  o.n_threads)
+    if o.kind == _OP_BATCHNORM:
+        return c.fnn_batchnorm_fwd_infer_f64(o.m, o.n, o.k, o.alpha, a, b, bias, d, e, out, o.n_threads)
     return c.FNN_ERR_ARG
 
 

@@ -122,3 +122,36 @@ def main(verbose: int = 1, only=None) -> dict:
 if __name__ == "__main__":
     np.set_printoptions(precision=4)
     main()
+
+
+def digits_bn(verbose: int = 1) -> float:
+    """A CNN with batch normalization on the 8x8 digits: Conv2D -> BatchNormalization -> ReLU
+    blocks and global average pooling instead of Flatten + a large Dense layer."""
+    x, y = load_digits()
+    x = (x / 16.0).reshape(len(x), 1, 8, 8)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, 0.25, seed=2)
+    model = Sequential([
+        layers.Conv2D(16, 3, padding="same", use_bias=False),
+        layers.BatchNormalization(momentum=0.9),
+        layers.ReLU(),
+        layers.Conv2D(32, 3, padding="same", use_bias=False),
+        layers.BatchNormalization(momentum=0.9),
+        layers.ReLU(),
+        layers.MaxPool2D(2),
+        layers.Conv2D(64, 3, padding="same", use_bias=False),
+        layers.BatchNormalization(momentum=0.9),
+        layers.ReLU(),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(10, activation="softmax"),
+    ], input_shape=(1, 8, 8), name="digits_bn")
+    # the rate falls by 0.8 every epoch (38 batches)
+    rate = optimizers.schedules.ExponentialDecay(0.01, 38, 0.8)
+    model.compile(optimizer=optimizers.Adam(learning_rate=rate), loss="sparse_categorical_crossentropy")
+    return _train_and_report("digits bn",
+                             "Handwritten digits (8x8 images, CNN: Conv2D-BatchNormalization-ReLU blocks, "
+                             "GlobalAveragePooling2D)",
+                             model, (x_tr, x_te, y_tr, y_te),
+                             batch_size=32, epochs=15, verbose=verbose)
+
+
+DEMOS["digits_bn"] = digits_bn

@@ -40,6 +40,10 @@ def zeros(shape, rng):
     return np.zeros(shape)
 
 
+def ones(shape, rng):
+    return np.ones(shape)
+
+
 def orthogonal(shape, rng):
     """Orthogonal columns (or rows) as in Saxe et al.; blocks of a recurrent (H, k*H) matrix are
     each orthogonal, as Keras does for each gate."""
@@ -74,6 +78,9 @@ INITIALIZERS = {
     "zeros": zeros,
     "orthogonal": orthogonal,
 }
+# Used by layers for their own weights (BatchNormalization's gamma and moving variance), not
+# accepted as a user's kernel_initializer (Keras has no "ones" there either).
+LAYER_ONLY = {"ones": ones}
 
 
 def check_name(name, where: str) -> str:
@@ -84,4 +91,5 @@ def check_name(name, where: str) -> str:
 
 def initialize(name: str, shape: tuple, dtype) -> np.ndarray:
     """A new array of shape and dtype drawn by the named initializer."""
-    return np.ascontiguousarray(INITIALIZERS[name](tuple(shape), _config.rng()), dtype=dtype)
+    fn = LAYER_ONLY[name] if name in LAYER_ONLY else INITIALIZERS[name]
+    return np.ascontiguousarray(fn(tuple(shape), _config.rng()), dtype=dtype)

@@ -165,13 +165,15 @@ def _check_weight_shapes(path, layers, input_shape, declared, dtype) -> list:
     shape = input_shape
     shapes = []
     for i, layer in enumerate(layers):
-        for j, (want, _) in enumerate(layer.param_specs(shape)):
+        n_trainable = len(layer.param_specs(shape))
+        for j, (want, _) in enumerate(layer.param_specs(shape) + layer.non_trainable_specs(shape)):
             got = declared(f"layer{i}/w{j}")
             if got is None or got.shape != tuple(want) or got.dtype != dtype:
                 raise ModelFileError(
                     f"{path}: layer {i} ({type(layer).__name__}) weight {j}: expected shape {tuple(want)} of "
                     f"{dtype}, file has {'nothing' if got is None else f'shape {got.shape} of {got.dtype}'}")
-            shapes.append(tuple(want))
+            if j < n_trainable:     # the flat trainable buffer (optimizer slots) holds only these
+                shapes.append(tuple(want))
         shape = tuple(layer.compute_output_shape(shape))
     return shapes
 
@@ -283,7 +285,7 @@ def _load(path, zf, archive_size):
         model.build(input_shape)
         for i, (layer, entry) in enumerate(zip(model.layers, layer_entries)):
             weights = [_read(path, zf, members[f"layer{i}/w{j}"], f"layer{i}/w{j}", w.shape, dtype)
-                       for j, w in enumerate(layer.params)]
+                       for j, w in enumerate(layer.all_weights())]
             layer.set_weights(weights)
             if "state" in entry and hasattr(layer, "load_state"):
                 if not isinstance(entry["state"], dict):

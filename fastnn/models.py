@@ -12,7 +12,7 @@ from . import callbacks as cbks
 from ._inference import plan_for
 from ._progress import ProgressBar
 from ._validate import NotBuiltError, as_array, check_finite, check_shape, fail, positive_int, real
-from .layers.base import Layer
+from .layers.base import Layer, weights_changed
 
 # Serialises lazy builds: threads that call predict on an unbuilt model at once must not each
 # build (and randomly initialise) it. Module-level so models stay copyable; builds are rare.
@@ -32,10 +32,16 @@ def training_plan(layers):
     relu_pool = [i for i in range(len(layers) - 1)
                  if getattr(layers[i], "activation", None) == "relu" and hasattr(layers[i], "_relu_premasked")
                  and hasattr(layers[i + 1], "_mask_relu_input")]
+    # BatchNormalization -> ReLU: the normalization kernels apply the ReLU (and its mask in
+    # backward) in their own passes, and the ReLU layer passes through. The same bits either way.
+    bn_relu = [i for i in range(len(layers) - 1)
+               if hasattr(layers[i], "_fuse_relu") and type(layers[i + 1]).__name__ == "ReLU"]
     for layer in layers:
         layer._plan = True
     for i in relu_pool:
         layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = True
+    for i in bn_relu:
+        layers[i]._fuse_relu = layers[i + 1]._applied_before = True
     try:
         yield
     finally:
@@ -43,6 +49,8 @@ def training_plan(layers):
             layer._plan = False
         for i in relu_pool:
             layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = False
+        for i in bn_relu:
+            layers[i]._fuse_relu = layers[i + 1]._applied_before = False
 
 
 class Sequential:
@@ -176,8 +184,11 @@ class Sequential:
         line = "_" * sum(w)
         out = [f'Model: "{self.name}"', line, "".join(c.ljust(w[i]) for i, c in enumerate(rows[0])), "=" * sum(w)]
         out += ["".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows[1:]]
-        out += ["=" * sum(w), f"Total params: {self.count_params():,}",
-                f"dtype: {self.dtype.name}, device: {self.device}", line]
+        frozen = sum(layer.count_non_trainable_params() for layer in self.layers if layer.built)
+        out += ["=" * sum(w), f"Total params: {self.count_params():,}"]
+        if frozen:      # Keras' two lines, shown when some weights are not trained (BatchNormalization)
+            out += [f"Trainable params: {self.count_params() - frozen:,}", f"Non-trainable params: {frozen:,}"]
+        out += [f"dtype: {self.dtype.name}, device: {self.device}", line]
         text = "\n".join(out)
         print(text)
         return text
@@ -191,12 +202,12 @@ class Sequential:
         """Set all weights from a list like the one ``get_weights`` returns."""
         self._check_built("set_weights")
         weights = list(weights)
-        expected = sum(len(layer.params) for layer in self.layers)
+        expected = sum(len(layer.all_weights()) for layer in self.layers)
         if len(weights) != expected:
             fail(f"{self.name}.set_weights", f"{expected} arrays", f"{len(weights)}")
         per_layer, i = [], 0
         for layer in self.layers:   # check every layer first: a bad array changes nothing
-            n = len(layer.params)
+            n = len(layer.all_weights())
             per_layer.append(layer._checked_weights(weights[i:i + n]))
             i += n
         for layer, new in zip(self.layers, per_layer):
@@ -213,6 +224,7 @@ class Sequential:
         old_be = backend.get(self.device)
         for layer in self.layers:
             layer.params = [new_be.asarray(old_be.to_numpy(p)) for p in layer.params]
+            layer.non_trainable = [new_be.asarray(old_be.to_numpy(p)) for p in layer.non_trainable]
             layer.device = device
             layer._drop_buffers()
         state = dict(self.optimizer.state) if self.optimizer is not None else {}
@@ -298,6 +310,7 @@ class Sequential:
                 for j, reg in layer.regularized:
                     loss = loss + be.penalty(layer.params[j], layer.grads[j], reg.l1, reg.l2)
             self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
+        weights_changed()
         return loss, out, fused
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:

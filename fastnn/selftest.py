@@ -433,3 +433,33 @@ def main(families=None, seed: int = 0, threads: int = 2) -> int:
     print(f"{total} cases run, {failed} failures, {time.perf_counter() - t0:.1f}s: "
           f"{'PASSED' if not failed else 'FAILED'}")
     return 1 if failed else 0
+
+
+# ---- batch normalization, and global pooling (whole-plane windows of the pooling kernels) ----------
+POOL_SHAPES += [((2, 3, 7, 7), (7, 7), (1, 1)), ((1, 5, 1, 13), (1, 13), (1, 1)), ((3, 2, 4, 4), (4, 4), (1, 1))]
+BN_VIEWS = [(1, 1, 1), (7, 3, 1), (33, 17, 1), (129, 40, 1), (2, 5, 49), (3, 7, 17), (4, 3, 1023), (64, 16, 256)]
+
+
+def batchnorm_cases(rng):
+    out = []
+    for view in BN_VIEWS:
+        ch = view[1]
+        for affine in (True, False):
+            inputs = {"x": _uniform(rng, view, -2.0, 4.0), "dy": _uniform(rng, view), "g": rng.uniform(0.5, 1.5, ch),
+                      "b": _uniform(rng, ch), "mm": _uniform(rng, ch), "mv": rng.uniform(0.5, 2.0, ch)}
+
+            def run(be, x, affine=affine):
+                dt, ch = x["x"].dtype, x["x"].shape[1]
+                g, b = (x["g"], x["b"]) if affine else (None, None)
+                mean, invstd, mm, mv = be.empty(ch, dt), be.empty(ch, dt), x["mm"].copy(), x["mv"].copy()
+                y = be.batchnorm_fwd_train(x["x"], g, b, be.empty(x["x"].shape, dt), mean, invstd, mm, mv, 0.9, 1e-3)
+                dg, db = be.empty(ch, dt), be.empty(ch, dt)
+                dx = be.batchnorm_bwd(x["x"], g, mean, invstd, x["dy"], be.empty(x["x"].shape, dt), dg, db)
+                yi = be.batchnorm_fwd_infer(x["x"], g, b, x["mm"], x["mv"], be.empty(x["x"].shape, dt), 1e-3)
+                return {"y": y, "mean": mean, "invstd": invstd, "moving_mean": mm, "moving_var": mv, "dx": dx,
+                        "dgamma": dg, "dbeta": db, "y_infer": yi}
+            out.append(Case("batchnorm", f"{view}{'' if affine else ' no gamma/beta'}", inputs, run))
+    return out
+
+
+FAMILIES["batchnorm"] = batchnorm_cases

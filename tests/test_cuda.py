@@ -474,3 +474,60 @@ def test_ops_run_on_device_arrays(cuda, dtype, rng):
         fnn.ops.matmul(sq, sq, out=sq)
     with pytest.raises(TypeError, match="NumPy array on the CPU"):   # models take host arrays
         fnn.Sequential([Dense(2)], input_shape=(5,)).predict(cuda.asarray(a))
+
+
+# ---- BatchNormalization and global pooling ---------------------------------------------------------
+from fastnn.layers import BatchNormalization, GlobalAveragePooling2D, GlobalMaxPooling2D  # noqa: E402
+
+
+@pytest.mark.parametrize("view", [(1, 1, 1), (7, 3, 1), (33, 17, 1), (2, 5, 49), (3, 7, 17)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_ops(cuda, view, affine, dtype, rng):
+    ch = view[1]
+    x = (rng.standard_normal(view) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal(view).astype(dtype)
+    g, b = (rng.uniform(0.5, 1.5, ch).astype(dtype), rng.standard_normal(ch).astype(dtype)) if affine else (None, None)
+    mm, mv = np.linspace(-1, 1, ch).astype(dtype), np.linspace(0.5, 2, ch).astype(dtype)
+    outs = {}
+    for name, be in (("cpu", cpu), ("cuda", cuda)):
+        a = be.asarray
+        st = [be.empty((ch,), dtype), be.empty((ch,), dtype), a(mm.copy()), a(mv.copy())]
+        y = be.empty(view, dtype)
+        be.batchnorm_fwd_train(a(x), None if g is None else a(g), None if b is None else a(b), y, *st, 0.9, 1e-3)
+        dx, dg, db = be.empty(view, dtype), be.empty((ch,), dtype), be.empty((ch,), dtype)
+        be.batchnorm_bwd(a(x), None if g is None else a(g), st[0], st[1], a(dy), dx, dg if affine else None,
+                         db if affine else None)
+        yi = be.batchnorm_fwd_infer(a(x), None if g is None else a(g), None if b is None else a(b), a(mm), a(mv),
+                                    be.empty(view, dtype), 1e-3)
+        outs[name] = [y, *st, dx, yi] + ([dg, db] if affine else [])
+    for i, (h, d) in enumerate(zip(outs["cpu"], outs["cuda"])):
+        _same(cuda, h, d, dtype, f"batchnorm output {i}", scale=10 * view[0] * view[2])
+
+
+@pytest.mark.parametrize("make, shape", [
+    (BatchNormalization, (5,)), (lambda: BatchNormalization(center=False, momentum=0.5), (4, 3)),
+    (lambda: BatchNormalization(scale=False), (3, 4, 5)), (GlobalAveragePooling2D, (3, 4, 5)),
+    (GlobalMaxPooling2D, (2, 5, 3)),
+])
+def test_batchnorm_and_global_pooling_layers(cuda, make, shape, dtype, rng):
+    test_every_layer_forward_and_backward(cuda, make, shape, dtype, rng)
+
+
+def test_cnn_with_batchnorm_trains_as_on_the_cpu(cuda, dtype, rng):
+    def build():
+        fnn.seed(13)
+        m = fnn.Sequential([Conv2D(4, 3, padding=1), BatchNormalization(momentum=0.8), ReLU(), MaxPool2D(2),
+                            Conv2D(5, 3), BatchNormalization(center=False), ReLU(), GlobalAveragePooling2D(),
+                            Dense(6), BatchNormalization(), Dense(3, activation="softmax")],
+                           input_shape=(2, 10, 10), dtype=dtype)
+        m.compile(optimizer=fnn.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy")
+        return m
+    x, y = rng.standard_normal((24, 2, 10, 10)).astype(dtype), rng.integers(0, 3, 24)
+    host, dev = build(), build().to("cuda")
+    for m in (host, dev):
+        fnn.seed(5)       # the same shuffles
+        m.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    tol = dict(rtol=2e-4, atol=2e-4) if np.dtype(dtype) == np.float32 else dict(rtol=1e-9, atol=1e-10)
+    for a, b in zip(dev.get_weights(), host.get_weights()):
+        np.testing.assert_allclose(a, b, **tol)
+    np.testing.assert_allclose(dev.predict(x), host.predict(x), **tol)

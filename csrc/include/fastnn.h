@@ -268,6 +268,41 @@ int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const
                     const double *wh, const double *ws, const double *dy, double *dwx, double *dwh, double *dbx,
                     double *dbh, double *dx, double *bws, int n_threads);
 
+/* ---- batch normalization ---------------------------------------------------------------
+ * x, y, dy, dx viewed as (outer, ch, inner): (N, F) is (N, F, 1), (N, C, H, W) is (N, C, H*W),
+ * (N, T, F) is (N*T, F, 1); statistics per channel over the outer * inner values of each.
+ * gamma / beta may be NULL (scale 1 / shift 0). Results do not depend on n_threads. */
+/* Training: mean = E[x], var = E[(x - mean)^2] (biased), invstd = 1 / sqrt(var + eps),
+ * y = gamma (x - mean) invstd + beta; save_mean / save_invstd (may be NULL) get mean and invstd
+ * for the backward; moving_mean/var (may be NULL) = momentum * moving + (1 - momentum) * batch.
+ * outer >= 1, eps > 0, 0 <= momentum <= 1; y may be x. flags FNN_EPI_RELU: y = max(., 0) (a ReLU
+ * layer after it, fused). */
+int fnn_batchnorm_fwd_train_f32(int flags, int64_t outer, int64_t ch, int64_t inner, float momentum, float eps,
+                                const float *x, const float *gamma, const float *beta, float *y, float *save_mean,
+                                float *save_invstd, float *moving_mean, float *moving_var, int n_threads);
+int fnn_batchnorm_fwd_train_f64(int flags, int64_t outer, int64_t ch, int64_t inner, double momentum, double eps,
+                                const double *x, const double *gamma, const double *beta, double *y,
+                                double *save_mean, double *save_invstd, double *moving_mean, double *moving_var,
+                                int n_threads);
+/* Inference: y = x * s + (beta - mean * s), s = gamma / sqrt(var + eps); y may be x. */
+int fnn_batchnorm_fwd_infer_f32(int64_t outer, int64_t ch, int64_t inner, float eps, const float *x,
+                                const float *gamma, const float *beta, const float *mean, const float *var, float *y,
+                                int n_threads);
+int fnn_batchnorm_fwd_infer_f64(int64_t outer, int64_t ch, int64_t inner, double eps, const double *x,
+                                const double *gamma, const double *beta, const double *mean, const double *var,
+                                double *y, int n_threads);
+/* Backward of the training forward (mean, invstd as it saved them), m = outer * inner,
+ * xhat = (x - mean) invstd: dbeta = sum dy, dgamma = sum dy xhat (each may be NULL),
+ * dx = gamma invstd (dy - dbeta / m - xhat dgamma / m) (skipped when dx is NULL; dx may be dy).
+ * flags FNN_EPI_RELU: dy is the gradient of the fused ReLU's output y (the forward's), and is
+ * taken as dy * (y > 0) throughout; y is ignored otherwise (may be NULL). */
+int fnn_batchnorm_bwd_f32(int flags, int64_t outer, int64_t ch, int64_t inner, const float *x, const float *gamma,
+                          const float *mean, const float *invstd, const float *y, const float *dy, float *dx,
+                          float *dgamma, float *dbeta, int n_threads);
+int fnn_batchnorm_bwd_f64(int flags, int64_t outer, int64_t ch, int64_t inner, const double *x,
+                          const double *gamma, const double *mean, const double *invstd, const double *y,
+                          const double *dy, double *dx, double *dgamma, double *dbeta, int n_threads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -188,3 +188,29 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
     _core.recurrent_bwd(_CELLS[cell], x, wx, wh, ws, _rows(dy), dwx, dwh, dbx, dbh, dx, bws,
                         return_sequences, get_num_threads())
     return dx
+
+
+# ---- batch normalization: x, y, dy, dx as (outer, channels, inner) views (see fastnn.h) ----------
+
+def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,
+                        relu=False):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch's per-channel mean and biased
+    variance; save_mean/save_invstd get mean and 1/sqrt(var + eps); moving_* = momentum * moving_*
+    + (1 - momentum) * batch. gamma/beta may be None (1 and 0). relu: y = max(y, 0) (fused)."""
+    _core.batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,
+                              relu, get_num_threads())
+    return y
+
+
+def batchnorm_fwd_infer(x, gamma, beta, mean, var, y, eps):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta with the given (moving) statistics."""
+    _core.batchnorm_fwd_infer(x, gamma, beta, mean, var, y, eps, get_num_threads())
+    return y
+
+
+def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=False):
+    """dgamma = sum dy * xhat, dbeta = sum dy (each may be None), dx (skipped when None) of the
+    training forward that saved mean and invstd; with relu, dy is the gradient of the fused ReLU's
+    output y (the forward's) and is masked by y > 0 first."""
+    _core.batchnorm_bwd(x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta, relu, get_num_threads())
+    return dx

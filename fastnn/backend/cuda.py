@@ -464,3 +464,35 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
     if dx is not None:
         _gemm(dax, wx, dx.reshape(n * t, f), trans_b=True)
     return dx
+
+
+# ---- batch normalization: x, y, dy, dx as (outer, channels, inner) views ------------------------
+
+def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,
+                        relu=False):
+    outer, ch, inner = (int(d) for d in x.shape)
+    mean = save_mean if save_mean is not None else empty((ch,), x.dtype)
+    invstd = save_invstd if save_invstd is not None else empty((ch,), x.dtype)
+    _launch("bn_stats", x.dtype, ch, _i(outer), _i(ch), _i(inner), _t(x, momentum), _t(x, eps), x, mean, invstd,
+            _p(moving_mean), _p(moving_var))
+    _launch("bn_apply", x.dtype, x.size, _i(x.size), _i(ch), _i(inner), np.int32(relu), _t(x, eps), x, _p(gamma),
+            _p(beta), mean, _NULL, invstd, y)
+    return y
+
+
+def batchnorm_fwd_infer(x, gamma, beta, mean, var, y, eps):
+    _launch("bn_apply", x.dtype, x.size, _i(x.size), _i(x.shape[1]), _i(x.shape[2]), np.int32(0), _t(x, eps), x,
+            _p(gamma), _p(beta), mean, var, _NULL, y)
+    return y
+
+
+def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=False):
+    outer, ch, inner = (int(d) for d in x.shape)
+    dg = dgamma if dgamma is not None else _scratch("bn_dgamma", (ch,), x.dtype)
+    db = dbeta if dbeta is not None else _scratch("bn_dbeta", (ch,), x.dtype)
+    mask = y if relu else _NULL         # the fused ReLU's output masks dy
+    _launch("bn_grad_sums", x.dtype, ch, _i(outer), _i(ch), _i(inner), x, mean, invstd, dy, mask, dg, db)
+    if dx is not None:
+        _launch("bn_bwd_dx", x.dtype, x.size, _i(x.size), _i(ch), _i(inner), x, _p(gamma), mean, invstd, dy, mask, dg,
+                db, dx)
+    return dx

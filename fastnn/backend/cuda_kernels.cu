@@ -687,3 +687,118 @@ extern "C" __global__ void rnn_step_bwd_f64(int cell, long long n, long long H, 
     rnn_step_bwd<double>(cell, n, H, gates, ldg, h_prev, ldh, c, c_prev, ldc, dh, dy_t, lddy, dc, dax, lda, dah,
                          dh_prev);
 }
+
+// ---- batch normalization: x as (outer, ch, inner) ----------------------------------------------
+// The statistics take a thread per channel (each sums its own values in a fixed order: no
+// atomics, no shared memory); the elementwise parts a thread per element.
+template <typename T>
+__device__ void bn_stats(long long outer, long long ch, long long inner, T momentum, T eps, const T *x, T *mean,
+                         T *invstd, T *moving_mean, T *moving_var) {
+    FNN_LOOP(c, ch) {
+        const T k = x[c * inner];               // the shift of the one-pass moments (as the CPU)
+        double s = 0, q = 0;
+        for (long long o = 0; o < outer; o++)
+            for (long long i = 0; i < inner; i++) {
+                const double d = (double)(x[(o * ch + c) * inner + i] - k);
+                s += d;
+                q += d * d;
+            }
+        const double m = (double)(outer * inner), dm = s / m;
+        double var = q / m - dm * dm;
+        var = var < 0 ? 0 : var;
+        const T mu = (T)((double)k + dm), v = (T)var;
+        mean[c] = mu;
+        invstd[c] = (T)1 / fnn_sqrt<T>(v + eps);
+        if (moving_mean) moving_mean[c] = momentum * moving_mean[c] + ((T)1 - momentum) * mu;
+        if (moving_var) moving_var[c] = momentum * moving_var[c] + ((T)1 - momentum) * v;
+    }
+}
+extern "C" __global__ void bn_stats_f32(long long outer, long long ch, long long inner, float momentum, float eps,
+                                        const float *x, float *mean, float *invstd, float *mm, float *mv) {
+    bn_stats<float>(outer, ch, inner, momentum, eps, x, mean, invstd, mm, mv);
+}
+extern "C" __global__ void bn_stats_f64(long long outer, long long ch, long long inner, double momentum, double eps,
+                                        const double *x, double *mean, double *invstd, double *mm, double *mv) {
+    bn_stats<double>(outer, ch, inner, momentum, eps, x, mean, invstd, mm, mv);
+}
+
+// y = s x + (beta - mean s), s = gamma * invstd (training) or gamma / sqrt(var + eps) (inference,
+// invstd null); gamma/beta may be null (1 and 0); relu: y = max(y, 0) (NaN stays NaN, as the CPU).
+template <typename T>
+__device__ void bn_apply(long long total, long long ch, long long inner, int relu, T eps, const T *x,
+                         const T *gamma, const T *beta, const T *mean, const T *var, const T *invstd, T *y) {
+    FNN_LOOP(e, total) {
+        const long long c = (e / inner) % ch;
+        const T g = gamma ? gamma[c] : (T)1;
+        const T s = invstd ? g * invstd[c] : g / fnn_sqrt<T>(var[c] + eps);
+        const T v = s * x[e] + ((beta ? beta[c] : (T)0) - mean[c] * s);
+        y[e] = relu && v < 0 ? (T)0 : v;
+    }
+}
+extern "C" __global__ void bn_apply_f32(long long total, long long ch, long long inner, int relu, float eps,
+                                        const float *x, const float *gamma, const float *beta, const float *mean,
+                                        const float *var, const float *invstd, float *y) {
+    bn_apply<float>(total, ch, inner, relu, eps, x, gamma, beta, mean, var, invstd, y);
+}
+extern "C" __global__ void bn_apply_f64(long long total, long long ch, long long inner, int relu, double eps,
+                                        const double *x, const double *gamma, const double *beta, const double *mean,
+                                        const double *var, const double *invstd, double *y) {
+    bn_apply<double>(total, ch, inner, relu, eps, x, gamma, beta, mean, var, invstd, y);
+}
+
+// g = dy, or dy where y > 0 else 0 when y (the forward's fused-ReLU output) is given.
+template <typename T> __device__ T bn_grad(const T *dy, const T *y, long long at) {
+    return y && !(y[at] > 0) ? (T)0 : dy[at];
+}
+
+// dbeta = sum g, dgamma = sum g (x - mean) invstd, a thread per channel.
+template <typename T>
+__device__ void bn_grad_sums(long long outer, long long ch, long long inner, const T *x, const T *mean,
+                             const T *invstd, const T *dy, const T *y, T *dgamma, T *dbeta) {
+    FNN_LOOP(c, ch) {
+        double s = 0, q = 0;
+        for (long long o = 0; o < outer; o++)
+            for (long long i = 0; i < inner; i++) {
+                const long long at = (o * ch + c) * inner + i;
+                const double g = (double)bn_grad<T>(dy, y, at);
+                s += g;
+                q += g * (double)(x[at] - mean[c]);
+            }
+        dgamma[c] = (T)(q * (double)invstd[c]);
+        dbeta[c] = (T)s;
+    }
+}
+extern "C" __global__ void bn_grad_sums_f32(long long outer, long long ch, long long inner, const float *x,
+                                            const float *mean, const float *invstd, const float *dy, const float *y,
+                                            float *dgamma, float *dbeta) {
+    bn_grad_sums<float>(outer, ch, inner, x, mean, invstd, dy, y, dgamma, dbeta);
+}
+extern "C" __global__ void bn_grad_sums_f64(long long outer, long long ch, long long inner, const double *x,
+                                            const double *mean, const double *invstd, const double *dy,
+                                            const double *y, double *dgamma, double *dbeta) {
+    bn_grad_sums<double>(outer, ch, inner, x, mean, invstd, dy, y, dgamma, dbeta);
+}
+
+// dx = gamma invstd (dy - dbeta / m - xhat dgamma / m), m = outer * inner.
+template <typename T>
+__device__ void bn_bwd_dx(long long total, long long ch, long long inner, const T *x, const T *gamma, const T *mean,
+                          const T *invstd, const T *dy, const T *y, const T *dgamma, const T *dbeta, T *dx) {
+    const double m = (double)total / (double)ch;
+    FNN_LOOP(e, total) {
+        const long long c = (e / inner) % ch;
+        const double is = (double)invstd[c], A = (gamma ? (double)gamma[c] : 1.0) * is;
+        const double B = -A * is * ((double)dgamma[c] / m), C = -A * ((double)dbeta[c] / m) - B * (double)mean[c];
+        dx[e] = (T)A * bn_grad<T>(dy, y, e) + ((T)B * x[e] + (T)C);
+    }
+}
+extern "C" __global__ void bn_bwd_dx_f32(long long total, long long ch, long long inner, const float *x,
+                                         const float *gamma, const float *mean, const float *invstd, const float *dy,
+                                         const float *y, const float *dgamma, const float *dbeta, float *dx) {
+    bn_bwd_dx<float>(total, ch, inner, x, gamma, mean, invstd, dy, y, dgamma, dbeta, dx);
+}
+extern "C" __global__ void bn_bwd_dx_f64(long long total, long long ch, long long inner, const double *x,
+                                         const double *gamma, const double *mean, const double *invstd,
+                                         const double *dy, const double *y, const double *dgamma, const double *dbeta,
+                                         double *dx) {
+    bn_bwd_dx<double>(total, ch, inner, x, gamma, mean, invstd, dy, y, dgamma, dbeta, dx);
+}

@@ -369,3 +369,52 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
         if dx is not None:
             dx[:, s] = da_x @ wx.T
     return dx
+
+
+# ---- batch normalization: x, y, dy, dx as (outer, channels, inner) views -----------------------
+
+def _bn_ch(v, like):
+    """A per-channel array broadcast over (outer, channels, inner); None -> like (a scalar)."""
+    return like if v is None else v[None, :, None]
+
+
+def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,
+                        relu=False):
+    mean = x.mean(axis=(0, 2))
+    var = ((x - mean[None, :, None]) ** 2).mean(axis=(0, 2))
+    invstd = 1 / np.sqrt(var + x.dtype.type(eps))
+    y[...] = (x - mean[None, :, None]) * invstd[None, :, None] * _bn_ch(gamma, 1) + _bn_ch(beta, 0)
+    if relu:
+        y[...] = np.where(y < 0, 0, y)
+    if save_mean is not None:
+        save_mean[...] = mean
+    if save_invstd is not None:
+        save_invstd[...] = invstd
+    m = x.dtype.type(momentum)
+    if moving_mean is not None:
+        moving_mean[...] = m * moving_mean + (1 - m) * mean
+    if moving_var is not None:
+        moving_var[...] = m * moving_var + (1 - m) * var
+    return y
+
+
+def batchnorm_fwd_infer(x, gamma, beta, mean, var, y, eps):
+    s = (1 if gamma is None else gamma) / np.sqrt(var + x.dtype.type(eps))
+    y[...] = (x - mean[None, :, None]) * s[None, :, None] + _bn_ch(beta, 0)
+    return y
+
+
+def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=False):
+    m = x.shape[0] * x.shape[2]
+    if relu:
+        dy = np.where(y > 0, dy, 0)
+    xhat = (x - mean[None, :, None]) * invstd[None, :, None]
+    sum_dy, sum_dy_xhat = dy.sum(axis=(0, 2)), (dy * xhat).sum(axis=(0, 2))
+    if dgamma is not None:
+        dgamma[...] = sum_dy_xhat
+    if dbeta is not None:
+        dbeta[...] = sum_dy
+    if dx is not None:
+        dx[...] = _bn_ch(gamma, 1) * invstd[None, :, None] * (
+            dy - sum_dy[None, :, None] / m - xhat * sum_dy_xhat[None, :, None] / m)
+    return dx

@@ -17,3 +17,8 @@ __all__ = ["Layer", "Activation", "Dense", "ReLU", "Sigmoid", "Tanh", "Softmax",
 __all__ += ["Conv2D", "MaxPool2D", "AvgPool2D"]
 REGISTRY.update({cls.__name__: cls for cls in (SimpleRNN, LSTM, GRU)})
 __all__ += ["SimpleRNN", "LSTM", "GRU"]
+from .normalization import BatchNormalization  # noqa: E402
+from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D  # noqa: E402
+
+REGISTRY.update({cls.__name__: cls for cls in (BatchNormalization, GlobalAveragePooling2D, GlobalMaxPooling2D)})
+__all__ += ["BatchNormalization", "GlobalAveragePooling2D", "GlobalMaxPooling2D"]

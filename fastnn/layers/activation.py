@@ -47,18 +47,20 @@ class Activation(Layer):
     def __init__(self, name=None):
         super().__init__(name)
         self.alpha = 0.0
+        self._applied_before = False    # set by Sequential during training steps while the layer before
+        #                                 applies this activation itself (BatchNormalization -> ReLU)
 
     @property
     def output_activation(self):
         return self.activation if self.activation in ("softmax", "sigmoid") else None
 
     def _forward(self, x, training, logits):
-        if logits and self.output_activation:
-            y = x           # a fused loss applies this activation itself
-        else:
-            y = apply_activation(self.backend, self.activation, x, self._buf("y", x.shape), self.alpha)
+        # a fused loss, or the layer before (in training), applies this activation itself
+        passthrough = bool(logits and self.output_activation) or (training and self._applied_before)
+        y = x if passthrough else apply_activation(self.backend, self.activation, x, self._buf("y", x.shape),
+                                                   self.alpha)
         if training:
-            self._remember(x, y, logits=logits and self.output_activation is not None)
+            self._remember(x, y, logits=passthrough)
         return y
 
     def _backward(self, dy, need_dx):

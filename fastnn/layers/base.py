@@ -20,6 +20,23 @@ def params_epoch() -> int:
     return _epoch[0]
 
 
+# Bumped whenever weights may have changed in place (an optimizer step, set_weights, a
+# BatchNormalization training forward): inference plans that fold weights (BatchNormalization
+# into the Dense/Conv2D before it) recompute the folded copies when it changes.
+_weights_counter = itertools.count()
+_weights_version = [next(_weights_counter)]
+
+
+def weights_version() -> int:
+    """A number that changes whenever weights may have changed in place."""
+    return _weights_version[0]
+
+
+def weights_changed() -> None:
+    """Note that weights changed in place (for inference plans that fold weights)."""
+    _weights_version[0] = next(_weights_counter)
+
+
 class Layer:
     """Base of all layers.
 
@@ -52,6 +69,8 @@ class Layer:
         self.output_shape: tuple | None = None
         self.dtype: np.dtype | None = None
         self.params: list = []
+        self.non_trainable: list = []   # weights after params in get_weights, outside the
+        #                                  model's flat trainable buffer (the optimizer never sees them)
         self.grads: list = []
         self.device = "cpu"
         self._plan = False          # reuse output/gradient buffers between steps (inside fit)
@@ -81,6 +100,21 @@ class Layer:
         _epoch[0] = next(_params_epoch)
 
     @property
+    def non_trainable(self) -> list:
+        """The non-trainable weight arrays (updated by the layer itself, e.g. moving statistics),
+        after ``params`` in ``get_weights`` order; not in the model's flat trainable buffer."""
+        return self._non_trainable
+
+    @non_trainable.setter
+    def non_trainable(self, value: list) -> None:
+        self._non_trainable = value
+        _epoch[0] = next(_params_epoch)
+
+    def all_weights(self) -> list:
+        """``params + non_trainable``: the arrays of ``get_weights``, in order."""
+        return self._params + self._non_trainable
+
+    @property
     def backend(self):
         return backend.get(self.device)
 
@@ -98,6 +132,8 @@ class Layer:
         self.input_shape = shape
         self.params = [self.backend.asarray(initializers.initialize(init, shape_, self.dtype))
                        for shape_, init in self.param_specs(shape)]
+        self.non_trainable = [self.backend.asarray(initializers.initialize(init, shape_, self.dtype))
+                              for shape_, init in self.non_trainable_specs(shape)]
         self._build(shape)
         self.grads = [np.zeros_like(p) for p in self.params]
         self._bufs = {}
@@ -106,6 +142,11 @@ class Layer:
     def param_specs(self, input_shape: tuple) -> list:
         """``[(shape, initializer name), ...]`` of the weights for inputs of ``input_shape``, in
         ``get_weights`` order. Model files are checked against it before anything is allocated."""
+        return []
+
+    def non_trainable_specs(self, input_shape: tuple) -> list:
+        """``[(shape, initializer name), ...]`` of the non-trainable weights (after those of
+        ``param_specs`` in ``get_weights`` order)."""
         return []
 
     def _build(self, input_shape: tuple) -> None:
@@ -171,23 +212,25 @@ class Layer:
 
     def get_weights(self) -> list:
         """Copies of the weights, in the order of API.md."""
-        return [np.array(self.backend.to_numpy(p), copy=True) for p in self.params]
+        return [np.array(self.backend.to_numpy(p), copy=True) for p in self.all_weights()]
 
     def set_weights(self, weights) -> None:
         """Set the weights from a list of arrays of the shapes ``get_weights`` returns."""
         new = self._checked_weights(weights)
-        for p, w in zip(self.params, new):
+        for p, w in zip(self.all_weights(), new):
             p[...] = self.backend.asarray(w)
+        weights_changed()
 
     def _checked_weights(self, weights) -> list:
         """The arrays ``set_weights`` would assign, converted and checked (nothing is changed)."""
         if not self.built:
             raise NotBuiltError(f"{self.name}: build the layer before set_weights")
         weights = list(weights)
-        if len(weights) != len(self.params):
-            fail(f"{self.name}.set_weights", f"{len(self.params)} arrays", f"{len(weights)}")
+        current = self.all_weights()
+        if len(weights) != len(current):
+            fail(f"{self.name}.set_weights", f"{len(current)} arrays", f"{len(weights)}")
         new = []
-        for i, (p, w) in enumerate(zip(self.params, weights)):
+        for i, (p, w) in enumerate(zip(current, weights)):
             w = as_array(w, f"{self.name}.set_weights[{i}]", dtype=self.dtype)
             if w.shape != p.shape:
                 fail(f"{self.name}.set_weights[{i}]", f"shape {p.shape}", f"shape {w.shape}")
@@ -197,4 +240,8 @@ class Layer:
         return new
 
     def count_params(self) -> int:
-        return int(sum(p.size for p in self.params))
+        """Trainable and non-trainable weights together (as Keras' "Total params")."""
+        return int(sum(p.size for p in self.all_weights()))
+
+    def count_non_trainable_params(self) -> int:
+        return int(sum(p.size for p in self.non_trainable))

@@ -9,6 +9,17 @@ from .base import Layer
 from .conv import as_pair, check_4d, pair_config
 
 
+def _argmax_buffer(layer, shape):
+    """The int32 argmax indices a max-pooling training forward keeps for its backward (a planned
+    buffer inside fit, fresh otherwise)."""
+    if not layer._plan:
+        return layer.backend.empty(shape, dtype=np.int32)
+    idx = layer._bufs.get(("idx", shape))
+    if idx is None:
+        idx = layer._bufs[("idx", shape)] = layer.backend.empty(shape, dtype=np.int32)
+    return idx
+
+
 class _Pool2D(Layer):
     """Shared configuration of the pooling layers: windows of ``pool_size`` moved by ``stride``
     (default: ``pool_size``) over each channel; the last rows/columns that do not fill a
@@ -63,15 +74,7 @@ class MaxPool2D(_Pool2D):
     def _forward(self, x, training, logits):
         be = self.backend
         y = self._buf("y", (x.shape[0],) + self.output_shape)
-        idx = None
-        if training:
-            shape = y.shape
-            if self._plan:
-                idx = self._bufs.get(("idx", shape))
-                if idx is None:
-                    idx = self._bufs[("idx", shape)] = be.empty(shape, dtype=np.int32)
-            else:
-                idx = be.empty(shape, dtype=np.int32)
+        idx = _argmax_buffer(self, y.shape) if training else None
         be.maxpool2d_fwd(x, self.pool_size, self.stride, y, idx)
         if training:
             self._remember(x, y, idx=idx)
@@ -118,3 +121,78 @@ class AvgPool2D(_Pool2D):
             return None
         x = self._cache[0]
         return self.backend.avgpool2d_bwd(dy, self.pool_size, self.stride, self._buf("dx", x.shape))
+
+
+# ---- global pooling: the window is the whole (H, W) plane, through the same pooling kernels ----
+
+class _GlobalPool2D(Layer):
+    """(N, C, H, W) -> (N, C): one window covering each plane, computed by the 2-D pooling
+    kernels (max: the first maximum gets the gradient, as PyTorch's adaptive_max_pool2d)."""
+
+    capturable = True
+
+    def compute_output_shape(self, input_shape):
+        c, h, w = check_4d(self, input_shape)
+        if h * w >= 2 ** 31:
+            fail(self.name, "planes of fewer than 2^31 values", f"input_shape (N, {c}, {h}, {w})")
+        return (c,)
+
+    def _window(self):
+        return self.input_shape[1:], (1, 1)
+
+    def _forward(self, x, training, logits):
+        n = x.shape[0]
+        y = self._buf("y", (n,) + self.output_shape)
+        y4 = y.reshape(n, self.output_shape[0], 1, 1)
+        idx = self._pool_fwd(x, y4, training)
+        if training:
+            self._remember(x, y, idx=idx)
+        return y
+
+    def _backward(self, dy, need_dx):
+        if not need_dx:
+            return None
+        x, _, extra = self._cache
+        dy4 = dy.reshape(dy.shape[0], dy.shape[1], 1, 1)
+        return self._pool_bwd(dy4, extra["idx"], self._buf("dx", x.shape))
+
+
+class GlobalAveragePooling2D(_GlobalPool2D):
+    """Mean over each channel's (H, W) plane: ``(N, C, H, W) -> (N, C)``.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> layer = fnn.layers.GlobalAveragePooling2D()
+    >>> layer.build((16, 7, 7)); layer.output_shape
+    (16,)
+    """
+
+    def _pool_fwd(self, x, y4, training):
+        self.backend.avgpool2d_fwd(x, *self._window(), y4)
+        return None
+
+    def _pool_bwd(self, dy4, idx, dx):
+        return self.backend.avgpool2d_bwd(dy4, *self._window(), dx)
+
+
+class GlobalMaxPooling2D(_GlobalPool2D):
+    """Maximum over each channel's (H, W) plane: ``(N, C, H, W) -> (N, C)``; the gradient goes to
+    the first maximum of each plane.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.layers.Conv2D(4, 3), fnn.layers.GlobalMaxPooling2D()],
+    ...                        input_shape=(1, 8, 8))
+    >>> model.output_shape
+    (4,)
+    """
+
+    def _pool_fwd(self, x, y4, training):
+        idx = _argmax_buffer(self, y4.shape) if training else None
+        self.backend.maxpool2d_fwd(x, *self._window(), y4, idx)
+        return idx
+
+    def _pool_bwd(self, dy4, idx, dx):
+        return self.backend.maxpool2d_bwd(dy4, idx, *self._window(), dx)

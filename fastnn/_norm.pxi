@@ -1,0 +1,111 @@
+# Cython bindings of the batch-normalization kernels (included by _core.pyx).
+#
+# x, y, dy and dx are passed as 3-D views (outer, ch, inner) (see fastnn.h); the per-channel
+# arrays (gamma, beta, statistics, gradients) are (ch,), gamma/beta/dgamma/dbeta may be None.
+
+
+cdef inline const void *_vec(const floating[::1] v, Py_ssize_t ch, str what) except? NULL:
+    """Pointer to a (ch,) per-channel array, NULL for None."""
+    if v is None:
+        return NULL
+    _same(v.shape[0], ch, what)
+    return &v[0]
+
+
+cdef inline void _bn_sizes(const floating[:, :, ::1] x, const floating[:, :, ::1] y, str what) except *:
+    if x.shape[1] < 1 or x.shape[2] < 1:
+        raise ValueError(f"{what}: expected at least one channel and one value per channel, got {tuple(x.shape)[:3]}")
+    if (x.shape[0], x.shape[1], x.shape[2]) != (y.shape[0], y.shape[1], y.shape[2]):
+        raise ValueError(f"{what}: shapes {tuple(x.shape)[:3]} and {tuple(y.shape)[:3]} differ")
+
+
+def batchnorm_fwd_train(const floating[:, :, ::1] x not None, const floating[::1] gamma, const floating[::1] beta,
+                        floating[:, :, ::1] y not None, floating[::1] save_mean, floating[::1] save_invstd,
+                        floating[::1] moving_mean, floating[::1] moving_var, double momentum, double eps,
+                        bint relu=False, int n_threads=1):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta with batch statistics (biased variance)
+    per channel of (outer, ch, inner); saves mean and 1/sqrt(var + eps); updates the moving ones;
+    with relu, y = max(y, 0) (a ReLU layer after it, fused)."""
+    _no_capture("batchnorm_fwd_train")
+    _bn_sizes(x, y, "batchnorm_fwd_train")
+    cdef Py_ssize_t ch = x.shape[1]
+    if x.shape[0] == 0:
+        raise ValueError("batchnorm_fwd_train: batch statistics need at least one sample")
+    if not eps > 0 or not 0 <= momentum <= 1:
+        raise ValueError(f"batchnorm_fwd_train: expected eps > 0 and 0 <= momentum <= 1, got {eps}, {momentum}")
+    cdef const void *pg = _vec(gamma, ch, "batchnorm gamma")
+    cdef const void *pb = _vec(beta, ch, "batchnorm beta")
+    cdef void *psm = <void *>_vec(save_mean, ch, "batchnorm saved mean")
+    cdef void *psi = <void *>_vec(save_invstd, ch, "batchnorm saved invstd")
+    cdef void *pmm = <void *>_vec(moving_mean, ch, "batchnorm moving mean")
+    cdef void *pmv = <void *>_vec(moving_var, ch, "batchnorm moving variance")
+    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
+    with nogil:
+        if floating is float:
+            status = c.fnn_batchnorm_fwd_train_f32(flags, x.shape[0], ch, x.shape[2], <float>momentum, <float>eps,
+                                                   &x[0, 0, 0], <const float *>pg, <const float *>pb, &y[0, 0, 0],
+                                                   <float *>psm, <float *>psi, <float *>pmm, <float *>pmv, n_threads)
+        else:
+            status = c.fnn_batchnorm_fwd_train_f64(flags, x.shape[0], ch, x.shape[2], momentum, eps, &x[0, 0, 0],
+                                                   <const double *>pg, <const double *>pb, &y[0, 0, 0],
+                                                   <double *>psm, <double *>psi, <double *>pmm, <double *>pmv,
+                                                   n_threads)
+    _check(status)
+
+
+def batchnorm_fwd_infer(const floating[:, :, ::1] x not None, const floating[::1] gamma, const floating[::1] beta,
+                        const floating[::1] mean not None, const floating[::1] var not None,
+                        floating[:, :, ::1] y not None, double eps, int n_threads=1):
+    """y = x * s + (beta - mean * s), s = gamma / sqrt(var + eps), per channel (capturable)."""
+    _bn_sizes(x, y, "batchnorm_fwd_infer")
+    cdef Py_ssize_t ch = x.shape[1]
+    if not eps > 0:
+        raise ValueError(f"batchnorm_fwd_infer: expected eps > 0, got {eps}")
+    cdef _op o
+    o.kind, o.f64, o.n_threads = _OP_BATCHNORM, floating is double, n_threads
+    o.m, o.n, o.k, o.alpha = x.shape[0], ch, x.shape[2], eps
+    o.b = _vec(gamma, ch, "batchnorm gamma")
+    o.c = _vec(beta, ch, "batchnorm beta")
+    o.d = _vec(mean, ch, "batchnorm moving mean")
+    o.e = _vec(var, ch, "batchnorm moving variance")
+    if x.shape[0] == 0:
+        return
+    o.a, o.out = &x[0, 0, 0], &y[0, 0, 0]
+    _exec(&o, (x, gamma, beta, mean, var, y))
+
+
+def batchnorm_bwd(const floating[:, :, ::1] x not None, const floating[::1] gamma, const floating[::1] mean not None,
+                  const floating[::1] invstd not None, const floating[:, :, ::1] y, const floating[:, :, ::1] dy not None,
+                  floating[:, :, ::1] dx, floating[::1] dgamma, floating[::1] dbeta, bint relu=False,
+                  int n_threads=1):
+    """dgamma, dbeta (each may be None) and dx (skipped when None) of the training forward; with
+    relu, dy is the gradient of the fused ReLU's output y (the forward's) and is masked by y > 0."""
+    _no_capture("batchnorm_bwd")
+    _bn_sizes(x, dy, "batchnorm_bwd")
+    if relu:
+        if y is None:
+            raise ValueError("batchnorm_bwd: relu needs the forward's output y")
+        _bn_sizes(x, y, "batchnorm_bwd y")
+    if dx is not None:
+        _bn_sizes(x, dx, "batchnorm_bwd dx")
+    cdef Py_ssize_t ch = x.shape[1]
+    if x.shape[0] == 0:
+        raise ValueError("batchnorm_bwd: expected at least one sample")
+    cdef const void *pg = _vec(gamma, ch, "batchnorm gamma")
+    cdef const void *pm = _vec(mean, ch, "batchnorm saved mean")
+    cdef const void *pi = _vec(invstd, ch, "batchnorm saved invstd")
+    cdef void *pdg = <void *>_vec(dgamma, ch, "batchnorm dgamma")
+    cdef void *pdb = <void *>_vec(dbeta, ch, "batchnorm dbeta")
+    cdef void *pdx = <void *>&dx[0, 0, 0] if dx is not None else NULL
+    cdef const void *py = <const void *>&y[0, 0, 0] if relu else NULL
+    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
+    with nogil:
+        if floating is float:
+            status = c.fnn_batchnorm_bwd_f32(flags, x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const float *>pg,
+                                             <const float *>pm, <const float *>pi, <const float *>py, &dy[0, 0, 0],
+                                             <float *>pdx, <float *>pdg, <float *>pdb, n_threads)
+        else:
+            status = c.fnn_batchnorm_bwd_f64(flags, x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const double *>pg,
+                                             <const double *>pm, <const double *>pi, <const double *>py,
+                                             &dy[0, 0, 0], <double *>pdx, <double *>pdg, <double *>pdb, n_threads)
+    _check(status)

@@ -1,0 +1,122 @@
+"""Batch normalization."""
+from __future__ import annotations
+
+from .._validate import fail, real
+from .base import Layer, weights_changed
+
+
+class BatchNormalization(Layer):
+    """Normalizes each feature (channel) with batch statistics in training and moving statistics
+    in inference: ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``.
+
+    Features are the last axis of ``(N, F)`` and ``(N, T, F)`` inputs and the channel axis of
+    ``(N, C, H, W)`` inputs. Training uses the batch mean and the biased batch variance and
+    updates ``moving = momentum * moving + (1 - momentum) * batch`` (Keras' rule; the biased
+    variance); ``predict``, ``evaluate`` and ``forward(training=False)`` use the moving ones.
+
+    Weights, in ``get_weights`` order: ``gamma`` (when ``scale``), ``beta`` (when ``center``),
+    ``moving_mean``, ``moving_variance``, each ``(features,)``. Only gamma and beta are trained
+    (``layer.grads = [dgamma, dbeta]``); the moving statistics are non-trainable weights
+    (``layer.non_trainable``), kept outside the model's flat trainable buffer, so optimizers never
+    touch them, but saved, loaded and set like the others.
+
+    Parameters
+    ----------
+    momentum : float in [0, 1), default 0.99
+    epsilon : float > 0, default 1e-3
+    center : bool, default True
+        Learn the shift ``beta`` (else 0, and no beta weight).
+    scale : bool, default True
+        Learn the scale ``gamma`` (else 1, and no gamma weight).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> layer = fnn.layers.BatchNormalization()
+    >>> layer.build((8, 5, 5))
+    >>> [w.shape for w in layer.get_weights()]
+    [(8,), (8,), (8,), (8,)]
+    """
+
+    capturable = True
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None):
+        super().__init__(name)
+        where = f"in {self.name}"
+        for arg, value in (("center", center), ("scale", scale)):
+            if not isinstance(value, bool):
+                fail(f"BatchNormalization({arg}=...) {where}", "a bool", repr(value), TypeError)
+        self.momentum = real(momentum, f"BatchNormalization(momentum=...) {where}", lo=0.0, hi=1.0, hi_open=True)
+        self.epsilon = real(epsilon, f"BatchNormalization(epsilon=...) {where}", lo=0.0, lo_open=True)
+        self.center, self.scale = center, scale
+        self._fuse_relu = False     # set by Sequential during training steps when a ReLU layer follows:
+        #                             this layer applies it (and its mask in backward), the ReLU passes through
+
+    def get_config(self):
+        return {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                "name": self.name}
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) not in (1, 2, 3):
+            fail(self.name, "input of shape (N, features), (N, T, features) or (N, C, H, W)",
+                 f"input_shape (N, {', '.join(map(str, input_shape))})")
+        return tuple(input_shape)
+
+    def _features(self, input_shape) -> int:
+        return int(input_shape[0] if len(input_shape) == 3 else input_shape[-1])
+
+    def param_specs(self, input_shape):
+        self.compute_output_shape(input_shape)
+        f = (self._features(input_shape),)
+        return ([(f, "ones")] if self.scale else []) + ([(f, "zeros")] if self.center else [])
+
+    def non_trainable_specs(self, input_shape):
+        f = (self._features(input_shape),)
+        return [(f, "zeros"), (f, "ones")]
+
+    def weight_names(self):
+        return (["gamma"] if self.scale else []) + (["beta"] if self.center else []) + \
+            ["moving_mean", "moving_variance"]
+
+    def _view(self, shape) -> tuple:
+        """The kernels' (outer, channels, inner) view of a batch of this shape."""
+        if len(shape) == 4:
+            return (shape[0], shape[1], shape[2] * shape[3])
+        return (shape[0] * (shape[1] if len(shape) == 3 else 1), shape[-1], 1)
+
+    def _gamma_beta(self, arrays):
+        gamma = arrays[0] if self.scale else None
+        beta = arrays[int(self.scale)] if self.center else None
+        return gamma, beta
+
+    def _forward(self, x, training, logits):
+        be = self.backend
+        view = self._view(x.shape)
+        y = self._buf("y", x.shape)
+        gamma, beta = self._gamma_beta(self.params)
+        moving_mean, moving_var = self.non_trainable
+        if not training:
+            be.batchnorm_fwd_infer(x.reshape(view), gamma, beta, moving_mean, moving_var, y.reshape(view),
+                                   self.epsilon)
+            return y
+        if x.shape[0] == 0:
+            fail(f"{self.name} input", "at least one sample in training (batch statistics)", f"shape {x.shape}")
+        mean, invstd = self._buf("mean", (view[1],)), self._buf("invstd", (view[1],))
+        relu = self._fuse_relu
+        be.batchnorm_fwd_train(x.reshape(view), gamma, beta, y.reshape(view), mean, invstd, moving_mean,
+                               moving_var, self.momentum, self.epsilon, relu=relu)
+        weights_changed()       # the moving statistics (inference plans fold them)
+        self._remember(x, y, mean=mean, invstd=invstd, relu=relu)
+        return y
+
+    def _backward(self, dy, need_dx):
+        be = self.backend
+        x, y, extra = self._cache
+        view = self._view(x.shape)
+        dx = self._buf("dx", x.shape) if need_dx else None
+        gamma, _ = self._gamma_beta(self.params)
+        dgamma, dbeta = self._gamma_beta(self.grads)
+        be.batchnorm_bwd(x.reshape(view), gamma, extra["mean"], extra["invstd"], dy.reshape(view),
+                         None if dx is None else dx.reshape(view), dgamma, dbeta, y=y.reshape(view),
+                         relu=extra["relu"])
+        return dx
