@@ -24,7 +24,7 @@ cdef int _check(int status) except -1:
     msg = c.fnn_strerror(status).decode()
     if status == c.FNN_ERR_NOMEM:
         raise MemoryError(msg)
-    if status == c.FNN_ERR_LABEL:
+    if status == c.FNN_ERR_LABEL or status == c.FNN_ERR_INDEX:
         raise ValueError(msg)
     raise KernelError(msg)
 
@@ -418,3 +418,4 @@ def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq
 # ---- kernel families with their own binding files ------------------------------------------
 include "_conv.pxi"
 include "_rnn.pxi"
+include "_embed.pxi"

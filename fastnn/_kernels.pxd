@@ -140,3 +140,14 @@ cdef extern from "fastnn.h" nogil:
     int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
                         const double *wx, const double *wh, const double *ws, const double *dy, double *dwx,
                         double *dwh, double *dbx, double *dbh, double *dx, double *bws, int n_threads)
+
+cdef extern from "fastnn.h" nogil:
+    int FNN_ERR_INDEX
+    int fnn_embedding_fwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, const float *w, float *y,
+                              int n_threads)
+    int fnn_embedding_fwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *w, double *y,
+                              int n_threads)
+    int fnn_embedding_bwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, const float *dy, float *dw,
+                              int n_threads)
+    int fnn_embedding_bwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *dy, double *dw,
+                              int n_threads)

@@ -36,6 +36,11 @@ def he_normal(shape, rng):
     return _truncated_normal(shape, np.sqrt(2.0 / fan_in), rng)
 
 
+def uniform(shape, rng):
+    """Keras' ``RandomUniform()`` default (the Embedding initializer): uniform in [-0.05, 0.05]."""
+    return rng.uniform(-0.05, 0.05, size=shape)
+
+
 def zeros(shape, rng):
     return np.zeros(shape)
 
@@ -73,6 +78,7 @@ INITIALIZERS = {
     "he_normal": he_normal,
     "zeros": zeros,
     "orthogonal": orthogonal,
+    "uniform": uniform,
 }
 
 

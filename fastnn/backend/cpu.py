@@ -183,3 +183,19 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
     _core.recurrent_bwd(_CELLS[cell], x, wx, wh, ws, _rows(dy), dwx, dwh, dbx, dbh, dx, bws,
                         return_sequences, get_num_threads())
     return dx
+
+
+# ---- embedding ---------------------------------------------------------------------------------
+
+def embedding_fwd(idx, w, out):
+    """out (idx.shape + (d,)) = w[idx]: rows of the (v, d) table w gathered by the int64 indices."""
+    _core.embedding_fwd(idx.reshape(-1), w, _rows(out.reshape(idx.size, w.shape[1]), "embedding output"),
+                        get_num_threads())
+    return out
+
+
+def embedding_bwd(idx, dy, dw):
+    """dw = the gradient of sum(dy * w[idx]) with respect to w: zeros, plus dy's rows added at
+    their indices in index order (bit-identical for any thread count)."""
+    _core.embedding_bwd(idx.reshape(-1), dy.reshape(idx.size, dw.shape[1]), dw, get_num_threads())
+    return dw

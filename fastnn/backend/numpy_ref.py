@@ -364,3 +364,17 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
         if dx is not None:
             dx[:, s] = da_x @ wx.T
     return dx
+
+
+# ---- embedding ---------------------------------------------------------------------------------
+
+def embedding_fwd(idx, w, out):
+    out[...] = w[idx]
+    return out
+
+
+def embedding_bwd(idx, dy, dw):
+    dw[...] = 0
+    # np.add.at adds unbuffered, in index order: repeated indices sum as the C kernel does
+    np.add.at(dw, idx.reshape(-1), dy.reshape(idx.size, dw.shape[1]))
+    return dw

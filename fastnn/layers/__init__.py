@@ -17,3 +17,7 @@ __all__ = ["Layer", "Activation", "Dense", "ReLU", "Sigmoid", "Tanh", "Softmax",
 __all__ += ["Conv2D", "MaxPool2D", "AvgPool2D"]
 REGISTRY.update({cls.__name__: cls for cls in (SimpleRNN, LSTM, GRU)})
 __all__ += ["SimpleRNN", "LSTM", "GRU"]
+from .embedding import Embedding  # noqa: E402
+
+REGISTRY[Embedding.__name__] = Embedding
+__all__ += ["Embedding"]
