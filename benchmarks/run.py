@@ -130,5 +130,11 @@ WORKLOADS = {
 GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "cnn64", "rnn64", "lstm64", "gru64")
 
 
+# Embedding -> LSTM on integer sequences (benchmarks/bench_embedding.py)
+import bench_embedding  # noqa: E402
+
+WORKLOADS["emb64"] = bench_embedding.bench_emb64
+GPU_WORKLOADS += ("emb64",)
+
 if __name__ == "__main__":
     main()

@@ -325,3 +325,25 @@ def test_cuda_model_matches_the_cpu(cuda, rng, tmp_path):  # noqa: F811
         gpu_model.predict(x + 12)
     gpu_model.save(tmp_path / "gpu.fnn")
     np.testing.assert_allclose(fnn.load_model(tmp_path / "gpu.fnn").predict(x), results[1][1], rtol=1e-12)
+
+
+# ---- demo -------------------------------------------------------------------------------------
+
+def test_code_sequences_are_deterministic_and_labelled():
+    from fastnn.demo import CODES_STEPS, MARKER_A, MARKER_B, make_code_sequences
+    x, y = make_code_sequences(300)
+    x2, y2 = make_code_sequences(300)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2) and x.dtype == np.int64
+    assert x.shape == (300, CODES_STEPS) and 0.3 < y.mean() < 0.7
+    for row, label in zip(x, y):
+        (a,), (b,) = np.flatnonzero(row == MARKER_A), np.flatnonzero(row == MARKER_B)
+        assert label == (a < b)
+        start = np.flatnonzero(row)[0]
+        assert (row[:start] == 0).all() and (row[start:] > 0).all() and CODES_STEPS - start >= 10
+
+
+def test_codes_lstm_demo_reaches_its_accuracy(capsys):
+    from fastnn import demo
+    fnn.seed(0)
+    assert demo.codes_lstm(verbose=0) >= 0.95
+    assert "codes lstm: test accuracy" in capsys.readouterr().out
