@@ -258,7 +258,7 @@ def test_integer_dtypes_and_whole_floats_train_identically(model_dtype, rng):
             np.testing.assert_array_equal(a, b)
 
 
-def test_model_on_index_vectors(rng):
+def test_model_on_index_vectors(rng, tmp_path):
     """(N,) indices -> (N, output_dim), as Keras."""
     x = rng.integers(0, 10, 300)
     y = x % 2
@@ -269,6 +269,8 @@ def test_model_on_index_vectors(rng):
     assert model.layers[0].output_shape == (8,) and model.input_shape == ()
     assert model.evaluate(x, y)["accuracy"] == 1.0
     assert model.predict(x[:3]).shape == (3, 2)
+    model.save(tmp_path / "vec.fnn")
+    np.testing.assert_array_equal(fnn.load_model(tmp_path / "vec.fnn").predict(x), model.predict(x))
 
 
 def test_summary_save_load_and_plans(rng, tmp_path):
@@ -292,6 +294,21 @@ def test_summary_save_load_and_plans(rng, tmp_path):
     with pytest.raises(ValueError):
         model.predict(x[:2] + 20)            # range still checked on the planned path
     loaded.fit(x, y, epochs=1, verbose=0)    # optimizer state restored; training continues
+
+
+@pytest.mark.parametrize("head", ["dense", "lstm"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_plans_give_the_bits_of_the_layers(head, batch, dtype, rng):
+    model = _model(v=30, d=4, t=6, dtype=dtype, head=head)
+    for _ in range(3):       # captured on the first call, replayed after
+        x = rng.integers(0, 30, (batch, 6))
+        want = model._forward(x, False, False).copy()
+        np.testing.assert_array_equal(model.predict(x.astype(np.int32)), want)
+    plan = _inference.plan_for(model, x)
+    assert plan is not None and plan.x.dtype == np.int64 and len(plan.calls) >= 2
+    np.testing.assert_array_equal(plan.run(x), want)
+    with pytest.raises(ValueError, match="format"):
+        plan.run(x.astype(dtype))           # the plan's input buffer takes int64 indices only
 
 
 # ---- CUDA backend (emulated without a GPU) ------------------------------------------------------
