@@ -280,7 +280,7 @@ def optim_cases(rng):
 # (index shape, rows v, columns d): empty, single, odd, more columns than a cache line, few rows
 # (many repeats), and sizes the kernels split over threads
 EMBEDDING_SHAPES = [((0,), 3, 4), ((1,), 1, 1), ((7,), 5, 3), ((3, 11), 17, 33), ((2, 5, 3), 4, 16),
-                    ((64, 40), 1000, 64), ((5000,), 3, 64), ((600, 7), 50, 17), ((9, 9), 81, 129)]
+                    ((64, 40), 1000, 64), ((20000,), 3, 64), ((3000, 7), 50, 17), ((9, 9), 81, 129)]
 
 
 def embedding_cases(rng):

@@ -61,8 +61,8 @@ def test_kernels_check_indices_themselves(dtype):
 
 @pytest.mark.parametrize("v, d", [(3, 64), (1000, 64), (7, 33), (50, 8)])
 def test_thread_count_does_not_change_the_bits(v, d, dtype, rng):
-    # many repeated indices (v small against n), sizes over the threading threshold
-    n = 6000
+    # many repeated indices (v small against n), sizes the kernels split over 2 to 4 threads
+    n = 24000
     idx = rng.integers(0, v, n)
     idx[::3] = 0                       # a frequent "padding" index
     w = rng.standard_normal((v, d)).astype(dtype)
