@@ -160,5 +160,11 @@ WORKLOADS.update({"cnnbn64": bench_cnnbn.bench_cnnbn64, "infer-cnnbn": bench_cnn
 GPU_WORKLOADS += ("cnnbn64",)
 
 
+# Embedding -> LSTM on integer sequences (benchmarks/bench_embedding.py)
+import bench_embedding  # noqa: E402
+
+WORKLOADS["emb64"] = bench_embedding.bench_emb64
+GPU_WORKLOADS += ("emb64",)
+
 if __name__ == "__main__":
     main()

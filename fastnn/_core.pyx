@@ -24,7 +24,7 @@ cdef int _check(int status) except -1:
     msg = c.fnn_strerror(status).decode()
     if status == c.FNN_ERR_NOMEM:
         raise MemoryError(msg)
-    if status == c.FNN_ERR_LABEL:
+    if status == c.FNN_ERR_LABEL or status == c.FNN_ERR_INDEX:
         raise ValueError(msg)
     raise KernelError(msg)
 
@@ -436,3 +436,4 @@ def penalty(const floating[::1] w, floating[::1] grad, double l1, double l2, int
 include "_conv.pxi"
 include "_rnn.pxi"
 include "_norm.pxi"
+include "_embed.pxi"

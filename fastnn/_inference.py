@@ -49,8 +49,10 @@ class InferencePlan:
 
     __slots__ = ("x", "out", "calls", "epoch", "folds", "weights")
 
-    def __init__(self, model, shape: tuple):
-        self.x = np.zeros(shape, dtype=model.dtype)
+    def __init__(self, model, shape: tuple, dtype=None):
+        # dtype: the checked input's (int64 indices for a first Embedding layer, whose plan
+        # input holds indices; zeros are valid ones)
+        self.x = np.zeros(shape, dtype=model.dtype if dtype is None else dtype)
         self.calls = _core.Plan()
         self.epoch = params_epoch()
         self.folds: list = []
@@ -152,6 +154,6 @@ def plan_for(model, x: np.ndarray) -> InferencePlan | None:
         return entry[1]
     if len(mine) >= PLAN_MAX_COUNT:
         mine.clear()
-    plan = InferencePlan(model, x.shape) if plannable(model, x.shape) else None
+    plan = InferencePlan(model, x.shape, x.dtype) if plannable(model, x.shape) else None
     mine[key] = (epoch, plan)
     return plan

@@ -167,3 +167,14 @@ cdef extern from "fastnn.h" nogil:
     int fnn_batchnorm_bwd_f64(int flags, int64_t outer, int64_t ch, int64_t inner, const double *x,
                               const double *gamma, const double *mean, const double *invstd, const double *y,
                               const double *dy, double *dx, double *dgamma, double *dbeta, int n_threads)
+
+cdef extern from "fastnn.h" nogil:
+    int FNN_ERR_INDEX
+    int fnn_embedding_fwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, const float *w, float *y,
+                              int n_threads)
+    int fnn_embedding_fwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *w, double *y,
+                              int n_threads)
+    int fnn_embedding_bwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, const float *dy, float *dw,
+                              int n_threads)
+    int fnn_embedding_bwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *dy, double *dw,
+                              int n_threads)

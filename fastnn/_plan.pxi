@@ -37,6 +37,7 @@ cdef enum:
     _OP_AVGPOOL = 6
     _OP_RECURRENT = 7
     _OP_BATCHNORM = 20                    # fastnn/_norm.pxi: m outer, n channels, k inner, alpha eps
+    _OP_EMBED = 32                           # fastnn/_embed.pxi: m indices, k rows, n columns
 
 
 cdef struct _op:
@@ -64,6 +65,8 @@ cdef int _run_f32(const _op *o) noexcept nogil:
     cdef const float *e = <const float *>o.e
     cdef float *out = <float *>o.out
     cdef float *ws = <float *>o.ws
+    if o.kind == _OP_EMBED:
+        return _run_embed(o)
     if o.kind == _OP_GEMM:
         return c.fnn_gemm_f32(o.flags, o.m, o.n, o.k, <float>o.alpha, <float>o.beta, a, o.lda, b, o.ldb, bias,
                               out, o.ldc, o.n_threads)
@@ -99,6 +102,8 @@ cdef int _run_f64(const _op *o) noexcept nogil:
     cdef const double *e = <const double *>o.e
     cdef double *out = <double *>o.out
     cdef double *ws = <double *>o.ws
+    if o.kind == _OP_EMBED:
+        return _run_embed(o)
     if o.kind == _OP_GEMM:
         return c.fnn_gemm_f64(o.flags, o.m, o.n, o.k, o.alpha, o.beta, a, o.lda, b, o.ldb, bias, out, o.ldc,
                               o.n_threads)

@@ -36,6 +36,11 @@ def he_normal(shape, rng):
     return _truncated_normal(shape, np.sqrt(2.0 / fan_in), rng)
 
 
+def uniform(shape, rng):
+    """Keras' ``RandomUniform()`` default (the Embedding initializer): uniform in [-0.05, 0.05]."""
+    return rng.uniform(-0.05, 0.05, size=shape)
+
+
 def zeros(shape, rng):
     return np.zeros(shape)
 
@@ -77,6 +82,7 @@ INITIALIZERS = {
     "he_normal": he_normal,
     "zeros": zeros,
     "orthogonal": orthogonal,
+    "uniform": uniform,
 }
 # Used by layers for their own weights (BatchNormalization's gamma and moving variance), not
 # accepted as a user's kernel_initializer (Keras has no "ones" there either).

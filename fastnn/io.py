@@ -151,8 +151,9 @@ def _json_depth(text: str) -> int:
     return deepest
 
 
-def _input_shape(path, value) -> tuple:
-    if not isinstance(value, list) or not value or \
+def _input_shape(path, value, indices: bool = False) -> tuple:
+    """The declared input shape; empty only for a model of index vectors (a first Embedding on (N,))."""
+    if not isinstance(value, list) or (not value and not indices) or \
             any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in value):
         raise ModelFileError(f"{path}: invalid input_shape {value!r} (a list of ints >= 1)")
     return tuple(value)
@@ -256,7 +257,8 @@ def _load(path, zf, archive_size):
         dtype = np.dtype(header["dtype"])
         model = Sequential([_make(_layers.REGISTRY, e, "layer") for e in layer_entries],
                            dtype=header["dtype"], name=header["name"])
-        input_shape = _input_shape(path, header.get("input_shape"))
+        input_shape = _input_shape(path, header.get("input_shape"),
+                                   bool(model.layers) and getattr(model.layers[0], "integer_input", False))
         opt_entry = header.get("optimizer") if header.get("loss") is not None else None
         slots = []
         if opt_entry:

@@ -126,7 +126,10 @@ class Sequential:
         except TypeError as err:
             raise TypeError(f"{self.name}.build: expected input_shape as a tuple of ints, "
                             f"got {input_shape!r}") from err
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if i > 0 and getattr(layer, "integer_input", False):
+                fail(f"{self.name}: layer {layer.name}", "a layer taking integer indices (Embedding) only as "
+                     "the first layer", f"it at position {i}")
             if layer.built and (layer.input_shape != shape or layer.dtype != self.dtype):
                 fail(f"{self.name}: layer {layer.name}", f"input shape {layer.input_shape} and dtype "
                      f"{layer.dtype}", f"input shape {shape} and dtype {self.dtype}")
@@ -262,9 +265,21 @@ class Sequential:
         return self.loss.from_logits or (
             self.loss.activation is not None and self.layers[-1].output_activation == self.loss.activation)
 
+    def _integer_input(self):
+        """The first layer when it takes integer inputs (Embedding), else None."""
+        first = self.layers[0] if self.layers else None
+        return first if getattr(first, "integer_input", False) else None
+
     def _prepare_x(self, x, where: str, finite: bool):
-        x = as_array(x, f"{self.name}.{where} x", dtype=self.dtype)
-        if x.ndim < 2:
+        first = self._integer_input()
+        if first is not None:
+            # indices stay integer (int64), checked against the layer's range here, before any kernel
+            x = first.check_indices(x, f"{self.name}.{where} x")
+            if x.ndim < 1:
+                fail(f"{self.name}.{where} x", "a batch (N, ...) of indices", f"shape {x.shape}")
+        else:
+            x = as_array(x, f"{self.name}.{where} x", dtype=self.dtype)
+        if x.ndim < 2 and first is None:
             fail(f"{self.name}.{where} x", "a batch (N, ...) with at least 2 dimensions", f"shape {x.shape}")
         if x.shape[0] == 0:
             fail(f"{self.name}.{where} x", "at least one sample", f"shape {x.shape}")
@@ -566,6 +581,7 @@ class Sequential:
         # The common inference call (an array already of the model's dtype, layout and input
         # shape) passes every check below: go straight to its plan.
         if (type(x) is np.ndarray and self.built and x.dtype == self.dtype and type(batch_size) is int
+                and self._integer_input() is None
                 and x.shape[1:] == self.input_shape and 0 < x.shape[0] <= batch_size and x.flags.c_contiguous):
             plan = plan_for(self, x)
             if plan is not None:

@@ -292,8 +292,32 @@ def optim_cases(rng):
     return out
 
 
+# (index shape, rows v, columns d): empty, single, odd, more columns than a cache line, few rows
+# (many repeats), and sizes the kernels split over threads
+EMBEDDING_SHAPES = [((0,), 3, 4), ((1,), 1, 1), ((7,), 5, 3), ((3, 11), 17, 33), ((2, 5, 3), 4, 16),
+                    ((64, 40), 1000, 64), ((20000,), 3, 64), ((3000, 7), 50, 17), ((9, 9), 81, 129)]
+
+
+def embedding_cases(rng):
+    out = []
+    for shape, v, d in EMBEDDING_SHAPES:
+        for repeats in (False, True):
+            idx = rng.integers(0, v, shape)
+            if repeats:                                   # a frequent index, as padding is
+                idx.reshape(-1)[::2] = v - 1
+            inputs = {"idx": idx, "w": _uniform(rng, (v, d)), "dy": _uniform(rng, shape + (d,))}
+
+            def run(be, x):
+                dt = x["w"].dtype
+                y = be.embedding_fwd(x["idx"], x["w"], be.empty(x["dy"].shape, dt))
+                return {"y": y, "dw": be.embedding_bwd(x["idx"], x["dy"], be.empty(x["w"].shape, dt))}
+            out.append(Case("embedding", f"idx{shape} v{v} d{d}{' repeats' if repeats else ''}", inputs, run))
+    return out
+
+
 FAMILIES = {"gemm": gemm_cases, "eltwise": eltwise_cases, "softmax/losses": softmax_cases, "conv": conv_cases,
             "pool": pool_cases, "rnn": rnn_cases, "dropout": dropout_cases, "optimizer": optim_cases}
+FAMILIES["embedding"] = embedding_cases
 
 
 # ---- running ------------------------------------------------------------------------------

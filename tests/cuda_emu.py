@@ -206,6 +206,11 @@ def may_share_memory(a, b):
     return np.may_share_memory(_unwrap(a), _unwrap(b))
 
 
+def sort(a, axis=-1):
+    """A sorted copy, as cupy.sort."""
+    return DevArray(np.sort(_unwrap(a, "sort"), axis=axis))
+
+
 # ---- kernels -----------------------------------------------------------------------------------
 
 _PRELUDE = r"""
@@ -356,7 +361,7 @@ def install(monkeypatch):
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
     cuda.device = types.SimpleNamespace(get_cublas_handle=lambda: 0)
     for attr in ("empty", "zeros", "asarray", "asnumpy", "add", "ascontiguousarray", "may_share_memory", "RawModule",
-                 "DevArray"):
+                 "DevArray", "sort"):
         setattr(cupy, attr, getattr(sys.modules[__name__], attr))
     cupy.ndarray = DevArray
     cupy.cuda = cuda

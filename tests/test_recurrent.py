@@ -208,7 +208,8 @@ def test_defaults_config_and_initialisers(cell):
         block = wh[:, g * 7:(g + 1) * 7].astype(np.float64)
         np.testing.assert_allclose(block.T @ block, np.eye(7), atol=1e-5)
     assert not bx.any() and not bh.any()
-    assert repr(layer) == f"{type(layer).__name__}(units=7, return_sequences=False)"
+    assert repr(layer) == (f"{type(layer).__name__}(units=7, return_sequences=False, kernel_regularizer=None, "
+                           "recurrent_regularizer=None)")
 
 
 def test_return_sequences_last_step_equals_last_output(rng):

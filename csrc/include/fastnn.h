@@ -303,6 +303,24 @@ int fnn_batchnorm_bwd_f64(int flags, int64_t outer, int64_t ch, int64_t inner, c
                           const double *gamma, const double *mean, const double *invstd, const double *y,
                           const double *dy, double *dx, double *dgamma, double *dbeta, int n_threads);
 
+/* ---- embedding -------------------------------------------------------------------------
+ * n indices idx (int64) into a table w of v rows of d values (row-major (v, d)).
+ * Every index must lie in [0, v): otherwise FNN_ERR_INDEX, returned before anything is read
+ * from w or written. */
+#define FNN_ERR_INDEX (-5)   /* an embedding index is outside [0, v) */
+/* y[i, :] = w[idx[i], :] for i < n (y is (n, d)). */
+int fnn_embedding_fwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, const float *w, float *y,
+                          int n_threads);
+int fnn_embedding_fwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *w, double *y,
+                          int n_threads);
+/* dw = 0, then dw[idx[i], :] += dy[i, :] for i = 0, 1, ..., n-1 in that order: repeated indices
+ * are summed in index order, so the result does not depend on n_threads (threads own column
+ * blocks of dw, no atomics, no workspace). */
+int fnn_embedding_bwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, const float *dy, float *dw,
+                          int n_threads);
+int fnn_embedding_bwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *dy, double *dw,
+                          int n_threads);
+
 #ifdef __cplusplus
 }
 #endif

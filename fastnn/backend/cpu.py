@@ -214,3 +214,18 @@ def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=Fa
     output y (the forward's) and is masked by y > 0 first."""
     _core.batchnorm_bwd(x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta, relu, get_num_threads())
     return dx
+
+# ---- embedding ---------------------------------------------------------------------------------
+
+def embedding_fwd(idx, w, out):
+    """out (idx.shape + (d,)) = w[idx]: rows of the (v, d) table w gathered by the int64 indices."""
+    _core.embedding_fwd(idx.reshape(-1), w, _rows(out.reshape(idx.size, w.shape[1]), "embedding output"),
+                        get_num_threads())
+    return out
+
+
+def embedding_bwd(idx, dy, dw):
+    """dw = the gradient of sum(dy * w[idx]) with respect to w: zeros, plus dy's rows added at
+    their indices in index order (bit-identical for any thread count)."""
+    _core.embedding_bwd(idx.reshape(-1), dy.reshape(idx.size, dw.shape[1]), dw, get_num_threads())
+    return dw

@@ -496,3 +496,26 @@ def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=Fa
         _launch("bn_bwd_dx", x.dtype, x.size, _i(x.size), _i(ch), _i(inner), x, _p(gamma), mean, invstd, dy, mask, dg,
                 db, dx)
     return dx
+
+# ---- embedding ---------------------------------------------------------------------------------
+# Forward: one thread per output element. Backward without atomics: keys idx[i] * n + i (unique,
+# so any sort gives the same order) are sorted on the device, a binary search gives each row's
+# range of the sorted keys, and one thread per element of dW sums its row's terms in ascending
+# i: the order of the CPU kernel, so the same bits.
+
+def embedding_fwd(idx, w, out):
+    v, d = w.shape
+    _launch("embedding_fwd", w.dtype, idx.size * d, _i(idx.size), _i(v), _i(d), idx, w, out)
+    return out
+
+
+def embedding_bwd(idx, dy, dw):
+    v, d = dw.shape
+    n = idx.size
+    keys = _scratch("embedding_keys", (n,), np.int64)
+    _launch("embedding_keys", np.float32, n, _i(n), idx, keys)
+    keys = _cupy().sort(keys)
+    starts = _scratch("embedding_starts", (v + 1,), np.int64)
+    _launch("embedding_starts", np.float32, v + 1, _i(n), _i(v), keys, starts)
+    _launch("embedding_bwd", dw.dtype, v * d, _i(n), _i(v), _i(d), keys, starts, dy, dw)
+    return dw

@@ -802,3 +802,72 @@ extern "C" __global__ void bn_bwd_dx_f64(long long total, long long ch, long lon
                                          double *dx) {
     bn_bwd_dx<double>(total, ch, inner, x, gamma, mean, invstd, dy, y, dgamma, dbeta, dx);
 }
+
+// ---- embedding ----------------------------------------------------------------------------------
+// y[i, j] = w[idx[i], j]; an index outside [0, v) (checked on the host first) gives 0, not a read.
+template <typename T>
+__device__ void embedding_fwd(long long n, long long v, long long d, const long long *idx, const T *w, T *y) {
+    FNN_LOOP(e, n * d) {
+        long long i = e / d, j = e - i * d, r = idx[i];
+        y[e] = (r >= 0 && r < v) ? w[r * d + j] : (T)0;
+    }
+}
+extern "C" __global__ void embedding_fwd_f32(long long n, long long v, long long d, const long long *idx,
+                                             const float *w, float *y) {
+    embedding_fwd<float>(n, v, d, idx, w, y);
+}
+extern "C" __global__ void embedding_fwd_f64(long long n, long long v, long long d, const long long *idx,
+                                             const double *w, double *y) {
+    embedding_fwd<double>(n, v, d, idx, w, y);
+}
+
+// keys[i] = idx[i] * n + i: unique sort keys whose order is (index, position).
+template <typename T> __device__ void embedding_keys(long long n, const long long *idx, long long *keys) {
+    FNN_LOOP(i, n) { keys[i] = idx[i] * n + i; }
+}
+extern "C" __global__ void embedding_keys_f32(long long n, const long long *idx, long long *keys) {
+    embedding_keys<float>(n, idx, keys);
+}
+extern "C" __global__ void embedding_keys_f64(long long n, const long long *idx, long long *keys) {
+    embedding_keys<double>(n, idx, keys);
+}
+
+// starts[r] = the first position of sorted keys at or above r * n (r = 0..v): row r's terms are
+// keys[starts[r] .. starts[r + 1]).
+template <typename T>
+__device__ void embedding_starts(long long n, long long v, const long long *keys, long long *starts) {
+    FNN_LOOP(r, v + 1) {
+        long long lo = 0, hi = n, key = r * n;
+        while (lo < hi) {
+            long long mid = lo + (hi - lo) / 2;
+            if (keys[mid] < key) lo = mid + 1; else hi = mid;
+        }
+        starts[r] = lo;
+    }
+}
+extern "C" __global__ void embedding_starts_f32(long long n, long long v, const long long *keys, long long *starts) {
+    embedding_starts<float>(n, v, keys, starts);
+}
+extern "C" __global__ void embedding_starts_f64(long long n, long long v, const long long *keys, long long *starts) {
+    embedding_starts<double>(n, v, keys, starts);
+}
+
+// dw[r, j] = sum of dy[i, j] over the positions i of index r, in ascending i (as the C kernel).
+template <typename T>
+__device__ void embedding_bwd(long long n, long long v, long long d, const long long *keys, const long long *starts,
+                              const T *dy, T *dw) {
+    FNN_LOOP(e, v * d) {
+        long long r = e / d, j = e - r * d;
+        T acc = 0;
+        for (long long k = starts[r]; k < starts[r + 1]; k++) acc += dy[(keys[k] - r * n) * d + j];
+        dw[e] = acc;
+    }
+}
+extern "C" __global__ void embedding_bwd_f32(long long n, long long v, long long d, const long long *keys,
+                                             const long long *starts, const float *dy, float *dw) {
+    embedding_bwd<float>(n, v, d, keys, starts, dy, dw);
+}
+extern "C" __global__ void embedding_bwd_f64(long long n, long long v, long long d, const long long *keys,
+                                             const long long *starts, const double *dy, double *dw) {
+    embedding_bwd<double>(n, v, d, keys, starts, dy, dw);
+}

@@ -418,3 +418,16 @@ def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=Fa
         dx[...] = _bn_ch(gamma, 1) * invstd[None, :, None] * (
             dy - sum_dy[None, :, None] / m - xhat * sum_dy_xhat[None, :, None] / m)
     return dx
+
+# ---- embedding ---------------------------------------------------------------------------------
+
+def embedding_fwd(idx, w, out):
+    out[...] = w[idx]
+    return out
+
+
+def embedding_bwd(idx, dy, dw):
+    dw[...] = 0
+    # np.add.at adds unbuffered, in index order: repeated indices sum as the C kernel does
+    np.add.at(dw, idx.reshape(-1), dy.reshape(idx.size, dw.shape[1]))
+    return dw

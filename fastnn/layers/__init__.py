@@ -22,3 +22,8 @@ from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D  # noqa: E402
 
 REGISTRY.update({cls.__name__: cls for cls in (BatchNormalization, GlobalAveragePooling2D, GlobalMaxPooling2D)})
 __all__ += ["BatchNormalization", "GlobalAveragePooling2D", "GlobalMaxPooling2D"]
+
+from .embedding import Embedding  # noqa: E402
+
+REGISTRY[Embedding.__name__] = Embedding
+__all__ += ["Embedding"]
