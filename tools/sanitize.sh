@@ -61,8 +61,7 @@ echo "sanitize.sh: built and installed with FASTNN_SANITIZE=$FASTNN_SANITIZE in 
 
 export LD_PRELOAD="${runtimes[*]}${LD_PRELOAD:+ $LD_PRELOAD}"
 # abort_on_error: a core-dump-style abort so pytest's run dies visibly; allocator_may_return_null: huge
-# allocations become MemoryError as without ASan instead of an ASan report; the suppressions file covers
-# only findings in code that is not ours (each one explained there).
+# allocations become MemoryError as without ASan instead of an ASan report.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 
