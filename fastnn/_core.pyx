@@ -42,6 +42,8 @@ cdef inline int64_t _ld(const floating[:, :] x, str what) except -1:
     if (x.shape[1] > 1 and x.strides[1] != sizeof(floating)) \
             or x.strides[0] < x.shape[1] * <Py_ssize_t>sizeof(floating) or x.strides[0] % sizeof(floating) != 0:
         raise ValueError(f"{what}: rows must be contiguous with a positive row stride")
+    if <size_t>&x[0, 0] % sizeof(floating) != 0:
+        raise ValueError(f"{what}: the array must be aligned to its element size")
     return x.strides[0] // sizeof(floating)
 
 

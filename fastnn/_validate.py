@@ -30,7 +30,10 @@ def as_array(x, where: str, dtype=None, allow_int: bool = False) -> np.ndarray:
     if arr.dtype.kind not in "biuf" and not (allow_int and arr.dtype.kind == "b"):
         fail(where, "an array of real numbers", f"dtype {arr.dtype}", TypeError)
     # np.asarray(order="C"), not np.ascontiguousarray: the latter turns a 0-d array into shape (1,)
-    return np.asarray(arr, dtype=dtype, order="C")
+    arr = np.asarray(arr, dtype=dtype, order="C")
+    # A misaligned view (a float array at an odd byte offset) keeps its address through asarray; the
+    # kernels load whole elements, which C only defines for aligned addresses: copy it.
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def check_finite(x: np.ndarray, where: str) -> None:

@@ -554,3 +554,12 @@ def test_ops_reject_wrong_dtype_and_out():
         fnn.ops.relu(x, out=np.empty((3, 2), np.float32))
     with pytest.raises(ValueError):
         fnn.ops.sigmoid(x, out=np.empty((2, 3), np.float64))
+
+
+def test_exp_of_nan_is_nan_without_undefined_conversion(arch):
+    """fnn_expf converted NaN to int (undefined behaviour, caught by the sanitizer run): a NaN row of
+    softmax is NaN, the other rows are unaffected, in every kernel variant."""
+    x = np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0], [np.nan] * 3], dtype=np.float32)
+    y = fnn.ops.softmax(x)
+    assert np.isnan(y[0]).all() and np.isnan(y[2]).all()
+    np.testing.assert_allclose(y[1], np.exp([0, 1, 2]) / np.exp([0, 1, 2]).sum(), rtol=1e-6)

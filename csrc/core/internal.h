@@ -73,6 +73,9 @@ static inline float fnn_expf(float x) {
     float xc = x > 88.3f ? 88.3f : x;
     xc = xc < -87.3f ? -87.3f : xc;
     float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    /* NaN passes the clamps; converting it to int is undefined, so 2^k gets k = 0 and the NaN
+     * reaches the result through r and p. */
+    kf = kf == kf ? kf : 0.0f;
     float r = xc - kf * 0.693359375f;
     r = r - kf * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
