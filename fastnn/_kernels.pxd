@@ -178,3 +178,21 @@ cdef extern from "fastnn.h" nogil:
                               int n_threads)
     int fnn_embedding_bwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *dy, double *dw,
                               int n_threads)
+
+cdef extern from "fastnn.h" nogil:
+    int FNN_FLIP_HORIZONTAL
+    int FNN_FLIP_VERTICAL
+    int fnn_random_flip_f32(int64_t n, int64_t c, int64_t h, int64_t w, int flags, uint64_t seed,
+                            uint64_t offset, const float *x, float *y, int n_threads)
+    int fnn_random_flip_f64(int64_t n, int64_t c, int64_t h, int64_t w, int flags, uint64_t seed,
+                            uint64_t offset, const double *x, double *y, int n_threads)
+    int fnn_random_translate_f32(int64_t n, int64_t c, int64_t h, int64_t w, int64_t max_h, int64_t max_w,
+                                 uint64_t seed, uint64_t offset, int adjoint, float fill, const float *x,
+                                 float *y, int n_threads)
+    int fnn_random_translate_f64(int64_t n, int64_t c, int64_t h, int64_t w, int64_t max_h, int64_t max_w,
+                                 uint64_t seed, uint64_t offset, int adjoint, double fill, const double *x,
+                                 double *y, int n_threads)
+    int fnn_gaussian_noise_f32(int64_t n, double stddev, uint64_t seed, uint64_t offset, const float *x,
+                               float *y, int n_threads)
+    int fnn_gaussian_noise_f64(int64_t n, double stddev, uint64_t seed, uint64_t offset, const double *x,
+                               double *y, int n_threads)

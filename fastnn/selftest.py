@@ -320,6 +320,42 @@ FAMILIES = {"gemm": gemm_cases, "eltwise": eltwise_cases, "softmax/losses": soft
 FAMILIES["embedding"] = embedding_cases
 
 
+# (N, C, H, W) for flips and shifts: single pixels, rows and columns, odd sizes, and a batch large
+# enough to be split over threads
+AUGMENT_SHAPES = [(1, 1, 1, 1), (3, 2, 1, 9), (4, 1, 7, 1), (5, 3, 6, 7), (64, 3, 32, 32), (2, 2, 129, 65)]
+
+
+def augment_cases(rng):
+    """RandomFlip / RandomTranslation / GaussianNoise kernels: flips and shifts (forward and
+    adjoint) are copies and compared bit for bit, the noise within the dtype's tolerance."""
+    out = []
+    for shape in AUGMENT_SHAPES:
+        h, w = shape[2:]
+        seed, offset = int(rng.integers(0, 2**63)), int(rng.integers(0, 2**64, dtype=np.uint64))
+        inputs = {"x": _uniform(rng, shape)}
+        for flags in (1, 2, 3):
+            def flip(be, x, flags=flags, seed=seed, offset=offset):
+                return {"y": be.random_flip(x["x"], flags, seed, offset, be.empty(x["x"].shape, x["x"].dtype))}
+            out.append(Case("augment", f"flip {shape} flags={flags}", inputs, flip, exact=("y",)))
+        for mh, mw in ((0, 0), (h - 1, w - 1), (h // 3, w // 2)):
+            def shift(be, x, mh=mh, mw=mw, seed=seed, offset=offset):
+                dt = x["x"].dtype
+                y = be.random_translate(x["x"], mh, mw, seed, offset, False, 0.5, be.empty(x["x"].shape, dt))
+                dx = be.random_translate(x["x"], mh, mw, seed, offset, True, 0.5, be.empty(x["x"].shape, dt))
+                return {"y": y, "dx": dx}
+            out.append(Case("augment", f"translate {shape} max=({mh}, {mw})", inputs, shift, exact=("y", "dx")))
+    for n in ELTWISE_SIZES:
+        seed, offset = int(rng.integers(0, 2**63)), int(rng.integers(0, 2**64, dtype=np.uint64))
+        for stddev in (0.0, 0.1, 1.0):
+            def noise(be, x, stddev=stddev, seed=seed, offset=offset):
+                return {"y": be.gaussian_noise(x["x"], stddev, seed, offset, be.empty(x["x"].shape, x["x"].dtype))}
+            out.append(Case("augment", f"noise n={n} stddev={stddev}", {"x": _uniform(rng, n)}, noise))
+    return out
+
+
+FAMILIES["augment"] = augment_cases
+
+
 # ---- running ------------------------------------------------------------------------------
 
 def _cast(be, inputs: dict, dtype) -> dict:

@@ -321,6 +321,35 @@ int fnn_embedding_bwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, c
 int fnn_embedding_bwd_f64(int64_t n, int64_t v, int64_t d, const int64_t *idx, const double *dy, double *dw,
                           int n_threads);
 
+/* ---- data augmentation (csrc/ref/augment.c) ----------------------------------------------
+ * Counter-based randomness as dropout: a call with (seed, offset) draws its decisions from the
+ * hash of core/rng.h at counters offset + ..., documented in augment.c; the results do not depend
+ * on n_threads, and the flip and shift decisions not on the dtype. x is (n, c, h, w) row-major. */
+#define FNN_FLIP_HORIZONTAL 1   /* may flip the width axis */
+#define FNN_FLIP_VERTICAL 2     /* may flip the height axis */
+/* y = x with each sample's axes in flags reversed or not (a fair coin per sample and axis).
+ * Its own adjoint: the same call on dy gives dx. x and y must not overlap. */
+int fnn_random_flip_f32(int64_t n, int64_t c, int64_t h, int64_t w, int flags, uint64_t seed, uint64_t offset,
+                        const float *x, float *y, int n_threads);
+int fnn_random_flip_f64(int64_t n, int64_t c, int64_t h, int64_t w, int flags, uint64_t seed, uint64_t offset,
+                        const double *x, double *y, int n_threads);
+/* Each sample shifted by whole pixels (sy, sx), uniform in [-max_h, max_h] x [-max_w, max_w]
+ * (0 <= max_h < h, 0 <= max_w < w): y[i, j] = x[i - sy, j - sx], fill where that lies outside.
+ * adjoint = 1: the transpose for the same (seed, offset), y[i, j] = x[i + sy, j + sx] or 0 (fill
+ * ignored): dx from dy. x and y must not overlap. */
+int fnn_random_translate_f32(int64_t n, int64_t c, int64_t h, int64_t w, int64_t max_h, int64_t max_w,
+                             uint64_t seed, uint64_t offset, int adjoint, float fill, const float *x, float *y,
+                             int n_threads);
+int fnn_random_translate_f64(int64_t n, int64_t c, int64_t h, int64_t w, int64_t max_h, int64_t max_w,
+                             uint64_t seed, uint64_t offset, int adjoint, double fill, const double *x,
+                             double *y, int n_threads);
+/* y[i] = x[i] + (T)(stddev * z_i), z_i standard normal (Box-Muller in double on the bits of
+ * counters offset + 2i and offset + 2i + 1); stddev finite and >= 0; y may be x. */
+int fnn_gaussian_noise_f32(int64_t n, double stddev, uint64_t seed, uint64_t offset, const float *x, float *y,
+                           int n_threads);
+int fnn_gaussian_noise_f64(int64_t n, double stddev, uint64_t seed, uint64_t offset, const double *x, double *y,
+                           int n_threads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,17 +1,7 @@
 /* Inverted dropout: float and double from dropout_tmpl.h. */
 #include "../core/internal.h"
+#include "../core/rng.h"   /* fnn_mix64, fnn_mix32 */
 
-/* splitmix64's finaliser: a bijective 64-bit mix, used once per call to derive two 32-bit keys
- * from the seed. */
-static inline uint64_t fnn_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-/* A 32-bit bijective mixer (Wellons' "lowbias32"); two rounds over the 64-bit counter give the
- * per-element bits. 32-bit multiplies vectorise on every x86 level (64-bit ones do not below
- * AVX-512), and a CUDA kernel reproduces them exactly. */
 /* The hashing loop is also compiled for AVX-512 (a function attribute, so the file stays
  * portable), picked by fnn_arch_get() (so FASTNN_ARCH still applies); the helpers it calls are
  * forced inline so that they are compiled for the caller's instruction set. */
@@ -23,14 +13,6 @@ static inline uint64_t fnn_mix64(uint64_t z) {
 #define FNN_DROPOUT_X86 0
 #define FNN_DROPOUT_INLINE static inline
 #endif
-
-FNN_DROPOUT_INLINE uint32_t fnn_mix32(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352dU;
-    x ^= x >> 15;
-    x *= 0x846ca68bU;
-    return x ^ (x >> 16);
-}
 
 /* The top 24 bits of the hash form u in [0, 2^24); drop when u < rate * 2^24. 24 bits is what
  * a float holds exactly, so a float32 kernel elsewhere can reproduce the test. */

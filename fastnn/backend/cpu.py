@@ -229,3 +229,20 @@ def embedding_bwd(idx, dy, dw):
     their indices in index order (bit-identical for any thread count)."""
     _core.embedding_bwd(idx.reshape(-1), dy.reshape(idx.size, dw.shape[1]), dw, get_num_threads())
     return dw
+
+
+# ---- data augmentation (x, out: (N, C, H, W) for flips and shifts, any shape for noise) -------
+
+def random_flip(x, flags, seed, offset, out):
+    _core.random_flip(x, out, flags, seed, offset, get_num_threads())
+    return out
+
+
+def random_translate(x, max_h, max_w, seed, offset, adjoint, fill, out):
+    _core.random_translate(x, out, max_h, max_w, seed, offset, adjoint, fill, get_num_threads())
+    return out
+
+
+def gaussian_noise(x, stddev, seed, offset, out):
+    _core.gaussian_noise(x.reshape(-1), out.reshape(-1), stddev, seed, offset, get_num_threads())
+    return out

@@ -519,3 +519,30 @@ def embedding_bwd(idx, dy, dw):
     _launch("embedding_starts", np.float32, v + 1, _i(n), _i(v), keys, starts)
     _launch("embedding_bwd", dw.dtype, v * d, _i(n), _i(v), _i(d), keys, starts, dy, dw)
     return dw
+
+
+# ---- data augmentation: the decisions of csrc/ref/augment.c bit for bit ----------------------
+
+def _keys(seed):
+    key = _mix64(int(seed))
+    return np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
+
+
+def random_flip(x, flags, seed, offset, out):
+    n, c, h, w = x.shape
+    _launch("random_flip", x.dtype, x.size, _i(n), _i(c), _i(h), _i(w), np.int32(flags), *_keys(seed),
+            np.uint64(offset), x, out)
+    return out
+
+
+def random_translate(x, max_h, max_w, seed, offset, adjoint, fill, out):
+    n, c, h, w = x.shape
+    _launch("random_translate", x.dtype, x.size, _i(n), _i(c), _i(h), _i(w), _i(max_h), _i(max_w), *_keys(seed),
+            np.uint64(offset), np.int32(bool(adjoint)), _t(x, 0.0 if adjoint else fill), x, out)
+    return out
+
+
+def gaussian_noise(x, stddev, seed, offset, out):
+    _launch("gaussian_noise", x.dtype, x.size, _i(x.size), np.float64(stddev), *_keys(seed), np.uint64(offset),
+            x, out)
+    return out

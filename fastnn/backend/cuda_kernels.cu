@@ -871,3 +871,89 @@ extern "C" __global__ void embedding_bwd_f64(long long n, long long v, long long
                                              const long long *starts, const double *dy, double *dw) {
     embedding_bwd<double>(n, v, d, keys, starts, dy, dw);
 }
+
+// ---- data augmentation: the counters and decisions of csrc/ref/augment.c, bit for bit -----------
+// (the hash of fnn_mix32 above on counter c: fnn_mix32(fnn_mix32(lo32(c) ^ k0) ^ hi32(c) ^ k1))
+
+__device__ unsigned int fnn_rng_bits(unsigned int k0, unsigned int k1, unsigned long long c) {
+    return fnn_mix32(fnn_mix32((unsigned int)c ^ k0) ^ (unsigned int)(c >> 32) ^ k1);
+}
+
+// y[s, ch, i, j] = x[s, ch, fh ? h-1-i : i, fw ? w-1-j : j]; fw, fh: bits 31, 30 of sample s's hash.
+template <typename T>
+__device__ void random_flip(long long n, long long c, long long h, long long w, int flags, unsigned int k0,
+                            unsigned int k1, unsigned long long offset, const T *x, T *y) {
+    FNN_LOOP(e, n * c * h * w) {
+        long long j = e % w, r = e / w, i = r % h, s = r / (c * h);
+        unsigned int bits = fnn_rng_bits(k0, k1, offset + (unsigned long long)s);
+        bool fw = (flags & 1) && (bits >> 31), fh = (flags & 2) && ((bits >> 30) & 1u);
+        y[e] = x[(r - i + (fh ? h - 1 - i : i)) * w + (fw ? w - 1 - j : j)];
+    }
+}
+extern "C" __global__ void random_flip_f32(long long n, long long c, long long h, long long w, int flags,
+                                           unsigned int k0, unsigned int k1, unsigned long long offset,
+                                           const float *x, float *y) {
+    random_flip<float>(n, c, h, w, flags, k0, k1, offset, x, y);
+}
+extern "C" __global__ void random_flip_f64(long long n, long long c, long long h, long long w, int flags,
+                                           unsigned int k0, unsigned int k1, unsigned long long offset,
+                                           const double *x, double *y) {
+    random_flip<double>(n, c, h, w, flags, k0, k1, offset, x, y);
+}
+
+__device__ long long fnn_shift_of(unsigned int b, long long m) {
+    return (long long)(((unsigned long long)b * (unsigned long long)(2 * m + 1)) >> 32) - m;
+}
+
+// y[i, j] = x[i - sy, j - sx] (fill outside); adjoint: x[i + sy, j + sx] (fill passed as 0).
+template <typename T>
+__device__ void random_translate(long long n, long long c, long long h, long long w, long long max_h,
+                                 long long max_w, unsigned int k0, unsigned int k1, unsigned long long offset,
+                                 int adjoint, T fill, const T *x, T *y) {
+    FNN_LOOP(e, n * c * h * w) {
+        long long j = e % w, r = e / w, i = r % h, s = r / (c * h);
+        unsigned long long ctr = offset + 2ULL * (unsigned long long)s;
+        long long sy = fnn_shift_of(fnn_rng_bits(k0, k1, ctr), max_h);
+        long long sx = fnn_shift_of(fnn_rng_bits(k0, k1, ctr + 1ULL), max_w);
+        if (adjoint) {
+            sy = -sy;
+            sx = -sx;
+        }
+        long long si = i - sy, sj = j - sx;
+        y[e] = (si >= 0 && si < h && sj >= 0 && sj < w) ? x[(r - i + si) * w + sj] : fill;
+    }
+}
+extern "C" __global__ void random_translate_f32(long long n, long long c, long long h, long long w, long long max_h,
+                                                long long max_w, unsigned int k0, unsigned int k1,
+                                                unsigned long long offset, int adjoint, float fill, const float *x,
+                                                float *y) {
+    random_translate<float>(n, c, h, w, max_h, max_w, k0, k1, offset, adjoint, fill, x, y);
+}
+extern "C" __global__ void random_translate_f64(long long n, long long c, long long h, long long w, long long max_h,
+                                                long long max_w, unsigned int k0, unsigned int k1,
+                                                unsigned long long offset, int adjoint, double fill,
+                                                const double *x, double *y) {
+    random_translate<double>(n, c, h, w, max_h, max_w, k0, k1, offset, adjoint, fill, x, y);
+}
+
+// y[i] = x[i] + (T)(stddev * z), z from Box-Muller in double on counters offset + 2i, offset + 2i + 1.
+template <typename T>
+__device__ void gaussian_noise(long long n, double stddev, unsigned int k0, unsigned int k1,
+                               unsigned long long offset, const T *x, T *y) {
+    FNN_LOOP(i, n) {
+        unsigned long long ctr = offset + 2ULL * (unsigned long long)i;
+        unsigned int a = fnn_rng_bits(k0, k1, ctr), b = fnn_rng_bits(k0, k1, ctr + 1ULL);
+        double u1 = (double)((a >> 8) + 1u) * (1.0 / 16777216.0);
+        double u2 = (double)(b >> 8) * (1.0 / 16777216.0);
+        double z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        y[i] = x[i] + (T)(stddev * z);
+    }
+}
+extern "C" __global__ void gaussian_noise_f32(long long n, double stddev, unsigned int k0, unsigned int k1,
+                                              unsigned long long offset, const float *x, float *y) {
+    gaussian_noise<float>(n, stddev, k0, k1, offset, x, y);
+}
+extern "C" __global__ void gaussian_noise_f64(long long n, double stddev, unsigned int k0, unsigned int k1,
+                                              unsigned long long offset, const double *x, double *y) {
+    gaussian_noise<double>(n, stddev, k0, k1, offset, x, y);
+}

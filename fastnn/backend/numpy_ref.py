@@ -431,3 +431,90 @@ def embedding_bwd(idx, dy, dw):
     # np.add.at adds unbuffered, in index order: repeated indices sum as the C kernel does
     np.add.at(dw, idx.reshape(-1), dy.reshape(idx.size, dw.shape[1]))
     return dw
+
+
+# ---- data augmentation: the counters and formulas of csrc/ref/augment.c ----------------------
+
+FLIP_HORIZONTAL, FLIP_VERTICAL = 1, 2
+
+
+def _random_bits(seed, counters):
+    """The 32 counter-hash bits of each uint64 counter: mix32(mix32(lo32(c) ^ k0) ^ hi32(c) ^ k1),
+    (k0, k1) the halves of mix64(seed) (the hash dropout_mask uses)."""
+    key = _mix64(int(seed))
+    k0, k1 = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
+    c = np.asarray(counters, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = _mix32((c & np.uint64(0xFFFFFFFF)).astype(np.uint32) ^ k0)
+        return _mix32(h ^ (c >> np.uint64(32)).astype(np.uint32) ^ k1)
+
+
+def _counters(n, offset, stride=1, plus=0):
+    """offset + stride * i + plus for i < n, modulo 2^64."""
+    with np.errstate(over="ignore"):
+        return np.arange(n, dtype=np.uint64) * np.uint64(stride) + np.uint64(offset) + np.uint64(plus)
+
+
+def _flip_decisions(n, flags, seed, offset):
+    """(flip width, flip height) booleans of each of n samples: bits 31 and 30 of sample s's
+    hash at counter offset + s, each kept only when flags ask for that axis."""
+    bits = _random_bits(seed, _counters(n, offset))
+    fw = ((bits >> np.uint32(31)) & np.uint32(1)).astype(bool) & bool(flags & FLIP_HORIZONTAL)
+    fh = ((bits >> np.uint32(30)) & np.uint32(1)).astype(bool) & bool(flags & FLIP_VERTICAL)
+    return fw, fh
+
+
+def random_flip(x, flags, seed, offset, out):
+    fw, fh = _flip_decisions(x.shape[0], flags, seed, offset)
+    for s in range(x.shape[0]):
+        img = x[s]
+        if fh[s]:
+            img = img[:, ::-1, :]
+        if fw[s]:
+            img = img[:, :, ::-1]
+        out[s] = img
+    return out
+
+
+def _translate_shifts(n, max_h, max_w, seed, offset):
+    """(sy, sx) of each of n samples: floor(bits * (2m + 1) / 2^32) - m with the bits of counters
+    offset + 2s (height) and offset + 2s + 1 (width)."""
+    def shift(bits, m):
+        return ((bits.astype(np.uint64) * np.uint64(2 * m + 1)) >> np.uint64(32)).astype(np.int64) - m
+    sy = shift(_random_bits(seed, _counters(n, offset, 2)), max_h)
+    sx = shift(_random_bits(seed, _counters(n, offset, 2, 1)), max_w)
+    return sy, sx
+
+
+def random_translate(x, max_h, max_w, seed, offset, adjoint, fill, out):
+    """out[s, :, i, j] = x[s, :, i - sy, j - sx] (fill outside); adjoint: x[s, :, i + sy, j + sx]
+    (0 outside)."""
+    n, _, h, w = x.shape
+    sy, sx = _translate_shifts(n, max_h, max_w, seed, offset)
+    if adjoint:
+        sy, sx, fill = -sy, -sx, 0.0
+    out[...] = fill
+    for s in range(n):
+        dy, dx = int(sy[s]), int(sx[s])
+        # destination rows/columns whose source lies inside the image
+        i0, i1, j0, j1 = max(dy, 0), min(h + dy, h), max(dx, 0), min(w + dx, w)
+        if i0 < i1 and j0 < j1:
+            out[s, :, i0:i1, j0:j1] = x[s, :, i0 - dy:i1 - dy, j0 - dx:j1 - dx]
+    return out
+
+
+def _normal_noise(n, seed, offset):
+    """Standard normal values (float64) of gaussian_noise: Box-Muller's cosine branch on
+    u1 = ((a >> 8) + 1) / 2^24 and u2 = (b >> 8) / 2^24, a and b the bits of counters
+    offset + 2i and offset + 2i + 1."""
+    a = _random_bits(seed, _counters(n, offset, 2))
+    b = _random_bits(seed, _counters(n, offset, 2, 1))
+    u1 = ((a >> np.uint32(8)).astype(np.float64) + 1.0) * (1.0 / 16777216.0)
+    u2 = (b >> np.uint32(8)).astype(np.float64) * (1.0 / 16777216.0)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(6.283185307179586 * u2)
+
+
+def gaussian_noise(x, stddev, seed, offset, out):
+    noise = (stddev * _normal_noise(x.size, seed, offset)).astype(x.dtype).reshape(x.shape)
+    out[...] = x + noise
+    return out

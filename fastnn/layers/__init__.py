@@ -27,3 +27,8 @@ from .embedding import Embedding  # noqa: E402
 
 REGISTRY[Embedding.__name__] = Embedding
 __all__ += ["Embedding"]
+
+from .augmentation import GaussianNoise, RandomFlip, RandomTranslation  # noqa: E402
+
+REGISTRY.update({cls.__name__: cls for cls in (RandomFlip, RandomTranslation, GaussianNoise)})
+__all__ += ["RandomFlip", "RandomTranslation", "GaussianNoise"]
