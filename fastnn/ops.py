@@ -103,7 +103,8 @@ def _unary(x, out, where, code):
     # In place is fine (each element is read before it is written); an out that overlaps x at
     # an offset is not: elements would be overwritten before they are read.
     in_place = _same_memory(out, x)
-    if out.flags.c_contiguous and (in_place or not be.may_share_memory(out, x)):
+    aligned = be is not backend.cpu or out.flags.aligned     # a misaligned out goes through a temporary
+    if out.flags.c_contiguous and aligned and (in_place or not be.may_share_memory(out, x)):
         be.act_fwd(code, x, out)
     else:
         tmp = be.empty(x.shape, dtype=x.dtype)

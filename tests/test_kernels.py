@@ -563,3 +563,23 @@ def test_exp_of_nan_is_nan_without_undefined_conversion(arch):
     y = fnn.ops.softmax(x)
     assert np.isnan(y[0]).all() and np.isnan(y[2]).all()
     np.testing.assert_allclose(y[1], np.exp([0, 1, 2]) / np.exp([0, 1, 2]).sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", [fnn.ops.relu, fnn.ops.sigmoid, fnn.ops.tanh, fnn.ops.softmax])
+def test_misaligned_arrays_are_copied_not_passed_to_the_kernels(op):
+    """A float array at an odd byte offset (legal in NumPy) is never handed to C as is: the kernels'
+    element loads and stores are only defined for aligned addresses (found by the sanitizer run)."""
+    buf_in = np.zeros(4 * 7 + 1, np.uint8)
+    x = buf_in[1:].view(np.float32).reshape(1, 7)
+    x[...] = np.linspace(-2, 2, 7, dtype=np.float32)
+    buf_out = np.zeros(4 * 7 + 1, np.uint8)
+    out = buf_out[1:].view(np.float32).reshape(1, 7)
+    assert not x.flags.aligned and not out.flags.aligned
+    want = op(np.array(x))
+    np.testing.assert_array_equal(op(x), want)
+    assert op(x, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    a = buf_in[1:].view(np.float32).reshape(7, 1)
+    np.testing.assert_allclose(fnn.ops.matmul(a, a, trans_b=True), np.array(a) @ np.array(a).T, rtol=1e-6)
+    with pytest.raises(ValueError, match="aligned"):
+        _core.gemm(a, np.ones((1, 2), np.float32), np.zeros((7, 2), np.float32))
