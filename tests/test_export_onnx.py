@@ -11,9 +11,16 @@ from fastnn import layers as L
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
 from fastnn import onnx as fonnx  # noqa: E402  (after the skips: needs the onnx package)
 
 RTOL, ATOL = 1e-5, 1e-6
+# onnxruntime's CPU LSTM/GRU/RNN kernels evaluate sigmoid and tanh with fast approximations: on a
+# 30-step LSTM their float32 output is ~4e-5 from a float64 reference where fastnn's is ~5e-6. So
+# graphs with recurrent nodes get this absolute tolerance in onnxruntime, and are held to RTOL/ATOL
+# through onnx's reference evaluator (exact numpy semantics of every op), as all graphs are.
+ORT_RECURRENT_ATOL = 2e-4
 
 
 def _randomize(model, rng):
@@ -48,12 +55,17 @@ def _check(model, tmp_path, rng, batches=(1, 7)):
     proto, sess = _session(model, tmp_path)
     assert [i.name for i in sess.get_inputs()] == ["input"]
     assert sess.get_inputs()[0].shape[0] == "batch"
+    recurrent = any(node.op_type in ("LSTM", "GRU", "RNN") for node in proto.graph.node)
+    reference = ReferenceEvaluator(proto)
     for n in batches:
         x = _inputs(model, n, rng)
-        got = sess.run(None, {"input": x})[0]
         want = model.predict(x)
+        got = sess.run(None, {"input": x})[0]
         assert got.shape == want.shape and got.dtype == want.dtype
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ORT_RECURRENT_ATOL if recurrent else ATOL)
+        exact = reference.run(None, {"input": x})[0]
+        assert exact.shape == want.shape and exact.dtype == want.dtype
+        np.testing.assert_allclose(exact, want, rtol=RTOL, atol=ATOL)
     return proto
 
 
