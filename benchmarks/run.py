@@ -166,5 +166,10 @@ import bench_embedding  # noqa: E402
 WORKLOADS["emb64"] = bench_embedding.bench_emb64
 GPU_WORKLOADS += ("emb64",)
 
+# scikit-learn estimators: NeuralNetClassifier vs MLPClassifier on digits (benchmarks/bench_sklearn.py)
+import bench_sklearn  # noqa: E402
+
+WORKLOADS["sklearn-digits"] = bench_sklearn.bench_sklearn_digits
+
 if __name__ == "__main__":
     main()

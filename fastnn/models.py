@@ -610,3 +610,12 @@ class Sequential:
         """Save architecture, weights and optimizer state to one file (see ``fnn.load_model``)."""
         from .io import save_model
         save_model(self, path)
+
+    def export(self, path, format="onnx") -> None:
+        """Write the built model for other runtimes: ``format="onnx"`` (needs ``pip install
+        "fastnn[onnx]"``) gives an ONNX graph (opset 17) with one input ``"input"`` of shape
+        ``(batch, *input_shape)``, the batch axis dynamic; see ``fastnn.onnx``."""
+        if format != "onnx":
+            raise ValueError(f"{self.name}.export: expected format 'onnx', got {format!r}")
+        from .onnx import export_onnx
+        export_onnx(self, path)
