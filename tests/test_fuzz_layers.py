@@ -202,12 +202,16 @@ def test_sequential_bad_inputs_raise_cleanly(kind, dtype, method, x_bad, y_bad, 
     n = 6
     x = rng.standard_normal((n, 5))
     y = _labels(kind, n, rng)
+    # "nan"/"inf": values above 1 and always the first one (a draw may have none above 1)
     x = {None: lambda: x, "rank": lambda: x[:, :, None], "features": lambda: x[:, :4], "nan": lambda: np.where(
-        x > 1, np.nan, x), "inf": lambda: np.where(x > 1, np.inf, x), "int": lambda: x.astype(np.int64),
+        (x > 1) | (np.arange(x.size) == 0).reshape(x.shape), np.nan, x),
+         "inf": lambda: np.where((x > 1) | (np.arange(x.size) == 0).reshape(x.shape), np.inf, x),
+         "int": lambda: x.astype(np.int64),
          "complex": lambda: x.astype(complex), "object": lambda: x.astype(object), "empty": lambda: x[:0],
          "str": lambda: "x"}[x_bad]()
     y = {None: lambda: y, "n": lambda: y[:-1], "range": lambda: y * 0 + 7, "negative": lambda: y * 0 - 1,
-         "float-labels": lambda: y + 0.5, "nan": lambda: np.where(rng.random(y.shape) < 0.5, np.nan, y),
+         "float-labels": lambda: y + 0.5,
+         "nan": lambda: np.where((rng.random(y.shape) < 0.5) | (np.arange(y.size) == 0).reshape(y.shape), np.nan, y),
          "rank": lambda: y[..., None, None], "object": lambda: y.astype(object), "complex": lambda: y.astype(complex),
          "str": lambda: np.array(["a"] * len(y)), "huge": lambda: y * 0 + 2**62, "bool": lambda: y > 0}[y_bad]()
     call = {"fit": lambda: model.fit(x, y, batch_size=4, epochs=1, verbose=0),
