@@ -12,7 +12,7 @@ from . import callbacks as cbks
 from ._inference import plan_for
 from ._progress import ProgressBar
 from ._validate import NotBuiltError, as_array, check_finite, check_shape, fail, positive_int, real
-from .layers.base import Layer, weights_changed
+from .layers.base import Layer
 
 # Serialises lazy builds: threads that call predict on an unbuilt model at once must not each
 # build (and randomly initialise) it. Module-level so models stay copyable; builds are rare.
@@ -325,7 +325,6 @@ class Sequential:
                 for j, reg in layer.regularized:
                     loss = loss + be.penalty(layer.params[j], layer.grads[j], reg.l1, reg.l2)
             self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
-        weights_changed()
         return loss, out, fused
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:

@@ -33,7 +33,6 @@ class Case:
     inputs: dict
     run: Callable
     exact: tuple = ()          # outputs compared bit for bit
-    gpu: bool = True           # whether the CUDA backend has the op in this form
 
 
 @dataclass
@@ -438,8 +437,6 @@ def run(families=None, seed: int = 0, threads: int = 2, include_gpu: bool = True
                     row = Row(fam, variant, dt.name)
                     t0 = time.perf_counter()
                     for case in cases[fam]:
-                        if be is not cpu and not case.gpu:
-                            continue
                         _config.set_num_threads(1)
                         want = _outputs(ref, case, np.float64)
                         try:

@@ -421,6 +421,18 @@ def test_fold_follows_fit_and_set_weights(dtype, rng):
     _close_to_unfolded(model, x[:2], dtype)
 
 
+def test_fold_follows_a_custom_training_loop(rng):
+    """Optimizer.apply_gradients (a custom loop over layer.params) updates weights in place too:
+    folded plans must see it (the optimizer, not Sequential, marks the weights changed)."""
+    model = fnn.Sequential(_cnn(momentum=0.5), input_shape=(1, 8, 8))
+    x = _data(rng)[0][:2].astype(np.float32)
+    first, _ = _close_to_unfolded(model, x, np.float32)
+    conv = model.layers[0]
+    fnn.optimizers.SGD(0.5).apply_gradients([(np.ones_like(p), p) for p in conv.params])
+    second, _ = _close_to_unfolded(model, x, np.float32)
+    assert not np.allclose(first, second)
+
+
 @pytest.mark.parametrize("center, scale", FLAGS)
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_fold_without_beta_gamma_or_bias(center, scale, use_bias, rng):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend as _backend
 from .._validate import fail, real
+from ..layers.base import weights_changed
 from . import schedules
 from .schedules import LearningRateSchedule
 
@@ -103,6 +104,7 @@ class Optimizer:
                 flat = np.ascontiguousarray(p).reshape(-1)
                 self._step(be, flat, g.reshape(-1), f"{i}/", lr)
                 p[...] = flat.reshape(p.shape)
+        weights_changed()     # every update in place, here or in step: folded inference plans refresh
 
     def step(self, be, param, grad, grad_views) -> None:
         """Clip ``grad_views`` (views into ``grad``), then update the flat ``param``."""
@@ -110,6 +112,7 @@ class Optimizer:
         lr = self.learning_rate      # the schedule at the step count before this step
         self.iterations += 1
         self._step(be, param, grad, "", lr)
+        weights_changed()
 
 
 class SGD(Optimizer):
