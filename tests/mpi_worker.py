@@ -170,6 +170,8 @@ def fail(out_path):
     class Boom(fnn.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if fd.rank() == 1 and batch == 3:
+                with open(out_path + ".raised", "w") as f:    # the test's proof that it got here
+                    f.write("raised")
                 raise RuntimeError("rank 1 fails on purpose")
     x, y = data(4000, (8,), 3, seed=1)
     model = build("sgd_momentum", 1)
