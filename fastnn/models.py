@@ -174,30 +174,42 @@ class Sequential:
 
     def _flatten_params(self) -> None:
         be = backend.get(self.device)
-        sizes = [p.size for layer in self.layers for p in layer.params]
-        padded = [(s + _ALIGN - 1) // _ALIGN * _ALIGN for s in sizes]
-        total = int(sum(padded))
+        total = self._flat_size()
         flat_p = be.zeros((total,), dtype=self.dtype)
-        # The gradients, then a tail that a data-parallel step fills with its loss and metric
-        # sums, so that one all-reduce of the buffer carries a step's whole communication.
-        flat_g_base = be.zeros((total + _ALIGN,), dtype=self.dtype)
-        flat_g = flat_g_base[:total]
-        offset, views = 0, []
+        offset = 0
         for layer in self.layers:
-            new_p, new_g = [], []
+            new_p = []
             for p in layer.params:
-                n = p.size
-                vp = flat_p[offset:offset + n].reshape(p.shape)
+                vp = flat_p[offset:offset + p.size].reshape(p.shape)
                 vp[...] = p
                 new_p.append(vp)
-                new_g.append(flat_g[offset:offset + n].reshape(p.shape))
-                offset += (n + _ALIGN - 1) // _ALIGN * _ALIGN
-            layer.params, layer.grads = new_p, new_g
-            views += new_g
-        self._flat_params, self._flat_grads, self._grad_views = flat_p, flat_g, views
-        self._flat_grads_base = flat_g_base
+                offset += (p.size + _ALIGN - 1) // _ALIGN * _ALIGN
+            layer.params = new_p
+        self._flat_params = flat_p
+        # The gradients, then a tail that a data-parallel step fills with its loss and metric
+        # sums, so that one all-reduce of the buffer carries a step's whole communication.
+        self._use_grad_buffer(be.zeros((total + _ALIGN,), dtype=self.dtype))
         if self.optimizer is not None:
             self.optimizer.state = {}
+
+    def _flat_size(self) -> int:
+        """Elements of the flat parameter buffer (each weight padded to _ALIGN)."""
+        return int(sum((p.size + _ALIGN - 1) // _ALIGN * _ALIGN for layer in self.layers for p in layer.params))
+
+    def _use_grad_buffer(self, base) -> None:
+        """Put every gradient in ``base`` (``_flat_size() + _ALIGN`` elements: the flat gradients,
+        then the tail), as views in the parameters' layout. Data-parallel training swaps in a
+        buffer in memory the processes of a machine share."""
+        total = self._flat_size()
+        flat_g, offset, views = base[:total], 0, []
+        for layer in self.layers:
+            new_g = []
+            for p in layer.params:
+                new_g.append(flat_g[offset:offset + p.size].reshape(p.shape))
+                offset += (p.size + _ALIGN - 1) // _ALIGN * _ALIGN
+            layer.grads = new_g
+            views += new_g
+        self._flat_grads_base, self._flat_grads, self._grad_views = base, flat_g, views
 
     def _check_built(self, where: str) -> None:
         if not self.built:
@@ -530,8 +542,9 @@ class Sequential:
                 self._fit_epochs(x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt)
                 return history
             try:
-                self._fit_epochs(x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt,
-                                 comm, sync_stop)
+                with comm.shared_gradients(self):
+                    self._fit_epochs(x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks,
+                                     interrupt, comm, sync_stop)
             except BaseException as exc:    # the others would wait in a collective forever
                 from . import distributed as _distributed
                 _distributed.fail(comm, exc)

@@ -32,32 +32,45 @@ def _mpiexec():
     return here if os.path.exists(here) else shutil.which("mpiexec")
 
 
+def _open_mpi() -> bool:
+    """Whether the launcher is Open MPI's (which refuses more processes than cores unless told)."""
+    try:
+        out = subprocess.run([_mpiexec(), "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "Open MPI" in out.stdout + out.stderr or "OpenRTE" in out.stdout + out.stderr
+
+
 needs_mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or _mpiexec() is None,
                                reason='needs mpi4py and an mpiexec (pip install "fastnn[mpi]")')
 
 
-def _launch(mode, folder, ranks=2, timeout=120):
+def _launch(mode, folder, ranks=2, timeout=120, allreduce="auto"):
     """Run the worker under mpiexec; (return code, seconds, output, result file path)."""
     out = os.path.join(str(folder), f"{mode}.json")
-    env = dict(os.environ)
+    env = dict(os.environ, FASTNN_ALLREDUCE=allreduce)
     # Open MPI refuses to start as root without these (containers, CI); MPICH ignores them.
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     env.pop("FASTNN_NUM_THREADS", None)
     env.pop("OMP_NUM_THREADS", None)
-    cmd = [_mpiexec(), "-n", str(ranks), sys.executable, WORKER, mode, out] if ranks else \
-        [sys.executable, WORKER, mode, out]
+    launcher = [_mpiexec(), "-n", str(ranks)] + (["--oversubscribe"] if ranks > 2 and _open_mpi() else [])
+    cmd = launcher + [sys.executable, WORKER, mode, out] if ranks else [sys.executable, WORKER, mode, out]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, time.perf_counter() - start, proc.stdout + proc.stderr, out
 
 
-@pytest.fixture(scope="module")
-def checks(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mpi_checks")
-    rc, _, output, out = _launch("checks", folder)
+@pytest.fixture(scope="module", params=["shared", "mpi"])
+def checks(request, tmp_path_factory):
+    """One launch of every case, with the gradients summed in shared memory or by MPI_Allreduce."""
+    folder = tmp_path_factory.mktemp(f"mpi_checks_{request.param}")
+    rc, _, output, out = _launch("checks", folder, allreduce=request.param)
     assert rc == 0, output
     with open(out) as f:
-        return json.load(f), output
+        results = json.load(f)
+    timings = results["timings"]
+    assert timings["shared_memory_steps"] == (timings["steps"] if request.param == "shared" else 0)
+    return results, output
 
 
 TOL = {"float64": 1e-9, "float32": 1e-5}
@@ -77,6 +90,20 @@ def test_two_ranks_train_as_one_process_at_twice_the_batch(checks, case):
     assert set(hist) == set(ref)
     for key in ref:     # losses and metrics (train and validation) of all ranks' samples
         np.testing.assert_allclose(hist[key], ref[key], rtol=tol * 10, atol=tol, err_msg=key)
+
+
+@needs_mpi
+def test_three_ranks_train_as_one_process_at_three_times_the_batch(tmp_path):
+    rc, _, output, out = _launch("three", tmp_path, ranks=3)
+    assert rc == 0, output
+    with open(out) as f:
+        results = json.load(f)
+    assert results["size"] == 3
+    for case, result in results["cases"].items():
+        assert result["weights_rel_diff"] < TOL[result["dtype"]], case
+        assert result["identical_across_ranks"], case
+        np.testing.assert_allclose(result["history"]["loss"], result["single_history"]["loss"], rtol=1e-8,
+                                   err_msg=case)
 
 
 @needs_mpi
