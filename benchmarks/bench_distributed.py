@@ -49,6 +49,33 @@ def mpi_env() -> dict:
     return env
 
 
+def busy_cores(interval: float = 0.3) -> float:
+    """Cores busy over the next ``interval`` seconds, from /proc/stat (0 where it is missing)."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]        # total, idle + iowait
+    try:
+        t0, i0 = sample()
+        time.sleep(interval)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
+def wait_for_quiet(limit: float, max_busy: float = 0.15) -> bool:
+    """Wait (up to ``limit`` seconds) until other processes keep less than ``max_busy`` of a core
+    busy: on a shared 2-core machine a compile on one core halves one rank, and the other waits for
+    it at every step. Returns whether it got quiet."""
+    deadline = time.monotonic() + limit
+    while busy_cores() > max_busy:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def worker(workload: str, seconds: float, blocks: int) -> None:
     import fastnn as fnn
     import fastnn.distributed as fd
@@ -96,9 +123,12 @@ def main(argv=None):
     parser.add_argument("--workloads", default="mlp128,cnn64")
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--repeats", type=int, default=5, help="launches per rank count (interleaved)")
-    parser.add_argument("--seconds", type=float, default=0.4, help="seconds per timed block")
-    parser.add_argument("--blocks", type=int, default=3, help="timed blocks per launch")
+    parser.add_argument("--seconds", type=float, default=0.3, help="seconds per timed block")
+    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per launch (median)")
     parser.add_argument("--json", help="append the rows to this file as JSON lines")
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="before each launch, wait up to this many seconds for the machine's other load "
+                             "to fall under 0.15 core (0: do not wait)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -112,13 +142,14 @@ def main(argv=None):
         runs = {r: [] for r in ranks}
         for _ in range(args.repeats):
             for r in ranks:
+                quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
                 out = subprocess.run([launcher, "-n", str(r), sys.executable, os.path.abspath(__file__),
                                       "--worker", workload, "--seconds", str(args.seconds), "--blocks",
                                       str(args.blocks)], env=env, capture_output=True, text=True, timeout=300)
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
                 if out.returncode != 0 or not lines:
                     raise SystemExit(f"bench_distributed: {workload} on {r} ranks failed:\n{out.stdout}\n{out.stderr}")
-                runs[r].append(json.loads(lines[-1]))
+                runs[r].append({**json.loads(lines[-1]), "quiet_before": quiet})
         base = statistics.median(run["samples_per_s"] for run in runs[ranks[0]])
         for r in ranks:
             sps = statistics.median(run["samples_per_s"] for run in runs[r])
@@ -128,10 +159,12 @@ def main(argv=None):
                    "all_samples_per_s": [round(run["samples_per_s"]) for run in runs[r]],
                    "speedup": round(speedup, 3), "efficiency": round(speedup / r, 3),
                    "allreduce_ms_per_step": round(ar, 3), "grad_bytes": runs[r][0]["grad_bytes"],
-                   "cpu": common.cpu_model()}
+                   "launches_started_quiet": sum(bool(run["quiet_before"]) for run in runs[r]),
+                   "allreduce": os.environ.get("FASTNN_ALLREDUCE", "auto"), "cpu": common.cpu_model()}
             print(f"{workload:8s} {r} rank(s) x 1 thread: {sps:10,.0f} samples/s  speed-up {speedup:5.2f} x  "
                   f"efficiency {speedup / r:5.1%}  all-reduce {ar:6.3f} ms/step  "
-                  f"(launches: {', '.join(f'{v:,.0f}' for v in row['all_samples_per_s'])})")
+                  f"(launches: {', '.join(f'{v:,.0f}' for v in row['all_samples_per_s'])}; "
+                  f"{row['launches_started_quiet']} started on a quiet machine)")
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
