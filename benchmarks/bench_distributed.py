@@ -88,6 +88,8 @@ def worker(workload: str, seconds: float, blocks: int) -> None:
         from bench_cnn import cnn_fastnn
         model, shape = cnn_fastnn(), (1, 28, 28)
     ranks, batch = fd.size(), BATCH[workload]
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
     n = batch * ranks * STEPS[workload]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n,) + shape).astype(np.float32)
@@ -105,7 +107,8 @@ def worker(workload: str, seconds: float, blocks: int) -> None:
             epoch()
             epochs += 1
             elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
+            # every rank must call fit the same number of times: rank 0's clock decides
+            if comm.bcast(elapsed >= seconds, root=0):
                 break
         after = fd.timings()
         rates.append(n * epochs / elapsed)
