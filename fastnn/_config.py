@@ -13,14 +13,22 @@ _state = {
     "rng": None,
     "seed": None,
     "serial_after_fork": False,   # see _after_fork_in_child
+    "explicit": False,            # set_num_threads was called
 }
 
 
-def _default_threads() -> int:
+def _env_threads() -> int | None:
     for var in ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").split(",")[0].strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
+    return None
+
+
+def _default_threads() -> int:
+    env = _env_threads()
+    if env is not None:
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -38,6 +46,14 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"set_num_threads: expected n >= 1, got {n}")
     _state["threads"] = 1 if _state["serial_after_fork"] else int(n)
+    _state["explicit"] = True
+
+
+def set_default_num_threads(n: int) -> None:
+    """The thread count to use unless the user chose one (set_num_threads, FASTNN_NUM_THREADS or
+    OMP_NUM_THREADS): data-parallel training shares the cores among the processes of a machine."""
+    if not _state["explicit"] and _env_threads() is None and not _state["serial_after_fork"]:
+        _state["threads"] = max(1, int(n))
 
 
 def get_num_threads() -> int:

@@ -169,6 +169,26 @@ cdef extern from "fastnn.h" nogil:
                               const double *dy, double *dx, double *dgamma, double *dbeta, int n_threads)
 
 cdef extern from "fastnn.h" nogil:
+    int fnn_batchnorm_sums_f32(int flags, int64_t outer, int64_t ch, int64_t inner, const float *x,
+                              const float *shift, const float *y, const float *dy, double *sums, int n_threads)
+    int fnn_batchnorm_fwd_apply_f32(int flags, int64_t outer, int64_t ch, int64_t inner, double count,
+                                   float momentum, float eps, const float *x, const float *gamma, const float *beta,
+                                   const float *shift, const double *sums, float *y, float *save_mean,
+                                   float *save_invstd, float *moving_mean, float *moving_var, int n_threads)
+    int fnn_batchnorm_bwd_apply_f32(int flags, int64_t outer, int64_t ch, int64_t inner, double count,
+                                   const float *x, const float *gamma, const float *mean, const float *invstd,
+                                   const float *y, const float *dy, const double *sums, float *dx, int n_threads)
+    int fnn_batchnorm_sums_f64(int flags, int64_t outer, int64_t ch, int64_t inner, const double *x,
+                              const double *shift, const double *y, const double *dy, double *sums, int n_threads)
+    int fnn_batchnorm_fwd_apply_f64(int flags, int64_t outer, int64_t ch, int64_t inner, double count,
+                                   double momentum, double eps, const double *x, const double *gamma, const double *beta,
+                                   const double *shift, const double *sums, double *y, double *save_mean,
+                                   double *save_invstd, double *moving_mean, double *moving_var, int n_threads)
+    int fnn_batchnorm_bwd_apply_f64(int flags, int64_t outer, int64_t ch, int64_t inner, double count,
+                                   const double *x, const double *gamma, const double *mean, const double *invstd,
+                                   const double *y, const double *dy, const double *sums, double *dx, int n_threads)
+
+cdef extern from "fastnn.h" nogil:
     int FNN_ERR_INDEX
     int fnn_embedding_fwd_f32(int64_t n, int64_t v, int64_t d, const int64_t *idx, const float *w, float *y,
                               int n_threads)

@@ -109,3 +109,137 @@ def batchnorm_bwd(const floating[:, :, ::1] x not None, const floating[::1] gamm
                                              <const double *>pm, <const double *>pi, <const double *>py,
                                              &dy[0, 0, 0], <double *>pdx, <double *>pdg, <double *>pdb, n_threads)
     _check(status)
+
+
+# The split training kernels of data-parallel training (fastnn.distributed): sums over this
+# process's part of the batch (which may be empty), added over processes by the caller, then the
+# apply phase with the totals. sums: float64 (2, ch).
+
+cdef inline double *_bn_sums_ptr(double[:, ::1] sums, Py_ssize_t ch) except NULL:
+    if sums is None or sums.shape[0] != 2 or sums.shape[1] != ch:
+        raise ValueError(f"batchnorm sums: expected a float64 array of shape (2, {ch})")
+    return &sums[0, 0]
+
+
+cdef inline const void *_bn_data(const floating[:, :, ::1] a):
+    """The data pointer of a (outer, ch, inner) view, NULL when it holds no values."""
+    return NULL if a is None or a.shape[0] == 0 else <const void *>&a[0, 0, 0]
+
+
+def batchnorm_sums(const floating[:, :, ::1] x not None, const floating[::1] shift not None,
+                   const floating[:, :, ::1] y, const floating[:, :, ::1] dy, double[:, ::1] sums not None,
+                   bint relu=False, int n_threads=1):
+    """Forward (dy None): sums = [sum (x - shift), sum (x - shift)^2] per channel; backward:
+    [sum dy, sum dy (x - shift)] with dy masked by y > 0 under relu."""
+    _no_capture("batchnorm_sums")
+    cdef Py_ssize_t ch = x.shape[1]
+    if ch < 1 or x.shape[2] < 1:
+        raise ValueError(f"batchnorm_sums: expected at least one channel and one value, got {tuple(x.shape)[:3]}")
+    if dy is not None:
+        _bn_sizes(x, dy, "batchnorm_sums dy")
+        if relu:
+            if y is None:
+                raise ValueError("batchnorm_sums: relu needs the forward's output y")
+            _bn_sizes(x, y, "batchnorm_sums y")
+    cdef const void *ps = _vec(shift, ch, "batchnorm shift")
+    cdef double *pout = _bn_sums_ptr(sums, ch)
+    cdef const void *px = _bn_data(x)
+    cdef const void *py = _bn_data(y) if relu and dy is not None else NULL
+    cdef const void *pdy = NULL
+    if dy is not None:
+        pdy = _bn_data(dy)
+        if pdy == NULL:     # an empty part: its sums are zero in either direction
+            pdy = ps
+    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
+    with nogil:
+        if floating is float:
+            status = c.fnn_batchnorm_sums_f32(flags, x.shape[0], ch, x.shape[2], <const float *>px,
+                                              <const float *>ps, <const float *>py, <const float *>pdy, pout,
+                                              n_threads)
+        else:
+            status = c.fnn_batchnorm_sums_f64(flags, x.shape[0], ch, x.shape[2], <const double *>px,
+                                              <const double *>ps, <const double *>py, <const double *>pdy, pout,
+                                              n_threads)
+    _check(status)
+
+
+def batchnorm_fwd_apply(const floating[:, :, ::1] x not None, const floating[::1] gamma, const floating[::1] beta,
+                        const floating[::1] shift not None, const double[:, ::1] sums not None, double count,
+                        floating[:, :, ::1] y not None, floating[::1] save_mean, floating[::1] save_invstd,
+                        floating[::1] moving_mean, floating[::1] moving_var, double momentum, double eps,
+                        bint relu=False, int n_threads=1):
+    """The training forward with the statistics of ``sums`` (batchnorm_sums added over every part
+    of the batch, ``count`` values per channel in all)."""
+    _no_capture("batchnorm_fwd_apply")
+    _bn_sizes(x, y, "batchnorm_fwd_apply")
+    cdef Py_ssize_t ch = x.shape[1]
+    if not count >= 1:
+        raise ValueError(f"batchnorm_fwd_apply: expected count >= 1, got {count}")
+    if not eps > 0 or not 0 <= momentum <= 1:
+        raise ValueError(f"batchnorm_fwd_apply: expected eps > 0 and 0 <= momentum <= 1, got {eps}, {momentum}")
+    if sums.shape[0] != 2 or sums.shape[1] != ch:
+        raise ValueError(f"batchnorm_fwd_apply: expected sums of shape (2, {ch}), got {tuple(sums.shape)[:2]}")
+    cdef const void *pg = _vec(gamma, ch, "batchnorm gamma")
+    cdef const void *pb = _vec(beta, ch, "batchnorm beta")
+    cdef const void *ps = _vec(shift, ch, "batchnorm shift")
+    cdef void *psm = <void *>_vec(save_mean, ch, "batchnorm saved mean")
+    cdef void *psi = <void *>_vec(save_invstd, ch, "batchnorm saved invstd")
+    cdef void *pmm = <void *>_vec(moving_mean, ch, "batchnorm moving mean")
+    cdef void *pmv = <void *>_vec(moving_var, ch, "batchnorm moving variance")
+    cdef const void *px = _bn_data(x)
+    cdef void *pyo = <void *>_bn_data(y)
+    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
+    with nogil:
+        if floating is float:
+            status = c.fnn_batchnorm_fwd_apply_f32(flags, x.shape[0], ch, x.shape[2], count, <float>momentum,
+                                                   <float>eps, <const float *>px, <const float *>pg,
+                                                   <const float *>pb, <const float *>ps, &sums[0, 0], <float *>pyo,
+                                                   <float *>psm, <float *>psi, <float *>pmm, <float *>pmv,
+                                                   n_threads)
+        else:
+            status = c.fnn_batchnorm_fwd_apply_f64(flags, x.shape[0], ch, x.shape[2], count, momentum, eps,
+                                                   <const double *>px, <const double *>pg, <const double *>pb,
+                                                   <const double *>ps, &sums[0, 0], <double *>pyo, <double *>psm,
+                                                   <double *>psi, <double *>pmm, <double *>pmv, n_threads)
+    _check(status)
+
+
+def batchnorm_bwd_apply(const floating[:, :, ::1] x not None, const floating[::1] gamma,
+                        const floating[::1] mean not None, const floating[::1] invstd not None,
+                        const floating[:, :, ::1] y, const floating[:, :, ::1] dy not None,
+                        const double[:, ::1] sums not None, double count, floating[:, :, ::1] dx not None,
+                        bint relu=False, int n_threads=1):
+    """dx of the training forward from the backward ``sums`` added over every part of the batch
+    (``count`` values per channel in all)."""
+    _no_capture("batchnorm_bwd_apply")
+    _bn_sizes(x, dy, "batchnorm_bwd_apply")
+    _bn_sizes(x, dx, "batchnorm_bwd_apply dx")
+    if relu:
+        if y is None:
+            raise ValueError("batchnorm_bwd_apply: relu needs the forward's output y")
+        _bn_sizes(x, y, "batchnorm_bwd_apply y")
+    cdef Py_ssize_t ch = x.shape[1]
+    if not count >= 1:
+        raise ValueError(f"batchnorm_bwd_apply: expected count >= 1, got {count}")
+    if sums.shape[0] != 2 or sums.shape[1] != ch:
+        raise ValueError(f"batchnorm_bwd_apply: expected sums of shape (2, {ch}), got {tuple(sums.shape)[:2]}")
+    cdef const void *pg = _vec(gamma, ch, "batchnorm gamma")
+    cdef const void *pm = _vec(mean, ch, "batchnorm saved mean")
+    cdef const void *pi = _vec(invstd, ch, "batchnorm saved invstd")
+    cdef const void *px = _bn_data(x)
+    cdef const void *pdy = _bn_data(dy)
+    cdef const void *py = _bn_data(y) if relu else NULL
+    cdef void *pdx = <void *>_bn_data(dx)
+    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
+    with nogil:
+        if floating is float:
+            status = c.fnn_batchnorm_bwd_apply_f32(flags, x.shape[0], ch, x.shape[2], count, <const float *>px,
+                                                   <const float *>pg, <const float *>pm, <const float *>pi,
+                                                   <const float *>py, <const float *>pdy, &sums[0, 0], <float *>pdx,
+                                                   n_threads)
+        else:
+            status = c.fnn_batchnorm_bwd_apply_f64(flags, x.shape[0], ch, x.shape[2], count, <const double *>px,
+                                                   <const double *>pg, <const double *>pm, <const double *>pi,
+                                                   <const double *>py, <const double *>pdy, &sums[0, 0],
+                                                   <double *>pdx, n_threads)
+    _check(status)

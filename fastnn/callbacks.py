@@ -42,6 +42,9 @@ class Callback:
     model = None
     params: dict = {}
 
+    #: whether the callback writes files: a data-parallel fit runs such callbacks on rank 0 only
+    writes_files = False
+
     def set_model(self, model) -> None:
         self.model = model
 
@@ -220,6 +223,8 @@ class ModelCheckpoint(_Monitor):
     >>> ck = fnn.callbacks.ModelCheckpoint("best.npz", monitor="val_accuracy", save_best_only=True)
     """
 
+    writes_files = True
+
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
         try:
             self.filepath = os.fspath(filepath)
@@ -339,6 +344,8 @@ class CSVLogger(Callback):
     """Write one CSV row per epoch: ``epoch`` (from 0), then the log keys in sorted order.
 
     With ``append=True`` an existing file gets more rows (and no second header)."""
+
+    writes_files = True
 
     def __init__(self, filename, separator=",", append=False):
         try:

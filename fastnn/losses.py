@@ -8,6 +8,8 @@ probability. ``from_logits=True`` says the model output already is logits.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import backend as _backend
@@ -37,11 +39,13 @@ class Loss:
         """Validate and convert targets for outputs of shape (N,) + out_shape."""
         raise NotImplementedError
 
-    def compute(self, be, out, y, grad=None, logits=False, w=None) -> float:
+    def compute(self, be, out, y, grad=None, logits=False, w=None, total=None) -> float:
         """Mean loss of outputs ``out`` (logits when ``logits``) against checked targets ``y``;
         fills ``grad`` with dL/d(out) when given. ``w`` (optional, ``(N,)`` of the output dtype):
         per-sample weights, the loss then being the mean over samples of ``w_i * loss_i``
-        (Keras 3), applied inside the fused kernels."""
+        (Keras 3), applied inside the fused kernels. ``total``: the samples the mean runs over
+        (default ``N``); data-parallel training passes the global batch's, so that this part's
+        loss and gradient are its share of the global mean (added over the processes)."""
         raise NotImplementedError
 
     def class_indices(self, y, out_shape: tuple, where: str):
@@ -97,17 +101,18 @@ class SparseCategoricalCrossentropy(Loss):
     def class_indices(self, y, out_shape, where):
         return y, int(out_shape[0])
 
-    def compute(self, be, out, y, grad=None, logits=False, w=None):
+    def compute(self, be, out, y, grad=None, logits=False, w=None, total=None):
         n = out.shape[0]
+        m = _mean_over(n, total)
         if logits or self.from_logits:
-            return be.softmax_xent(out, labels=y, grad=grad, scale=1.0 / max(n, 1), w=w)
+            return _share(be.softmax_xent(out, labels=y, grad=grad, scale=1.0 / m, w=w), n, total)
         p, y, wk = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y), _weights(be, w, n)
         rows = np.arange(n)
         if grad is not None:
             g = np.zeros(out.shape, dtype=out.dtype)
-            g[rows, y] = -wk / (p[rows, y] * n)
+            g[rows, y] = -wk / (p[rows, y] * m)
             grad[...] = be.asarray(g)
-        return float((-np.log(p[rows, y]) * wk).mean()) if n else 0.0
+        return float((-np.log(p[rows, y]) * wk).sum() / m) if n else 0.0
 
 
 class CategoricalCrossentropy(Loss):
@@ -127,14 +132,15 @@ class CategoricalCrossentropy(Loss):
     def class_indices(self, y, out_shape, where):
         return y.argmax(axis=1), int(out_shape[0])
 
-    def compute(self, be, out, y, grad=None, logits=False, w=None):
+    def compute(self, be, out, y, grad=None, logits=False, w=None, total=None):
         n = out.shape[0]
+        m = _mean_over(n, total)
         if logits or self.from_logits:
-            return be.softmax_xent(out, onehot=y, grad=grad, scale=1.0 / max(n, 1), w=w)
+            return _share(be.softmax_xent(out, onehot=y, grad=grad, scale=1.0 / m, w=w), n, total)
         p, y, wk = np.clip(be.to_numpy(out), _EPS[out.dtype], 1.0), be.to_numpy(y), _weights(be, w, n)
         if grad is not None:
-            grad[...] = be.asarray(-y / (p * n) * wk[:, None])
-        return float((-(y * np.log(p)).sum(axis=1) * wk).mean()) if n else 0.0
+            grad[...] = be.asarray(-y / (p * m) * wk[:, None])
+        return float((-(y * np.log(p)).sum(axis=1) * wk).sum() / m) if n else 0.0
 
 
 class BinaryCrossentropy(Loss):
@@ -161,15 +167,16 @@ class BinaryCrossentropy(Loss):
             fail(where, "0/1 targets", "targets other than 0 and 1")
         return labels.astype(np.int64), 2
 
-    def compute(self, be, out, y, grad=None, logits=False, w=None):
+    def compute(self, be, out, y, grad=None, logits=False, w=None, total=None):
+        m = _mean_over(out.shape[0], total) * math.prod(out.shape[1:])     # a mean over all elements
         if logits or self.from_logits:
-            return be.sigmoid_bce(out, y, grad=grad, scale=1.0 / max(out.size, 1), w=w)
+            return _share(be.sigmoid_bce(out, y, grad=grad, scale=1.0 / max(m, 1), w=w), out.shape[0], total)
         eps = _EPS[out.dtype]
         p, y = np.clip(be.to_numpy(out), eps, 1 - eps), be.to_numpy(y)
         wk = _weights(be, w, out.shape[0]).reshape((-1,) + (1,) * (out.ndim - 1))
         if grad is not None:
-            grad[...] = be.asarray((p - y) / (p * (1 - p) * max(out.size, 1)) * wk)
-        return float((-(y * np.log(p) + (1 - y) * np.log1p(-p)) * wk).mean()) if out.size else 0.0
+            grad[...] = be.asarray((p - y) / (p * (1 - p) * max(m, 1)) * wk)
+        return float((-(y * np.log(p) + (1 - y) * np.log1p(-p)) * wk).sum() / m) if out.size else 0.0
 
 
 class MeanSquaredError(Loss):
@@ -184,8 +191,20 @@ class MeanSquaredError(Loss):
             fail(where, "finite targets", "NaN or infinite values")
         return y
 
-    def compute(self, be, out, y, grad=None, logits=False, w=None):
-        return be.mse(out, y, grad=grad, scale=1.0 / max(out.size, 1), w=w)
+    def compute(self, be, out, y, grad=None, logits=False, w=None, total=None):
+        m = _mean_over(out.shape[0], total) * math.prod(out.shape[1:])
+        return _share(be.mse(out, y, grad=grad, scale=1.0 / max(m, 1), w=w), out.shape[0], total)
+
+
+def _mean_over(n: int, total) -> int:
+    """The sample count a batch mean divides by: the batch's own, or the global batch's."""
+    return max(n if total is None else int(total), 1)
+
+
+def _share(mean, n: int, total):
+    """A batch mean (the kernels' loss value) as this batch's share of the mean over ``total``
+    samples."""
+    return mean if total is None or int(total) == n else mean * (n / max(int(total), 1))
 
 
 def _weights(be, w, n):

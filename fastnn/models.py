@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import zlib
 
 import numpy as np
 
@@ -53,6 +54,35 @@ def training_plan(layers):
             layers[i]._fuse_relu = layers[i + 1]._applied_before = False
 
 
+class _Part:
+    """This process's part of a data-parallel global batch, as layers see it (``Layer._part``):
+    its first sample's position in the global batch, the global batch's sample count, and the
+    all-reduce of small per-layer sums (BatchNormalization's statistics)."""
+
+    __slots__ = ("offset", "total", "comm")
+
+    def __init__(self, offset: int, total: int, comm):
+        self.offset, self.total, self.comm = offset, total, comm
+
+    def allreduce(self, buf) -> None:
+        self.comm.allreduce(buf)
+
+
+@contextlib.contextmanager
+def _parts(layers, part):
+    """Give the layers their part of a data-parallel step (nothing to do outside one)."""
+    if part is None:
+        yield
+        return
+    for layer in layers:
+        layer._part = part
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._part = None
+
+
 class Sequential:
     """A linear stack of layers with a Keras-style training API.
 
@@ -98,6 +128,7 @@ class Sequential:
         self._shuffle_state = None
         self._flat_params = None
         self._flat_grads = None
+        self._flat_grads_base = None
         self._grad_views: list = []
         self._grad_bufs: dict = {}
         for layer in layers or []:
@@ -143,26 +174,42 @@ class Sequential:
 
     def _flatten_params(self) -> None:
         be = backend.get(self.device)
-        sizes = [p.size for layer in self.layers for p in layer.params]
-        padded = [(s + _ALIGN - 1) // _ALIGN * _ALIGN for s in sizes]
-        total = int(sum(padded))
+        total = self._flat_size()
         flat_p = be.zeros((total,), dtype=self.dtype)
-        flat_g = be.zeros((total,), dtype=self.dtype)
-        offset, views = 0, []
+        offset = 0
         for layer in self.layers:
-            new_p, new_g = [], []
+            new_p = []
             for p in layer.params:
-                n = p.size
-                vp = flat_p[offset:offset + n].reshape(p.shape)
+                vp = flat_p[offset:offset + p.size].reshape(p.shape)
                 vp[...] = p
                 new_p.append(vp)
-                new_g.append(flat_g[offset:offset + n].reshape(p.shape))
-                offset += (n + _ALIGN - 1) // _ALIGN * _ALIGN
-            layer.params, layer.grads = new_p, new_g
-            views += new_g
-        self._flat_params, self._flat_grads, self._grad_views = flat_p, flat_g, views
+                offset += (p.size + _ALIGN - 1) // _ALIGN * _ALIGN
+            layer.params = new_p
+        self._flat_params = flat_p
+        # The gradients, then a tail that a data-parallel step fills with its loss and metric
+        # sums, so that one all-reduce of the buffer carries a step's whole communication.
+        self._use_grad_buffer(be.zeros((total + _ALIGN,), dtype=self.dtype))
         if self.optimizer is not None:
             self.optimizer.state = {}
+
+    def _flat_size(self) -> int:
+        """Elements of the flat parameter buffer (each weight padded to _ALIGN)."""
+        return int(sum((p.size + _ALIGN - 1) // _ALIGN * _ALIGN for layer in self.layers for p in layer.params))
+
+    def _use_grad_buffer(self, base) -> None:
+        """Put every gradient in ``base`` (``_flat_size() + _ALIGN`` elements: the flat gradients,
+        then the tail), as views in the parameters' layout. Data-parallel training swaps in a
+        buffer in memory the processes of a machine share."""
+        total = self._flat_size()
+        flat_g, offset, views = base[:total], 0, []
+        for layer in self.layers:
+            new_g = []
+            for p in layer.params:
+                new_g.append(flat_g[offset:offset + p.size].reshape(p.shape))
+                offset += (p.size + _ALIGN - 1) // _ALIGN * _ALIGN
+            layer.grads = new_g
+            views += new_g
+        self._flat_grads_base, self._flat_grads, self._grad_views = base, flat_g, views
 
     def _check_built(self, where: str) -> None:
         if not self.built:
@@ -305,27 +352,47 @@ class Sequential:
             x = layer._forward(x, training, logits and i == last)
         return x
 
-    def _train_step(self, x, y, w=None):
+    def _train_step(self, x, y, w=None, part=None):
         """Forward, fused loss, backward and one optimizer update on a checked batch (w: per-sample
-        loss weights or None)."""
+        loss weights or None). ``part``: this process's part of a data-parallel global batch
+        (``_Part``), or None; then the returned loss and metric sums are the global batch's."""
         be = backend.get(self.device)
         fused = self._fused()
         layers = self.layers
-        with training_plan(layers):
-            out = self._forward(x, True, fused)
-            grad = self._grad_bufs.get(out.shape)
-            if grad is None:
-                grad = self._grad_bufs[out.shape] = be.empty(out.shape, dtype=self.dtype)
-            loss = self.loss.compute(be, out, y, grad, logits=fused, w=w)
-            first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
-            d = grad
-            for i in range(len(layers) - 1, first - 1, -1):
-                d = layers[i]._backward(d, i > first)
+        first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
+        out = metric_sums = None
+        with training_plan(layers), _parts(layers, part):
+            if part is not None and x.shape[0] == 0:
+                # An empty part (a short last global batch) still joins every collective.
+                for layer in layers:
+                    if hasattr(layer, "_skip"):
+                        layer._skip()
+                for i in range(len(layers) - 1, first - 1, -1):
+                    if hasattr(layers[i], "_skip_backward"):
+                        layers[i]._skip_backward(i > first)
+                self._flat_grads[...] = 0
+                loss, metric_sums = 0.0, dict.fromkeys(self.metrics, 0.0)
+            else:
+                out = self._forward(x, True, fused)
+                grad = self._grad_bufs.get(out.shape)
+                if grad is None:
+                    grad = self._grad_bufs[out.shape] = be.empty(out.shape, dtype=self.dtype)
+                loss = self.loss.compute(be, out, y, grad, logits=fused, w=w,
+                                         **({} if part is None else {"total": part.total}))
+                d = grad
+                for i in range(len(layers) - 1, first - 1, -1):
+                    d = layers[i]._backward(d, i > first)
+            if part is not None:
+                if metric_sums is None:
+                    metric_sums = self._metric_sums(out, y, fused)
+                sums = part.comm.allreduce_gradients(self._flat_grads_base, self._flat_grads.size,
+                                                     [loss, *metric_sums.values()])
+                loss, metric_sums = float(sums[0]), dict(zip(self.metrics, (float(v) for v in sums[1:])))
             for layer in layers:       # weight penalties: gradient and value in one kernel pass
                 for j, reg in layer.regularized:
                     loss = loss + be.penalty(layer.params[j], layer.grads[j], reg.l1, reg.l2)
             self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
-        return loss, out, fused
+        return loss, out, fused, metric_sums
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:
         """One optimizer step on the batch (x, y); returns the batch loss before the step
@@ -334,7 +401,7 @@ class Sequential:
         x, y = self._prepare_xy(x, y, "train_on_batch")
         w = self._sample_weights(y, sample_weight, class_weight, "train_on_batch")
         be = backend.get(self.device)
-        loss, _, _ = self._train_step(be.asarray(x), be.asarray(y), None if w is None else be.asarray(w))
+        loss, _, _, _ = self._train_step(be.asarray(x), be.asarray(y), None if w is None else be.asarray(w))
         return float(loss)
 
     def _sample_weights(self, y, sample_weight, class_weight, where: str):
@@ -392,7 +459,7 @@ class Sequential:
         return hit.reshape(out.shape[0], -1).mean(axis=1).sum()
 
     def fit(self, x, y, batch_size=32, epochs=1, validation_data=None, validation_split=0.0, shuffle=True,
-            verbose=1, callbacks=None, class_weight=None, sample_weight=None) -> cbks.History:
+            verbose=1, callbacks=None, class_weight=None, sample_weight=None, distributed=False) -> cbks.History:
         """Train for ``epochs`` passes over (x, y); returns the History.
 
         Each epoch reshuffles the samples (``shuffle=True``) in an order drawn from the model's own
@@ -404,8 +471,25 @@ class Sequential:
         given): the loss is the mean over the batch of weight x loss (Keras 3), computed in the
         fused loss kernels; metrics stay unweighted. Ctrl-C stops at the next batch boundary
         with a KeyboardInterrupt, leaving a model that ``fit`` can continue.
+
+        ``distributed=True`` trains data-parallel over the processes of an MPI job (launched with
+        ``mpiexec``; needs ``pip install "fastnn[mpi]"``), every process calling fit with the same
+        arrays: ``batch_size`` is per process, step k's global batch is the k-th block of
+        ``batch_size * size`` samples of the epoch's order (the same order everywhere) and
+        process r computes on its r-th share of it; the gradients are added over the processes
+        (one all-reduce of the flat gradient buffer) and divided by the global batch's sample
+        count, so the weights follow one process training at ``batch_size * size``. Losses and
+        metrics cover all processes' samples, the progress bar and the file-writing callbacks
+        (ModelCheckpoint, CSVLogger) run on rank 0 only, and an exception on any process aborts
+        the job. In a single process it is a plain fit. See ``fastnn.distributed``.
         """
         self._check_compiled("fit")
+        if not isinstance(distributed, bool):
+            fail(f"{self.name}.fit(distributed=...)", "a bool", repr(distributed), TypeError)
+        comm = None
+        if distributed:
+            from . import distributed as _distributed
+            comm = _distributed.world()
         batch_size = positive_int(batch_size, f"{self.name}.fit(batch_size=...)")
         epochs = positive_int(epochs, f"{self.name}.fit(epochs=...)", minimum=0)
         split = real(validation_split, f"{self.name}.fit(validation_split=...)", lo=0.0, hi=1.0, hi_open=True)
@@ -435,8 +519,16 @@ class Sequential:
             x, val = x[:-n_val], (x[-n_val:], y[-n_val:], wv)
             y, w = y[:-n_val], None if w is None else w[:-n_val]
 
+        # Any callback may stop training on something of its own process: with callbacks, every
+        # step asks all processes (rank 0 may have more callbacks than the others: decide first).
+        sync_stop = bool(callbacks)
+        if comm is not None:
+            self._distributed_start(comm, x, y, w, val, batch_size, epochs, shuffle, split)
+            if comm.rank != 0:
+                verbose = 0
+                callbacks = [cb for cb in callbacks if not getattr(cb, "writes_files", False)]
         history = cbks.History()
-        steps = -(-x.shape[0] // batch_size)
+        steps = -(-x.shape[0] // (batch_size * (comm.size if comm is not None else 1)))
         params = {"epochs": epochs, "steps": steps, "samples": x.shape[0], "batch_size": batch_size,
                   "verbose": verbose, "do_validation": val is not None,
                   "metrics": ["loss", *self.metrics] + ([f"val_{k}" for k in ("loss", *self.metrics)] if val else [])}
@@ -446,8 +538,29 @@ class Sequential:
         self.history = history
         self.stop_training = False
         with _interrupt.deferred() as interrupt:
-            self._fit_epochs(x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt)
+            if comm is None:
+                self._fit_epochs(x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt)
+                return history
+            try:
+                with comm.shared_gradients(self):
+                    self._fit_epochs(x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks,
+                                     interrupt, comm, sync_stop)
+            except BaseException as exc:    # the others would wait in a collective forever
+                from . import distributed as _distributed
+                _distributed.fail(comm, exc)
+        comm.check_replicas(self)
         return history
+
+    def _distributed_start(self, comm, x, y, w, val, batch_size, epochs, shuffle, split) -> None:
+        """Check that every process passed the same arguments and data shapes (a ValueError on
+        every process otherwise), then give every process rank 0's model state."""
+        def ends(a):        # a cheap fingerprint of the data: the first and last samples
+            a = np.ascontiguousarray(a[[0, -1]]) if a.shape[0] else a
+            return zlib.crc32(a.view(np.uint8).reshape(-1))
+        comm.same((x.shape, str(x.dtype), y.shape, batch_size, epochs, bool(shuffle), split, w is None,
+                   None if val is None else (val[0].shape, val[2] is None)), "arguments and data shapes")
+        comm.same((ends(x), ends(y)), "training data (first and last samples differ)")
+        comm.broadcast_model(self)
 
     def _epoch_order(self, n: int):
         """The next epoch's shuffle order (and one step of the model's shuffle stream)."""
@@ -457,12 +570,17 @@ class Sequential:
         self._shuffle_state[1] = epoch + 1
         return np.random.default_rng([seed, epoch]).permutation(n)
 
-    def _fit_epochs(self, x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt):
+    def _fit_epochs(self, x, y, w, val, batch_size, epochs, shuffle, verbose, history, callbacks, interrupt,
+                    comm=None, sync_stop=False):
         """fit's loop over checked data. ``interrupt.check()`` raises a deferred Ctrl-C only
-        between complete steps, so an interrupted model is always one a later fit can continue."""
+        between complete steps, so an interrupted model is always one a later fit can continue.
+        ``comm``: the communicator of a data-parallel fit (fastnn.distributed), or None;
+        ``sync_stop``: whether every step agrees on ``stop_training`` over the processes."""
         all_cbs = [history] + callbacks
         n = x.shape[0]
         be = backend.get(self.device)
+        ranks, rank = (comm.size, comm.rank) if comm is not None else (1, 0)
+        global_batch = batch_size * ranks
         # On a GPU the training set goes to the device once per fit and batches are gathered
         # there, unless it is large: then batches are gathered on the host and copied one by one.
         on_device = be.name != "cpu" and x.nbytes + y.nbytes <= DEVICE_DATA_MAX
@@ -489,8 +607,10 @@ class Sequential:
                 order_d = be.asarray(order)
                 xe, ye, order = x.take(order_d, axis=0), y.take(order_d, axis=0), None
                 we = None if w is None else w.take(order_d)
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
+            for batch, block in enumerate(range(0, n, global_batch)):
+                size = min(global_batch, n - block)
+                # this process's share of the global batch: [start, stop), the whole of it alone
+                start, stop = block + size * rank // ranks, block + size * (rank + 1) // ranks
                 if order is None:
                     xb, yb = xe[start:stop], ye[start:stop]
                     wb = None if we is None else we[start:stop]
@@ -501,28 +621,31 @@ class Sequential:
                     wb = None if w is None else np.take(w, idx, out=wb_full[:stop - start])
                 xb, yb = be.asarray(xb), be.asarray(yb)      # no copy when they are there already
                 wb = None if wb is None else be.asarray(wb)
-                batch = start // batch_size
                 for cb in callbacks:
-                    cb.on_train_batch_begin(batch, {"size": stop - start})
-                loss, out, fused = self._train_step(xb, yb, wb)
-                m = stop - start
-                loss_sum += loss * m
-                seen += m
-                for k, v in self._metric_sums(out, yb, fused).items():
+                    cb.on_train_batch_begin(batch, {"size": size})
+                part = None if comm is None else _Part(start - block, size, comm)
+                loss, out, fused, step_sums = self._train_step(xb, yb, wb, part)
+                loss_sum += loss * size
+                seen += size
+                if step_sums is None:
+                    step_sums = self._metric_sums(out, yb, fused)
+                for k, v in step_sums.items():
                     sums[k] += v
                 for cb in callbacks:
-                    cb.on_train_batch_end(batch, {"loss": loss, "size": m})
+                    cb.on_train_batch_end(batch, {"loss": loss, "size": size})
                 if bar is not None:
                     bar.update(seen, lambda s=seen, ls=loss_sum, ms=dict(sums): {
                         "loss": float(ls) / s, **{k: float(v) / s for k, v in ms.items()}})
                 interrupt.check()
+                if sync_stop and comm is not None:
+                    self.stop_training = comm.any(self.stop_training)
                 if self.stop_training:     # a callback (TerminateOnNaN) stops within the epoch
                     break
             # The losses and metric sums may be device scalars: read back here, once per epoch.
             logs = {"loss": float(loss_sum) / seen, **{k: float(v) / seen for k, v in sums.items()}}
             train_seconds = time.perf_counter() - t0
             if val is not None:
-                vlogs = self._evaluate_checked(val[0], val[1], 256, val[2])
+                vlogs = self._evaluate_checked(val[0], val[1], 256, val[2], comm)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             if bar is not None:
                 bar.finish(logs, train_seconds)
@@ -533,23 +656,32 @@ class Sequential:
             for cb in all_cbs:
                 cb.on_epoch_end(epoch, logs)
             interrupt.check()
+            if comm is not None:
+                self.stop_training = comm.any(self.stop_training)
             if self.stop_training:
                 break
         for cb in all_cbs:
             cb.on_train_end()
 
     # ---- inference ---------------------------------------------------------------------
-    def _evaluate_checked(self, x, y, batch_size: int, w=None) -> dict:
+    def _evaluate_checked(self, x, y, batch_size: int, w=None, comm=None) -> dict:
+        """Mean loss and metrics; with ``comm`` (a data-parallel fit's validation) each process
+        evaluates its share of the samples and the sums are added over the processes."""
         fused = self._fused()
         be = backend.get(self.device)
         loss_sum, sums, n = 0.0, dict.fromkeys(self.metrics, 0.0), x.shape[0]
-        for start in range(0, n, batch_size):
-            xb, yb = be.asarray(x[start:start + batch_size]), be.asarray(y[start:start + batch_size])
-            wb = None if w is None else be.asarray(w[start:start + batch_size])
+        lo, hi = (0, n) if comm is None else (n * comm.rank // comm.size, n * (comm.rank + 1) // comm.size)
+        for start in range(lo, hi, batch_size):
+            stop = min(start + batch_size, hi)
+            xb, yb = be.asarray(x[start:stop]), be.asarray(y[start:stop])
+            wb = None if w is None else be.asarray(w[start:stop])
             out = self._forward(xb, False, fused)
             loss_sum += self.loss.compute(be, out, yb, None, logits=fused, w=wb) * xb.shape[0]
             for k, v in self._metric_sums(out, yb, fused).items():
                 sums[k] += v
+        if comm is not None:
+            loss_sum, *rest = comm.sum([float(loss_sum), *(float(v) for v in sums.values())])
+            sums = dict(zip(self.metrics, rest))
         return {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in sums.items()}}
 
     def evaluate(self, x, y, batch_size=256, verbose=0, sample_weight=None) -> dict:

@@ -303,6 +303,33 @@ int fnn_batchnorm_bwd_f64(int flags, int64_t outer, int64_t ch, int64_t inner, c
                           const double *gamma, const double *mean, const double *invstd, const double *y,
                           const double *dy, double *dx, double *dgamma, double *dbeta, int n_threads);
 
+/* The training forward and backward split in two phases, for data-parallel training: each process
+ * computes per-channel sums over its part of the batch (outer may be 0), the sums are added over
+ * processes, and the apply phase uses the totals (count: the values per channel over all parts).
+ * Sums are doubles, sums[c] and sums[ch + c] for channel c.
+ * sums: forward (dy NULL) s = sum (x - shift), q = sum (x - shift)^2; backward (dy given, shift the
+ * saved mean) s = sum dy, q = sum dy (x - shift), dy masked by y > 0 with FNN_EPI_RELU.
+ * fwd_apply: mean = shift + s / count, var = q / count - (s / count)^2, then as fwd_train.
+ * bwd_apply: dx as fnn_batchnorm_bwd with dbeta = s, dgamma = q invstd and m = count. */
+int fnn_batchnorm_sums_f32(int flags, int64_t outer, int64_t ch, int64_t inner, const float *x, const float *shift,
+                          const float *y, const float *dy, double *sums, int n_threads);
+int fnn_batchnorm_fwd_apply_f32(int flags, int64_t outer, int64_t ch, int64_t inner, double count, float momentum,
+                               float eps, const float *x, const float *gamma, const float *beta, const float *shift,
+                               const double *sums, float *y, float *save_mean, float *save_invstd, float *moving_mean,
+                               float *moving_var, int n_threads);
+int fnn_batchnorm_bwd_apply_f32(int flags, int64_t outer, int64_t ch, int64_t inner, double count, const float *x,
+                               const float *gamma, const float *mean, const float *invstd, const float *y, const float *dy,
+                               const double *sums, float *dx, int n_threads);
+int fnn_batchnorm_sums_f64(int flags, int64_t outer, int64_t ch, int64_t inner, const double *x, const double *shift,
+                          const double *y, const double *dy, double *sums, int n_threads);
+int fnn_batchnorm_fwd_apply_f64(int flags, int64_t outer, int64_t ch, int64_t inner, double count, double momentum,
+                               double eps, const double *x, const double *gamma, const double *beta, const double *shift,
+                               const double *sums, double *y, double *save_mean, double *save_invstd, double *moving_mean,
+                               double *moving_var, int n_threads);
+int fnn_batchnorm_bwd_apply_f64(int flags, int64_t outer, int64_t ch, int64_t inner, double count, const double *x,
+                               const double *gamma, const double *mean, const double *invstd, const double *y, const double *dy,
+                               const double *sums, double *dx, int n_threads);
+
 /* ---- embedding -------------------------------------------------------------------------
  * n indices idx (int64) into a table w of v rows of d values (row-major (v, d)).
  * Every index must lie in [0, v): otherwise FNN_ERR_INDEX, returned before anything is read

@@ -109,16 +109,12 @@ FNN_BN_INLINE void FNN_(bn_apply)(int64_t outer, int64_t ch, int64_t inner, int6
     }
 }
 
-FNN_BN_INLINE void FNN_(bn_train_unit)(int relu, int64_t u, int64_t outer, int64_t ch, int64_t inner, FNN_T momentum,
-                                       FNN_T eps, const FNN_T *x, const FNN_T *gamma, const FNN_T *beta, FNN_T *y,
-                                       FNN_T *save_mean, FNN_T *save_invstd, FNN_T *moving_mean, FNN_T *moving_var) {
-    int64_t c0, cb;
-    FNN_(bn_unit)(u, ch, inner, &c0, &cb);
-    double s[FNN_BN_LANES], q[FNN_BN_LANES];
-    FNN_T k[FNN_BN_LANES] = {0}, a[FNN_BN_LANES], b[FNN_BN_LANES], zero[FNN_BN_LANES] = {0};
-    for (int64_t l = 0; l < cb; l++) k[l] = x[(c0 + l) * inner];
-    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, k, x, NULL, k, s, q);
-    const double m = (double)(outer * inner);
+/* Per-channel statistics of channels c0 + l from the sums s, q around the shift k over m values:
+ * saves mean and invstd, updates the moving ones, and gives the affine map y = a x + b. */
+FNN_BN_INLINE void FNN_(bn_fwd_finish)(int64_t c0, int64_t cb, double m, FNN_T momentum, FNN_T eps, const FNN_T *k,
+                                       const double *s, const double *q, const FNN_T *gamma, const FNN_T *beta,
+                                       FNN_T *save_mean, FNN_T *save_invstd, FNN_T *moving_mean, FNN_T *moving_var,
+                                       FNN_T *a, FNN_T *b) {
     for (int64_t l = 0; l < cb; l++) {
         const int64_t c = c0 + l;
         const double dm = s[l] / m;
@@ -133,6 +129,47 @@ FNN_BN_INLINE void FNN_(bn_train_unit)(int relu, int64_t u, int64_t outer, int64
         a[l] = (gamma ? gamma[c] : (FNN_T)1) * invstd;
         b[l] = (beta ? beta[c] : (FNN_T)0) - mean * a[l];
     }
+}
+
+FNN_BN_INLINE void FNN_(bn_train_unit)(int relu, int64_t u, int64_t outer, int64_t ch, int64_t inner, FNN_T momentum,
+                                       FNN_T eps, const FNN_T *x, const FNN_T *gamma, const FNN_T *beta, FNN_T *y,
+                                       FNN_T *save_mean, FNN_T *save_invstd, FNN_T *moving_mean, FNN_T *moving_var) {
+    int64_t c0, cb;
+    FNN_(bn_unit)(u, ch, inner, &c0, &cb);
+    double s[FNN_BN_LANES], q[FNN_BN_LANES];
+    FNN_T k[FNN_BN_LANES] = {0}, a[FNN_BN_LANES], b[FNN_BN_LANES], zero[FNN_BN_LANES] = {0};
+    for (int64_t l = 0; l < cb; l++) k[l] = x[(c0 + l) * inner];
+    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, k, x, NULL, k, s, q);
+    FNN_(bn_fwd_finish)(c0, cb, (double)(outer * inner), momentum, eps, k, s, q, gamma, beta, save_mean, save_invstd,
+                        moving_mean, moving_var, a, b);
+    FNN_(bn_apply)(outer, ch, inner, c0, cb, a, b, x, NULL, zero, x, relu, y);
+}
+
+/* The split training forward (kind 3: the unit's sums around shift into sums[c], sums[ch + c];
+ * kind 5: statistics from sums added over every process's part of the batch, count values in all,
+ * then the apply) and backward (kind 4 and kind 6 alike): data-parallel training adds the sums
+ * over processes between the two phases. */
+FNN_BN_INLINE void FNN_(bn_sums_unit)(int relu, int64_t u, int64_t outer, int64_t ch, int64_t inner, const FNN_T *x,
+                                      const FNN_T *shift, const FNN_T *y, const FNN_T *dy, double *sums) {
+    int64_t c0, cb;
+    FNN_(bn_unit)(u, ch, inner, &c0, &cb);
+    const FNN_T zero[FNN_BN_LANES] = {0};
+    if (dy)
+        FNN_(bn_sums)(outer, ch, inner, c0, cb, x, shift + c0, dy, relu ? y : NULL, zero, sums + c0, sums + ch + c0);
+    else
+        FNN_(bn_sums)(outer, ch, inner, c0, cb, x, shift + c0, x, NULL, shift + c0, sums + c0, sums + ch + c0);
+}
+
+FNN_BN_INLINE void FNN_(bn_fwd_apply_unit)(int relu, int64_t u, int64_t outer, int64_t ch, int64_t inner, double count,
+                                           FNN_T momentum, FNN_T eps, const FNN_T *x, const FNN_T *gamma,
+                                           const FNN_T *beta, const FNN_T *shift, const double *sums, FNN_T *y,
+                                           FNN_T *save_mean, FNN_T *save_invstd, FNN_T *moving_mean,
+                                           FNN_T *moving_var) {
+    int64_t c0, cb;
+    FNN_(bn_unit)(u, ch, inner, &c0, &cb);
+    FNN_T a[FNN_BN_LANES], b[FNN_BN_LANES], zero[FNN_BN_LANES] = {0};
+    FNN_(bn_fwd_finish)(c0, cb, count, momentum, eps, shift + c0, sums + c0, sums + ch + c0, gamma, beta, save_mean,
+                        save_invstd, moving_mean, moving_var, a, b);
     FNN_(bn_apply)(outer, ch, inner, c0, cb, a, b, x, NULL, zero, x, relu, y);
 }
 
@@ -151,17 +188,11 @@ FNN_BN_INLINE void FNN_(bn_infer_unit)(int64_t u, int64_t outer, int64_t ch, int
 }
 
 /* dx = A dy + (B x + C) per channel, with A = gamma invstd, mean_g = dbeta / m,
- * mean_gx = dgamma / m: B = -A invstd mean_gx, C = -A mean_g - B mean. */
-FNN_BN_INLINE void FNN_(bn_bwd_unit)(int64_t u, int64_t outer, int64_t ch, int64_t inner, const FNN_T *x,
-                              const FNN_T *gamma, const FNN_T *mean, const FNN_T *invstd, const FNN_T *y,
-                              const FNN_T *dy, FNN_T *dx,
-                              FNN_T *dgamma, FNN_T *dbeta) {
-    int64_t c0, cb;
-    FNN_(bn_unit)(u, ch, inner, &c0, &cb);
-    double s[FNN_BN_LANES], q[FNN_BN_LANES];
-    FNN_T a[FNN_BN_LANES], b[FNN_BN_LANES], cc[FNN_BN_LANES], zero[FNN_BN_LANES] = {0};
-    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, mean + c0, dy, y, zero, s, q);
-    const double m = (double)(outer * inner);
+ * mean_gx = dgamma / m: B = -A invstd mean_gx, C = -A mean_g - B mean; s, q: the sums of dy and
+ * of dy (x - mean) over m values. */
+FNN_BN_INLINE void FNN_(bn_bwd_finish)(int64_t c0, int64_t cb, double m, const FNN_T *gamma, const FNN_T *mean,
+                                       const FNN_T *invstd, const double *s, const double *q, FNN_T *dgamma,
+                                       FNN_T *dbeta, FNN_T *a, FNN_T *b, FNN_T *cc) {
     for (int64_t l = 0; l < cb; l++) {
         const int64_t c = c0 + l;
         const double is = (double)invstd[c], dg = q[l] * is;    /* sum dy * xhat */
@@ -172,17 +203,44 @@ FNN_BN_INLINE void FNN_(bn_bwd_unit)(int64_t u, int64_t outer, int64_t ch, int64
         b[l] = (FNN_T)B;
         cc[l] = (FNN_T)(-A * (s[l] / m) - B * (double)mean[c]);
     }
+}
+
+FNN_BN_INLINE void FNN_(bn_bwd_unit)(int64_t u, int64_t outer, int64_t ch, int64_t inner, const FNN_T *x,
+                              const FNN_T *gamma, const FNN_T *mean, const FNN_T *invstd, const FNN_T *y,
+                              const FNN_T *dy, FNN_T *dx,
+                              FNN_T *dgamma, FNN_T *dbeta) {
+    int64_t c0, cb;
+    FNN_(bn_unit)(u, ch, inner, &c0, &cb);
+    double s[FNN_BN_LANES], q[FNN_BN_LANES];
+    FNN_T a[FNN_BN_LANES], b[FNN_BN_LANES], cc[FNN_BN_LANES], zero[FNN_BN_LANES] = {0};
+    FNN_(bn_sums)(outer, ch, inner, c0, cb, x, mean + c0, dy, y, zero, s, q);
+    FNN_(bn_bwd_finish)(c0, cb, (double)(outer * inner), gamma, mean, invstd, s, q, dgamma, dbeta, a, b, cc);
     if (dx) FNN_(bn_apply)(outer, ch, inner, c0, cb, a, cc, dy, y, b, x, 0, dx);
 }
 
-/* One call's arguments; kind 0 training forward, 1 inference forward, 2 backward. */
+FNN_BN_INLINE void FNN_(bn_bwd_apply_unit)(int relu, int64_t u, int64_t outer, int64_t ch, int64_t inner,
+                                           double count, const FNN_T *x, const FNN_T *gamma, const FNN_T *mean,
+                                           const FNN_T *invstd, const FNN_T *y, const FNN_T *dy, const double *sums,
+                                           FNN_T *dx) {
+    int64_t c0, cb;
+    FNN_(bn_unit)(u, ch, inner, &c0, &cb);
+    FNN_T a[FNN_BN_LANES], b[FNN_BN_LANES], cc[FNN_BN_LANES];
+    FNN_(bn_bwd_finish)(c0, cb, count, gamma, mean, invstd, sums + c0, sums + ch + c0, NULL, NULL, a, b, cc);
+    FNN_(bn_apply)(outer, ch, inner, c0, cb, a, cc, dy, relu ? y : NULL, b, x, 0, dx);
+}
+
+/* One call's arguments; kind 0 training forward, 1 inference forward, 2 backward; 3 and 5 the
+ * split training forward, 4 and 6 the split backward. */
 typedef struct {
     int kind, relu;
     int64_t outer, ch, inner;
     FNN_T momentum, eps;
-    const FNN_T *x, *gamma, *beta, *mean, *var, *invstd, *dy;
+    double count;
+    const FNN_T *x, *gamma, *beta, *mean, *var, *invstd, *dy, *shift;
     const FNN_T *y_in;
+    const double *sums_in;
     FNN_T *y, *save_mean, *save_invstd, *moving_mean, *moving_var, *dx, *dgamma, *dbeta;
+    double *sums;
 } FNN_(bn_args);
 
 FNN_BN_INLINE void FNN_(bn_unit_body)(const FNN_(bn_args) *a, int64_t u) {
@@ -191,9 +249,18 @@ FNN_BN_INLINE void FNN_(bn_unit_body)(const FNN_(bn_args) *a, int64_t u) {
                             a->save_mean, a->save_invstd, a->moving_mean, a->moving_var);
     else if (a->kind == 1)
         FNN_(bn_infer_unit)(u, a->outer, a->ch, a->inner, a->eps, a->x, a->gamma, a->beta, a->mean, a->var, a->y);
-    else
+    else if (a->kind == 2)
         FNN_(bn_bwd_unit)(u, a->outer, a->ch, a->inner, a->x, a->gamma, a->mean, a->invstd, a->y_in, a->dy, a->dx, a->dgamma,
                           a->dbeta);
+    else if (a->kind == 3 || a->kind == 4)
+        FNN_(bn_sums_unit)(a->relu, u, a->outer, a->ch, a->inner, a->x, a->shift, a->y_in, a->dy, a->sums);
+    else if (a->kind == 5)
+        FNN_(bn_fwd_apply_unit)(a->relu, u, a->outer, a->ch, a->inner, a->count, a->momentum, a->eps, a->x, a->gamma,
+                                a->beta, a->shift, a->sums_in, a->y, a->save_mean, a->save_invstd, a->moving_mean,
+                                a->moving_var);
+    else
+        FNN_(bn_bwd_apply_unit)(a->relu, u, a->outer, a->ch, a->inner, a->count, a->x, a->gamma, a->mean, a->invstd,
+                                a->y_in, a->dy, a->sums_in, a->dx);
 }
 
 /* The same body compiled for the baseline and for AVX2 (the same arithmetic in the same order: the
@@ -248,5 +315,45 @@ static int FNN_(batchnorm_bwd)(int flags, int64_t outer, int64_t ch, int64_t inn
     const FNN_(bn_args) a = {.kind = 2, .outer = outer, .ch = ch, .inner = inner, .x = x, .gamma = gamma,
                              .y_in = relu ? y : NULL,
                              .mean = mean, .invstd = invstd, .dy = dy, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+    return FNN_(bn_run)(&a, nt);
+}
+
+/* The split kernels take outer = 0 (a process whose part of the batch is empty still adds its
+ * zero sums and keeps the statistics every process shares). */
+static int FNN_(batchnorm_sums)(int flags, int64_t outer, int64_t ch, int64_t inner, const FNN_T *x,
+                                const FNN_T *shift, const FNN_T *y, const FNN_T *dy, double *sums, int nt) {
+    const int relu = (flags & FNN_EPI_RELU) != 0;
+    if (outer < 0 || ch < 1 || inner < 1 || !shift || !sums || (outer > 0 && !x) || (outer > 0 && relu && dy && !y))
+        return FNN_ERR_ARG;
+    const FNN_(bn_args) a = {.kind = dy ? 4 : 3, .relu = relu, .outer = outer, .ch = ch, .inner = inner, .x = x,
+                             .shift = shift, .y_in = y, .dy = dy, .sums = sums};
+    return FNN_(bn_run)(&a, nt);
+}
+
+static int FNN_(batchnorm_fwd_apply)(int flags, int64_t outer, int64_t ch, int64_t inner, double count,
+                                     FNN_T momentum, FNN_T eps, const FNN_T *x, const FNN_T *gamma, const FNN_T *beta,
+                                     const FNN_T *shift, const double *sums, FNN_T *y, FNN_T *save_mean,
+                                     FNN_T *save_invstd, FNN_T *moving_mean, FNN_T *moving_var, int nt) {
+    if (outer < 0 || ch < 1 || inner < 1 || !shift || !sums || !(count >= 1) || (outer > 0 && (!x || !y)) ||
+        !(eps > 0) || !(momentum >= 0 && momentum <= 1))
+        return FNN_ERR_ARG;
+    const FNN_(bn_args) a = {.kind = 5, .relu = (flags & FNN_EPI_RELU) != 0, .outer = outer, .ch = ch, .inner = inner,
+                             .count = count, .momentum = momentum, .eps = eps, .x = x, .gamma = gamma, .beta = beta,
+                             .shift = shift, .sums_in = sums, .y = y, .save_mean = save_mean,
+                             .save_invstd = save_invstd, .moving_mean = moving_mean, .moving_var = moving_var};
+    return FNN_(bn_run)(&a, nt);
+}
+
+static int FNN_(batchnorm_bwd_apply)(int flags, int64_t outer, int64_t ch, int64_t inner, double count,
+                                     const FNN_T *x, const FNN_T *gamma, const FNN_T *mean, const FNN_T *invstd,
+                                     const FNN_T *y, const FNN_T *dy, const double *sums, FNN_T *dx, int nt) {
+    const int relu = (flags & FNN_EPI_RELU) != 0;
+    if (outer < 0 || ch < 1 || inner < 1 || !mean || !invstd || !sums || !(count >= 1) ||
+        (outer > 0 && (!x || !dy || !dx || (relu && !y))))
+        return FNN_ERR_ARG;
+    if (outer == 0) return FNN_OK;
+    const FNN_(bn_args) a = {.kind = 6, .relu = relu, .outer = outer, .ch = ch, .inner = inner, .count = count,
+                             .x = x, .gamma = gamma, .mean = mean, .invstd = invstd, .y_in = y, .dy = dy,
+                             .sums_in = sums, .dx = dx};
     return FNN_(bn_run)(&a, nt);
 }

@@ -215,6 +215,28 @@ def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=Fa
     _core.batchnorm_bwd(x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta, relu, get_num_threads())
     return dx
 
+def batchnorm_sums(x, shift, sums, dy=None, y=None, relu=False):
+    """Per-channel float64 sums (2, ch) over this part of a batch (outer may be 0) for the split
+    training kernels: forward (dy None) [sum (x - shift), sum (x - shift)^2], backward [sum dy,
+    sum dy (x - shift)] with dy masked by y > 0 under relu."""
+    _core.batchnorm_sums(x, shift, y, dy, sums, relu, get_num_threads())
+    return sums
+
+
+def batchnorm_fwd_apply(x, gamma, beta, shift, sums, count, y, save_mean, save_invstd, moving_mean, moving_var,
+                        momentum, eps, relu=False):
+    """batchnorm_fwd_train with the statistics of sums (batchnorm_sums added over every part of
+    the batch, count values per channel in all)."""
+    _core.batchnorm_fwd_apply(x, gamma, beta, shift, sums, count, y, save_mean, save_invstd, moving_mean, moving_var,
+                              momentum, eps, relu, get_num_threads())
+    return y
+
+
+def batchnorm_bwd_apply(x, gamma, mean, invstd, dy, sums, count, dx, y=None, relu=False):
+    """dx of batchnorm_bwd from the backward sums added over every part of the batch."""
+    _core.batchnorm_bwd_apply(x, gamma, mean, invstd, y, dy, sums, count, dx, relu, get_num_threads())
+    return dx
+
 # ---- embedding ---------------------------------------------------------------------------------
 
 def embedding_fwd(idx, w, out):

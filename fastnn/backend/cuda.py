@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from .numpy_ref import _mix64
+from .numpy_ref import _mix64, batchnorm_bwd_apply, batchnorm_fwd_apply, batchnorm_sums  # noqa: F401
 
 name = "cuda"
 _THREADS = 256
@@ -496,6 +496,10 @@ def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=Fa
         _launch("bn_bwd_dx", x.dtype, x.size, _i(x.size), _i(ch), _i(inner), x, _p(gamma), mean, invstd, dy, mask, dg,
                 db, dx)
     return dx
+
+# The split training kernels of data-parallel training (batchnorm_sums, batchnorm_fwd_apply,
+# batchnorm_bwd_apply) are the reference's array code, imported above, on CuPy arrays: a few small
+# reductions a step, beside the host all-reduce between the phases.
 
 # ---- embedding ---------------------------------------------------------------------------------
 # Forward: one thread per output element. Backward without atomics: keys idx[i] * n + i (unique,

@@ -419,6 +419,54 @@ def batchnorm_bwd(x, gamma, mean, invstd, dy, dx, dgamma, dbeta, y=None, relu=Fa
             dy - sum_dy[None, :, None] / m - xhat * sum_dy_xhat[None, :, None] / m)
     return dx
 
+# The split training kernels of data-parallel training (fastnn.distributed), in array methods and
+# ufuncs only, so the CUDA backend runs the same code on CuPy arrays (a few small reductions a
+# step, for the host all-reduce between the phases).
+
+def batchnorm_sums(x, shift, sums, dy=None, y=None, relu=False):
+    d = x.astype(np.float64) - shift.astype(np.float64)[None, :, None]
+    u = d if dy is None else dy.astype(np.float64)
+    if dy is not None and relu:
+        u = u * (y > 0)
+    sums[0] = u.sum(axis=(0, 2))
+    sums[1] = (u * d).sum(axis=(0, 2))
+    return sums
+
+
+def batchnorm_fwd_apply(x, gamma, beta, shift, sums, count, y, save_mean, save_invstd, moving_mean, moving_var,
+                        momentum, eps, relu=False):
+    dm = sums[0] / count
+    var = sums[1] / count - dm * dm
+    var = var * (var > 0)
+    mean = (shift.astype(np.float64) + dm).astype(x.dtype)
+    v = var.astype(x.dtype)
+    invstd = 1 / np.sqrt(v + x.dtype.type(eps))
+    a = invstd if gamma is None else gamma * invstd
+    b = -mean * a if beta is None else beta - mean * a
+    y[...] = x * a[None, :, None] + b[None, :, None]
+    if relu:
+        y[...] = y * (y > 0)
+    if save_mean is not None:
+        save_mean[...] = mean
+    if save_invstd is not None:
+        save_invstd[...] = invstd
+    m = x.dtype.type(momentum)
+    if moving_mean is not None:
+        moving_mean[...] = m * moving_mean + (1 - m) * mean
+    if moving_var is not None:
+        moving_var[...] = m * moving_var + (1 - m) * v
+    return y
+
+
+def batchnorm_bwd_apply(x, gamma, mean, invstd, dy, sums, count, dx, y=None, relu=False):
+    if relu:
+        dy = dy * (y > 0)
+    xhat = (x - mean[None, :, None]) * invstd[None, :, None]
+    sum_dy, sum_dy_xhat = sums[0].astype(x.dtype), (sums[1] * invstd).astype(x.dtype)
+    dx[...] = _bn_ch(gamma, 1) * invstd[None, :, None] * (
+        dy - sum_dy[None, :, None] / count - xhat * sum_dy_xhat[None, :, None] / count)
+    return dx
+
 # ---- embedding ---------------------------------------------------------------------------------
 
 def embedding_fwd(idx, w, out):

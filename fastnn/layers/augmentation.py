@@ -13,54 +13,16 @@ from __future__ import annotations
 
 import math
 
-from .. import _config
 from .._validate import fail, real
-from .base import Layer
 from .conv import check_4d
+from .dropout import _RandomLayer
 
 FLIP_MODES = {"horizontal": 1, "vertical": 2, "horizontal_and_vertical": 3}   # FNN_FLIP_* flags
 
 
-class _RandomLayer(Layer):
-    """A layer with Dropout's counter-based stream: ``seed`` (drawn at build) and ``counter``."""
-
-    capturable = True     # the inference forward computes nothing (returns x)
-
-    def __init__(self, name=None):
-        super().__init__(name)
-        self.seed = None
-        self.counter = 0
-
-    def _build(self, input_shape):
-        self.seed = int(_config.rng().integers(0, 2**63 - 1))
-        self.counter = 0
-
-    def _advance(self, count: int) -> int:
-        """The counter offset of this call; moves the counter past its count values."""
-        offset = self.counter
-        self.counter = (self.counter + count) % 2**64
-        return offset
-
-    def state(self) -> dict:
-        """RNG state saved with the model, so resumed training continues the stream."""
-        return {"seed": str(self.seed), "counter": str(self.counter)}
-
-    def load_state(self, state: dict) -> None:
-        values = {}
-        for key in ("seed", "counter"):
-            try:
-                value = int(state[key])
-            except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(f"{self.name}: state needs an integer {key!r} ({err})") from err
-            if not 0 <= value < 2**64:
-                raise ValueError(f"{self.name}: {key} must be in [0, 2**64), got {value}")
-            values[key] = value
-        self.seed, self.counter = values["seed"], values["counter"]
-
-
 class _ImageAugment(_RandomLayer):
-    """(N, C, H, W) in and out; a subclass gives the counters a batch uses (``_count``) and the
-    kernel call (``_apply``: forward, or with ``adjoint`` its transpose for the same draws)."""
+    """(N, C, H, W) in and out; a subclass gives the counters a sample uses (``_per_sample``) and
+    the kernel call (``_apply``: forward, or with ``adjoint`` its transpose for the same draws)."""
 
     def compute_output_shape(self, input_shape):
         return check_4d(self, input_shape)
@@ -68,7 +30,7 @@ class _ImageAugment(_RandomLayer):
     def _forward(self, x, training, logits):
         if not training:
             return x
-        offset = self._advance(self._count(x))
+        offset = self._advance(self._per_sample(), x.shape[0])
         y = self._apply(x, offset, False, self._buf("y", x.shape))
         self._remember(x, y, offset=offset)
         return y
@@ -108,8 +70,8 @@ class RandomFlip(_ImageAugment):
     def get_config(self):
         return {"mode": self.mode, "name": self.name}
 
-    def _count(self, x):
-        return x.shape[0]                 # one counter per sample
+    def _per_sample(self):
+        return 1                          # one counter per sample
 
     def _apply(self, x, offset, adjoint, out):
         # a flip is its own adjoint: the same decisions applied to dy
@@ -156,8 +118,8 @@ class RandomTranslation(_ImageAugment):
         self.max_shifts = (min(math.floor(self.height_factor * h), h - 1),
                            min(math.floor(self.width_factor * w), w - 1))
 
-    def _count(self, x):
-        return 2 * x.shape[0]             # two counters per sample (height, width)
+    def _per_sample(self):
+        return 2                          # two counters per sample (height, width)
 
     def _apply(self, x, offset, adjoint, out):
         return self.backend.random_translate(x, *self.max_shifts, self.seed, offset, adjoint,
@@ -193,10 +155,14 @@ class GaussianNoise(_RandomLayer):
             if training:
                 self._remember(x, x)
             return x
-        offset = self._advance(2 * x.size)
+        offset = self._advance(self._per_sample(), x.shape[0])
         y = self.backend.gaussian_noise(x, self.stddev, self.seed, offset, self._buf("y", x.shape))
         self._remember(x, y)
         return y
+
+    def _per_sample(self):
+        # two counters per element; none while the layer draws nothing (stddev 0)
+        return 2 * math.prod(self.input_shape) if self.stddev else 0
 
     def _backward(self, dy, need_dx):
         return dy if need_dx else None

@@ -59,6 +59,11 @@ class Layer:
     #: whether ``_forward(x, training=False)`` computes only through the backend's kernel calls
     #: (no NumPy arithmetic on arrays), so an inference plan may capture it (fastnn._inference)
     capturable: bool = False
+    #: this process's part of the global batch in a data-parallel training step
+    #: (``fastnn.distributed``): None outside one, else an object with ``offset`` (the part's
+    #: first sample in the global batch), ``total`` (the global batch's samples) and
+    #: ``allreduce(array)`` (sums a small array over the processes in place)
+    _part = None
 
     def __init__(self, name: str | None = None):
         if name is not None and not isinstance(name, str):
@@ -194,17 +199,19 @@ class Layer:
         """Forget the planned buffers and the forward cache (the layer moved to another device)."""
         self._bufs, self._cache = {}, None
 
-    def _buf(self, key: str, shape: tuple):
-        """An output/gradient buffer: reused between training steps inside fit, fresh otherwise
-        (so arrays returned to users and concurrent predict calls never share memory)."""
+    def _buf(self, key: str, shape: tuple, dtype=None):
+        """An output/gradient buffer (of the layer's dtype unless given): reused between training
+        steps inside fit, fresh otherwise (so arrays returned to users and concurrent predict
+        calls never share memory)."""
+        dtype = self.dtype if dtype is None else dtype
         if self._plan:
             # Keyed by shape too: a final partial batch gets its own set instead of
             # reallocating the full-batch one every epoch.
             buf = self._bufs.get((key, shape))
             if buf is None:
-                buf = self._bufs[(key, shape)] = self.backend.empty(shape, dtype=self.dtype)
+                buf = self._bufs[(key, shape)] = self.backend.empty(shape, dtype=dtype)
             return buf
-        return self.backend.empty(shape, dtype=self.dtype)
+        return self.backend.empty(shape, dtype=dtype)
 
     # ---- weights -------------------------------------------------------------------------
     def weight_names(self) -> list:

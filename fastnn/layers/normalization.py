@@ -1,6 +1,8 @@
 """Batch normalization."""
 from __future__ import annotations
 
+import math
+
 from .._validate import fail, real
 from .base import Layer, weights_changed
 
@@ -99,15 +101,44 @@ class BatchNormalization(Layer):
             be.batchnorm_fwd_infer(x.reshape(view), gamma, beta, moving_mean, moving_var, y.reshape(view),
                                    self.epsilon)
             return y
-        if x.shape[0] == 0:
-            fail(f"{self.name} input", "at least one sample in training (batch statistics)", f"shape {x.shape}")
         mean, invstd = self._buf("mean", (view[1],)), self._buf("invstd", (view[1],))
         relu = self._fuse_relu
-        be.batchnorm_fwd_train(x.reshape(view), gamma, beta, y.reshape(view), mean, invstd, moving_mean,
-                               moving_var, self.momentum, self.epsilon, relu=relu)
+        if self._part is not None:
+            # Data-parallel: statistics of the global batch. The sums around the moving mean (the
+            # same on every process) are added over the processes, then applied.
+            sums = be.batchnorm_sums(x.reshape(view), moving_mean, self._sums_buf())
+            self._part.allreduce(sums)
+            be.batchnorm_fwd_apply(x.reshape(view), gamma, beta, moving_mean, sums, self._count(x.shape),
+                                   y.reshape(view), mean, invstd, moving_mean, moving_var, self.momentum,
+                                   self.epsilon, relu=relu)
+        else:
+            if x.shape[0] == 0:
+                fail(f"{self.name} input", "at least one sample in training (batch statistics)", f"shape {x.shape}")
+            be.batchnorm_fwd_train(x.reshape(view), gamma, beta, y.reshape(view), mean, invstd, moving_mean,
+                                   moving_var, self.momentum, self.epsilon, relu=relu)
         weights_changed()       # the moving statistics (inference plans fold them)
         self._remember(x, y, mean=mean, invstd=invstd, relu=relu)
         return y
+
+    def _sums_buf(self):
+        """The (2, features) float64 sums of the split kernels, on the layer's device."""
+        return self._buf("sums", (2, self._features(self.input_shape)), "float64")
+
+    def _count(self, shape) -> float:
+        """Values per feature in the global batch of a data-parallel step."""
+        return float(self._part.total * (math.prod(shape[1:]) // self._features(self.input_shape)))
+
+    def _skip(self) -> None:
+        """An empty part of a data-parallel batch: zero sums to the forward's all-reduce, and the
+        statistics (moving ones, and those the backward uses) every process shares."""
+        shape = (0,) + tuple(self.input_shape)
+        x = self.backend.zeros(shape, dtype=self.dtype)
+        self._forward(x, True, False)
+
+    def _skip_backward(self, need_dx: bool) -> None:
+        if need_dx:
+            x = self._cache[0]
+            self._backward(self.backend.zeros(x.shape, dtype=self.dtype), need_dx)
 
     def _backward(self, dy, need_dx):
         be = self.backend
@@ -116,6 +147,21 @@ class BatchNormalization(Layer):
         dx = self._buf("dx", x.shape) if need_dx else None
         gamma, _ = self._gamma_beta(self.params)
         dgamma, dbeta = self._gamma_beta(self.grads)
+        if self._part is not None:
+            # Data-parallel: dgamma and dbeta are this part's (the model adds all gradients over
+            # the processes); dx needs the sums of the global batch.
+            sums = be.batchnorm_sums(x.reshape(view), extra["mean"], self._sums_buf(), dy=dy.reshape(view),
+                                     y=y.reshape(view), relu=extra["relu"])
+            if dgamma is not None:
+                dgamma[...] = sums[1] * extra["invstd"]
+            if dbeta is not None:
+                dbeta[...] = sums[0]
+            if dx is not None:
+                self._part.allreduce(sums)
+                be.batchnorm_bwd_apply(x.reshape(view), gamma, extra["mean"], extra["invstd"], dy.reshape(view),
+                                       sums, self._count(x.shape), dx.reshape(view), y=y.reshape(view),
+                                       relu=extra["relu"])
+            return dx
         be.batchnorm_bwd(x.reshape(view), gamma, extra["mean"], extra["invstd"], dy.reshape(view),
                          None if dx is None else dx.reshape(view), dgamma, dbeta, y=y.reshape(view),
                          relu=extra["relu"])
