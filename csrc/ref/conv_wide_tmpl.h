@@ -123,3 +123,14 @@ FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(dy_to_wide), FNN_CW_SUFF
         }
 }
 
+
+/* dy rows [i0, i1) of one image masked by yi > 0, as an (f, n) matrix (COLS and DIRECT). */
+FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(dy_masked), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                             const FNN_T *restrict dyi, const FNN_T *restrict yi, int64_t i0,
+                                             int64_t i1, FNN_T *restrict out) {
+    const int64_t n = (i1 - i0) * p->ow;
+    for (int64_t o = 0; o < s->f; o++) {
+        const int64_t at = o * p->hw + i0 * p->ow;
+        FNN_CW_MASK(out + o * n, dyi + at, yi + at, n);
+    }
+}
