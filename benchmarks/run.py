@@ -27,35 +27,46 @@ MLP_STEPS = 20           # training steps per timed block (one fit epoch of 20 b
 GEMMNN = [(128, 784, 256), (128, 256, 128), (64, 1568, 128), (784, 256, 128), (256, 512, 512)]
 
 
-def mlp_fastnn(dropout=0.2):
-    layers = [fnn.layers.Dense(256, activation="relu")]
-    if dropout:
-        layers.append(fnn.layers.Dropout(dropout))
-    layers += [fnn.layers.Dense(128, activation="relu"), fnn.layers.Dense(10)]
-    model = fnn.Sequential(layers, input_shape=(784,))
+MLP_SIZES = (784, 256, 128, 10)             # mlp32 / mlp128 / mlp1024
+MLPWIDE_SIZES = (3072, 512, 512, 10)        # mlpwide256 (shared/BENCHMARKS.md, version 0.2)
+
+
+def mlp_fastnn(dropout=0.2, sizes=MLP_SIZES, dtype="float32"):
+    """Dense layers of ``sizes`` (input first) with ReLU between them, Dropout after the first
+    hidden layer when ``dropout``; SGD with momentum on cross-entropy from logits."""
+    layers = []
+    for i, units in enumerate(sizes[1:-1]):
+        layers.append(fnn.layers.Dense(units, activation="relu"))
+        if dropout and i == 0:
+            layers.append(fnn.layers.Dropout(dropout))
+    layers.append(fnn.layers.Dense(sizes[-1]))
+    model = fnn.Sequential(layers, input_shape=(sizes[0],), dtype=dtype)
     model.compile(optimizer=fnn.optimizers.SGD(learning_rate=0.01, momentum=0.9),
                   loss=fnn.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=())
     return model
 
 
-def mlp_torch(dropout=0.2):
+def mlp_torch(dropout=0.2, sizes=MLP_SIZES):
     import torch
     from torch import nn
-    mods = [nn.Linear(784, 256), nn.ReLU()]
-    if dropout:
-        mods.append(nn.Dropout(dropout))
-    mods += [nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)]
+    mods = []
+    for i in range(len(sizes) - 2):
+        mods += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()]
+        if dropout and i == 0:
+            mods.append(nn.Dropout(dropout))
+    mods.append(nn.Linear(sizes[-2], sizes[-1]))
     model = nn.Sequential(*mods)
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
 
 
-def bench_mlp(report, batch, threads, repeats, min_seconds):
+def bench_mlp(report, batch, threads, repeats, min_seconds, name=None, sizes=MLP_SIZES, dropout=0.2,
+              dtype="float32"):
     rng = np.random.default_rng(0)
     n = batch * MLP_STEPS
-    x = rng.standard_normal((n, 784)).astype(np.float32)
-    y = rng.integers(0, 10, n)
-    common.training_vs_torch(report, f"mlp{batch}", threads, repeats, min_seconds, mlp_fastnn(), mlp_torch(),
-                             x, y, batch)
+    x = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], n)
+    common.training_vs_torch(report, name or f"mlp{batch}", threads, repeats, min_seconds,
+                             mlp_fastnn(dropout, sizes, dtype), mlp_torch(dropout, sizes), x, y, batch)
 
 
 def bench_mlp_sched(report, threads, repeats, min_seconds, steps=200):
@@ -142,16 +153,18 @@ WORKLOADS = {
     "mlp128": lambda r, t, n, s: bench_mlp(r, 128, t, n, s),
     "mlp32": lambda r, t, n, s: bench_mlp(r, 32, t, n, s),
     "mlp1024": lambda r, t, n, s: bench_mlp(r, 1024, t, n, s),
+    "mlpwide256": lambda r, t, n, s: bench_mlp(r, 256, t, n, s, "mlpwide256", MLPWIDE_SIZES, dropout=0),
     "mlp128-sched": bench_mlp_sched,
     "infer-mlp": bench_infer_mlp,
     "cnn64": bench_cnn.bench_cnn64,
     "infer-cnn": bench_cnn.bench_infer_cnn,
+    "cnnrgb64": bench_cnn.bench_cnnrgb64,
     "rnn64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "rnn"),
     "lstm64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "lstm"),
     "gru64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "gru"),
 }
 
-GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "cnn64", "rnn64", "lstm64", "gru64")
+GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "mlpwide256", "cnn64", "cnnrgb64", "rnn64", "lstm64", "gru64")
 
 # BatchNormalization (benchmarks/bench_cnnbn.py)
 import bench_cnnbn  # noqa: E402

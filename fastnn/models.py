@@ -591,6 +591,9 @@ class Sequential:
             xb_full = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype)
             yb_full = np.empty((min(batch_size, n),) + y.shape[1:], dtype=y.dtype)
             wb_full = None if w is None else np.empty(min(batch_size, n), dtype=w.dtype)
+            # Float samples: gathered by the C row copy on the model's threads (np.take is one
+            # thread, and with out= and mode='raise' copies through a temporary).
+            fast_take = x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.ndim >= 2
         for cb in all_cbs:
             cb.on_train_begin()
         for epoch in range(epochs):
@@ -616,7 +619,10 @@ class Sequential:
                     wb = None if we is None else we[start:stop]
                 else:
                     idx = order[start:stop]
-                    xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
+                    if fast_take:
+                        xb = backend.cpu.take_rows(x, idx, xb_full[:stop - start])
+                    else:
+                        xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
                     yb = np.take(y, idx, axis=0, out=yb_full[:stop - start])
                     wb = None if w is None else np.take(w, idx, out=wb_full[:stop - start])
                 xb, yb = be.asarray(xb), be.asarray(yb)      # no copy when they are there already

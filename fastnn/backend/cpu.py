@@ -246,6 +246,14 @@ def embedding_fwd(idx, w, out):
     return out
 
 
+def take_rows(x, idx, out):
+    """out = x[idx] for a C-contiguous float32/float64 batch x (N, ...) and int64 indices: the
+    embedding gather over samples as rows (threaded, a plain copy, so the same bits for any
+    thread count); fit's shuffled batches."""
+    _core.embedding_fwd(idx, _rows(x), _rows(out, "batch"), get_num_threads())
+    return out
+
+
 def embedding_bwd(idx, dy, dw):
     """dw = the gradient of sum(dy * w[idx]) with respect to w: zeros, plus dy's rows added at
     their indices in index order (bit-identical for any thread count)."""
