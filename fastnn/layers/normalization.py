@@ -105,7 +105,7 @@ class BatchNormalization(Layer):
         relu = self._fuse_relu
         be.batchnorm_fwd_train(x.reshape(view), gamma, beta, y.reshape(view), mean, invstd, moving_mean,
                                moving_var, self.momentum, self.epsilon, relu=relu)
-        weights_changed()       # the moving statistics (inference plans fold them)
+        weights_changed(trainable=False)       # the moving statistics (inference plans fold them)
         self._remember(x, y, mean=mean, invstd=invstd, relu=relu)
         return y
 

@@ -1,0 +1,152 @@
+/*
+ * gemm_avx512bf16.c - the AVX512-BF16 kernel of fnn_gemm_bf16 (csrc/gemm/gemm_bf16.c):
+ * VDPBF16PS on k-pairs, 14 x 32 register tile (28 float32 accumulators, two B vectors, the A pair
+ * broadcast from memory), and packers that convert float32 to bf16 (round to nearest even, with
+ * integer arithmetic so the bits equal fnn_f32_to_bf16's) while they rearrange.
+ * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512bf16 only (setup.py); dispatched only
+ * where CPUID reports AVX512_BF16 (csrc/core/cpu.c).
+ */
+#include <immintrin.h>
+
+#include "../../gemm/gemm_bf16_internal.h"
+
+#define MR 14
+#define NR 32
+
+/* 16 floats to their bf16 bits (in the low half of each 32-bit lane). */
+static inline __m512i cvt16(__m512 x)
+{
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+}
+
+/* Elements off .. off+15 of a float or bf16 source (lanes outside m read as zero), as bf16 bits
+ * in the low half of each lane. */
+static inline __m512i load16(int s16, const void *src, int64_t off, __mmask16 m)
+{
+    if (s16)
+        return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + off));
+    return cvt16(_mm512_maskz_loadu_ps(m, (const float *)src + off));
+}
+
+static inline __mmask16 lanes(int64_t n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* element (i, p) at src[p*ld + i]: two source rows give one row of pairs, no shuffles. */
+static void pack_copy(int W, int64_t w, int64_t kc, int s16, const void *src, int64_t ld, uint32_t *dst)
+{
+    if (W > 32) {
+        fnn_bf16_pack_copy_ref(W, w, kc, s16, src, ld, dst);
+        return;
+    }
+    const __mmask16 m0 = lanes(w), m1 = lanes(w - 16), s0 = lanes(W), s1 = lanes(W - 16);
+    const int64_t kq = (kc + 1) / 2;
+    for (int64_t q = 0; q < kq; q++) {
+        const int64_t p = 2 * q;
+        const int odd = p + 1 < kc;
+        __m512i lo = load16(s16, src, p * ld, m0);
+        __m512i hi = odd ? load16(s16, src, (p + 1) * ld, m0) : _mm512_setzero_si512();
+        _mm512_mask_storeu_epi32(dst + q * W, s0, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        if (W > 16) {
+            lo = load16(s16, src, p * ld + 16, m1);
+            hi = odd ? load16(s16, src, (p + 1) * ld + 16, m1) : _mm512_setzero_si512();
+            _mm512_mask_storeu_epi32(dst + q * W + 16, s1, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+}
+
+/* element (i, p) at src[i*ld + p]: a row's 32 consecutive values are 16 pairs in order, which go
+ * to 16 panel rows (stride W). */
+static void pack_trans(int W, int64_t w, int64_t kc, int s16, const void *src, int64_t ld, uint32_t *dst)
+{
+    const int64_t kq = (kc + 1) / 2;
+    uint32_t tmp[16];
+    for (int64_t i = 0; i < w; i++) {
+        for (int64_t p = 0; p < kc; p += 32) {
+            const int64_t left = kc - p;
+            __m512i pairs;
+            if (s16) {
+                const __mmask32 m = left >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << left) - 1);
+                pairs = _mm512_maskz_loadu_epi16(m, (const uint16_t *)src + i * ld + p);
+            } else {
+                const __m512i v0 = cvt16(_mm512_maskz_loadu_ps(lanes(left), (const float *)src + i * ld + p));
+                const __m512i v1 = cvt16(_mm512_maskz_loadu_ps(lanes(left - 16), (const float *)src + i * ld + p + 16));
+                pairs = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(v0)),
+                                           _mm512_cvtepi32_epi16(v1), 1);
+            }
+            _mm512_storeu_si512(tmp, pairs);
+            const int64_t q0 = p / 2, nq = (kq - q0 < 16) ? kq - q0 : 16;
+            for (int64_t t = 0; t < nq; t++)
+                dst[(q0 + t) * W + i] = tmp[t];
+        }
+    }
+    for (int64_t q = 0; q < kq; q++)
+        for (int64_t i = w; i < W; i++)
+            dst[q * W + i] = 0;
+}
+
+static void ukr(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr, int nr,
+                const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    __m512 acc[MR][2];
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; i++)
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < kq; q++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * NR);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * NR + 16);
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; i++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[q * MR + i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+        }
+    }
+    const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+    const int flags = epi->flags;
+    const __m512 alpha = _mm512_set1_ps(epi->alpha), beta = _mm512_set1_ps(epi->beta), zero = _mm512_setzero_ps();
+    __m512 bias0 = zero, bias1 = zero;
+    if (bias && !(flags & FNN_GEMM_E_BIASROW)) {
+        bias0 = _mm512_maskz_loadu_ps(m0, bias);
+        bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    }
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + i * ldc;
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (epi->alpha != 1.0f) {
+            v0 = _mm512_mul_ps(alpha, v0);
+            v1 = _mm512_mul_ps(alpha, v1);
+        }
+        if (!(flags & FNN_GEMM_E_BETA0)) {
+            v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, ci), v0);
+            v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, ci + 16), v1);
+        }
+        if (bias) {
+            if (flags & FNN_GEMM_E_BIASROW) {
+                v0 = _mm512_add_ps(v0, _mm512_set1_ps(bias[i]));
+                v1 = _mm512_add_ps(v1, _mm512_set1_ps(bias[i]));
+            } else {
+                v0 = _mm512_add_ps(v0, bias0);
+                v1 = _mm512_add_ps(v1, bias1);
+            }
+        }
+        if (flags & FNN_GEMM_E_RELU) {
+            v0 = _mm512_max_ps(v0, zero);
+            v1 = _mm512_max_ps(v1, zero);
+        }
+        _mm512_mask_storeu_ps(ci, m0, v0);
+        _mm512_mask_storeu_ps(ci + 16, m1, v1);
+    }
+}
+
+/* kc 512 values: a 14 x 512 A panel (14 KiB of pairs) stays in L1; nc 512: the 512 x 512 B block
+ * (512 KiB) in Zen 4's 1 MiB L2. */
+const fnn_gemm_desc_bf16 fnn_gemm_desc_avx512bf16 = {
+    .mr = MR, .nr = NR, .mc = 14 * 12, .kc = 512, .nc = 512,
+    .ukr = ukr, .pack_copy = pack_copy, .pack_trans = pack_trans, .thread_init = NULL,
+};
