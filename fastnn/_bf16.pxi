@@ -21,7 +21,18 @@ def bf16_get() -> str:
     return c.fnn_bf16_name(c.fnn_bf16_get()).decode()
 
 
-def bf16_set(str name) -> None:
+def bf16_forced():
+    """The bf16 variant picked by FASTNN_BF16 or bf16_set, or None when it follows the float32 one
+    (FASTNN_ARCH=generic or avx2 then select "ref")."""
+    cdef int v = c.fnn_bf16_forced()
+    return None if v < 0 else c.fnn_bf16_name(v).decode()
+
+
+def bf16_set(name) -> None:
+    """Pick the bf16 GEMM variant by name; None: follow the float32 variant again."""
+    if name is None:
+        c.fnn_bf16_set(-1)
+        return
     if name not in BF16_NAMES:
         raise ValueError(f"bf16 variant: expected one of {BF16_NAMES}, got {name!r}")
     if c.fnn_bf16_set(BF16_NAMES.index(name)) != c.FNN_OK:

@@ -59,6 +59,8 @@ class InferencePlan:
         self.weights = weights_version()
         # "mixed_bfloat16" layers: the plan reads their bf16 weight copies, refilled in place
         self.mixed = [layer for layer in model.layers if layer.mixed and layer.bf16_gemm]
+        for layer in self.mixed:      # converted now: a conversion is not a kernel call to capture
+            layer._bf16_weight()
         _core.capture_begin(self.calls)
         try:
             self.out = self._forward(model.layers, self.x)

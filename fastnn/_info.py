@@ -18,6 +18,9 @@ def _init_arch() -> None:
     if want:
         _core.arch_set(want)
         _arch_forced = True
+    want = os.environ.get("FASTNN_BF16", "").strip().lower()
+    if want:
+        _core.bf16_set(want)
 
 
 def cuda_available() -> bool:

@@ -165,7 +165,7 @@ static int fnn_bf16_detect(void)
 }
 
 static int fnn_bf16_best_v = -1;
-static int fnn_bf16_forced = -2; /* -2: not resolved yet, -1: none (follow the float32 variant) */
+static int fnn_bf16_pick = -2; /* -2: not resolved yet, -1: none (follow the float32 variant) */
 
 int fnn_bf16_best(void)
 {
@@ -179,7 +179,7 @@ int fnn_bf16_best(void)
 
 int fnn_bf16_get(void)
 {
-    int f = FNN_LOAD(&fnn_bf16_forced);
+    int f = FNN_LOAD(&fnn_bf16_pick);
     if (f == -2) {
         const char *s = getenv("FASTNN_BF16");
         f = -1;
@@ -194,21 +194,31 @@ int fnn_bf16_get(void)
             if (want >= 0 && want <= fnn_bf16_best())
                 f = want;
         }
-        FNN_STORE(&fnn_bf16_forced, f);
+        FNN_STORE(&fnn_bf16_pick, f);
     }
     if (f >= 0)
         return f;
     return fnn_arch_get() < FNN_ARCH_AVX512 ? FNN_BF16_REF : fnn_bf16_best();
 }
 
+int fnn_bf16_forced(void)
+{
+    (void)fnn_bf16_get(); /* resolves FASTNN_BF16 */
+    return FNN_LOAD(&fnn_bf16_pick);
+}
+
 int fnn_bf16_set(int variant)
 {
+    if (variant == -1) { /* back to following the float32 variant */
+        FNN_STORE(&fnn_bf16_pick, -1);
+        return FNN_OK;
+    }
     if (variant < FNN_BF16_REF || variant > FNN_BF16_AMX)
         return FNN_ERR_ARG;
     /* AMX detection implies AVX512-BF16 on every CPU that has it (Sapphire Rapids and later). */
     if (variant > fnn_bf16_best())
         return FNN_ERR_ARCH;
-    FNN_STORE(&fnn_bf16_forced, variant);
+    FNN_STORE(&fnn_bf16_pick, variant);
     return FNN_OK;
 }
 

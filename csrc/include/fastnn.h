@@ -365,7 +365,8 @@ int fnn_round_bf16_f32(int64_t n, const float *x, float *y, int n_threads);
 #define FNN_BF16_AMX 2      /* AMX-BF16 TDPBF16PS tiles */
 int fnn_bf16_best(void);
 int fnn_bf16_get(void);
-int fnn_bf16_set(int variant);         /* FNN_ERR_ARCH when the CPU (or OS) lacks it */
+int fnn_bf16_set(int variant);         /* FNN_ERR_ARCH when the CPU lacks it; -1: follow FASTNN_ARCH */
+int fnn_bf16_forced(void);             /* the variant picked (env or fnn_bf16_set), else -1 */
 const char *fnn_bf16_name(int variant);
 
 /* flags beyond those of fnn_gemm_f32: the operand is stored as bf16 (uint16_t) instead of float */

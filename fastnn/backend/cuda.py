@@ -181,7 +181,7 @@ def round_bf16(x, out):
 def bf16_weight(w, prev=None):
     """w rounded to bf16 values (refilled into prev when given): what the GEMMs of a
     "mixed_bfloat16" layer read as its weight."""
-    return round_bf16(w, prev if prev is not None else _cupy().empty_like(w))
+    return round_bf16(w, prev if prev is not None else _cupy().empty(w.shape, dtype=w.dtype))
 
 
 def linear_fwd(x, w, b, out, relu=False, wq=None):
