@@ -15,10 +15,10 @@ static inline uint16_t fnn_bf16_from_f32(float f)
 {
     uint32_t u;
     memcpy(&u, &f, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    /* branch-free, so that conversion loops vectorise */
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t quiet = (u >> 16) | 0x40u;
+    return (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded);
 }
 
 static inline float fnn_bf16_to_float(uint16_t h)
@@ -53,6 +53,10 @@ typedef struct {
     fnn_bf16_pack_fn pack_copy, pack_trans;
     /* Called once per thread before its first tile (AMX: the tile configuration); may be NULL. */
     void (*thread_init)(void);
+    /* Vectorised conversions of n values (may be NULL): convert y[i] = fnn_bf16_from_f32(x[i])
+     * (y uint16_t), round y[i] = fnn_bf16_to_float(fnn_bf16_from_f32(x[i])) (y float). */
+    void (*convert)(int64_t n, const float *x, void *y);
+    void (*round)(int64_t n, const float *x, void *y);
 } fnn_gemm_desc_bf16;
 
 /* The portable packers (csrc/gemm/gemm_bf16.c), the fallback for layouts a kernel file does not

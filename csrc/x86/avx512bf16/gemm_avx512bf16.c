@@ -144,9 +144,29 @@ static void ukr(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int6
     }
 }
 
+static void convert(int64_t n, const float *x, void *yv)
+{
+    uint16_t *y = (uint16_t *)yv;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = lanes(n - i);
+        _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtepi32_epi16(cvt16(_mm512_maskz_loadu_ps(m, x + i))));
+    }
+}
+
+static void round_f32(int64_t n, const float *x, void *yv)
+{
+    float *y = (float *)yv;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = lanes(n - i);
+        const __m512i h = cvt16(_mm512_maskz_loadu_ps(m, x + i));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+    }
+}
+
 /* kc 512 values: a 14 x 512 A panel (14 KiB of pairs) stays in L1; nc 512: the 512 x 512 B block
  * (512 KiB) in Zen 4's 1 MiB L2. */
 const fnn_gemm_desc_bf16 fnn_gemm_desc_avx512bf16 = {
     .mr = MR, .nr = NR, .mc = 14 * 12, .kc = 512, .nc = 512,
-    .ukr = ukr, .pack_copy = pack_copy, .pack_trans = pack_trans, .thread_init = NULL,
+    .ukr = ukr, .pack_copy = pack_copy, .pack_trans = pack_trans, .thread_init = NULL, .convert = convert,
+    .round = round_f32,
 };
