@@ -60,34 +60,62 @@ static void pack_copy(int W, int64_t w, int64_t kc, int s16, const void *src, in
     }
 }
 
-/* element (i, p) at src[i*ld + p]: a row's 32 consecutive values are 16 pairs in order, which go
- * to 16 panel rows (stride W). */
+/* 16 pairs (32 consecutive k values from p) of row i of a trans-layout source, as 16 uint32. */
+static inline __m512i row_pairs(int s16, const void *src, int64_t off, int64_t left)
+{
+    if (s16) {
+        const __mmask32 m = left >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << left) - 1);
+        return _mm512_maskz_loadu_epi16(m, (const uint16_t *)src + off);
+    }
+    const __m512i v0 = cvt16(_mm512_maskz_loadu_ps(lanes(left), (const float *)src + off));
+    const __m512i v1 = cvt16(_mm512_maskz_loadu_ps(lanes(left - 16), (const float *)src + off + 16));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(v0)), _mm512_cvtepi32_epi16(v1), 1);
+}
+
+/* r[j] = column j of the 16 x 16 matrix of uint32 whose rows are r[0..15]. */
+static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* element (i, p) at src[i*ld + p]: a row's 32 consecutive values are 16 pairs in order; 16 rows
+ * of them, transposed in registers, are 16 panel rows of 16 values (rows i >= w are zero). */
 static void pack_trans(int W, int64_t w, int64_t kc, int s16, const void *src, int64_t ld, uint32_t *dst)
 {
     const int64_t kq = (kc + 1) / 2;
-    uint32_t tmp[16];
-    for (int64_t i = 0; i < w; i++) {
+    for (int64_t i0 = 0; i0 < W; i0 += 16) {
+        const int64_t rows = (w - i0 < 16) ? (w - i0 > 0 ? w - i0 : 0) : 16;
+        const __mmask16 keep = lanes(W - i0);
         for (int64_t p = 0; p < kc; p += 32) {
-            const int64_t left = kc - p;
-            __m512i pairs;
-            if (s16) {
-                const __mmask32 m = left >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << left) - 1);
-                pairs = _mm512_maskz_loadu_epi16(m, (const uint16_t *)src + i * ld + p);
-            } else {
-                const __m512i v0 = cvt16(_mm512_maskz_loadu_ps(lanes(left), (const float *)src + i * ld + p));
-                const __m512i v1 = cvt16(_mm512_maskz_loadu_ps(lanes(left - 16), (const float *)src + i * ld + p + 16));
-                pairs = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(v0)),
-                                           _mm512_cvtepi32_epi16(v1), 1);
-            }
-            _mm512_storeu_si512(tmp, pairs);
+            __m512i r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                r[i] = i < rows ? row_pairs(s16, src, (i0 + i) * ld + p, kc - p) : _mm512_setzero_si512();
+            transpose16(r);
             const int64_t q0 = p / 2, nq = (kq - q0 < 16) ? kq - q0 : 16;
             for (int64_t t = 0; t < nq; t++)
-                dst[(q0 + t) * W + i] = tmp[t];
+                _mm512_mask_storeu_epi32(dst + (q0 + t) * W + i0, keep, r[t]);
         }
     }
-    for (int64_t q = 0; q < kq; q++)
-        for (int64_t i = w; i < W; i++)
-            dst[q * W + i] = 0;
 }
 
 static void ukr(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr, int nr,
