@@ -3,6 +3,7 @@
     python benchmarks/run.py                         # everything, 1 and 2 threads
     python benchmarks/run.py --workloads mlp128,gemmnn --threads 2 --repeats 7
     python benchmarks/run.py --device cuda --workloads mlp128,mlp1024,cnn64,lstm64 --threads 1
+    python benchmarks/run.py --dtype mixed_bfloat16 --workloads gemm1024-bf16,mlp128,cnn64 --threads 2
 
 Prints one line per (workload, threads) with medians and the ratio fastnn/peer (> 1: fastnn
 faster); --json appends the rows (with CPU model, versions and kernel variant) as JSON lines.
@@ -97,12 +98,12 @@ def bench_infer_mlp(report, threads, repeats, min_seconds):
     common.inference_vs_torch(report, "infer-mlp", threads, repeats, min_seconds, mlp_fastnn(), mlp_torch()[0], x)
 
 
-def _gemm_pair(m, k, n, dtype):
+def _gemm_pair(m, k, n, dtype, compute="float32"):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     out = np.empty((m, n), dtype=dtype)
-    return (lambda: fnn.ops.matmul(a, b, out=out)), (lambda: np.matmul(a, b, out=out))
+    return (lambda: fnn.ops.matmul(a, b, out=out, compute=compute)), (lambda: np.matmul(a, b, out=out))
 
 
 def bench_gemm(report, name, shapes, threads, repeats, min_seconds, dtype=np.float32):
@@ -121,6 +122,23 @@ def bench_gemm(report, name, shapes, threads, repeats, min_seconds, dtype=np.flo
                shapes=[list(s) for s in shapes], per_shape_fastnn=fast, per_shape_numpy=peer)
 
 
+def bench_gemm_bf16(report, name, shapes, threads, repeats, min_seconds):
+    """fnn.ops.matmul(compute="bfloat16") against numpy float32 and fastnn float32, interleaved."""
+    fnn.set_num_threads(threads)
+    with common.numpy_threads(threads):
+        res = {"fastnn": [], "numpy": [], "fastnn32": []}
+        for m, k, n in shapes:
+            f32, p = _gemm_pair(m, k, n, np.float32)
+            bf16, _ = _gemm_pair(m, k, n, np.float32, "bfloat16")
+            t = common.interleaved({"fastnn": bf16, "numpy": p, "fastnn32": f32}, repeats, min_seconds)
+            for key in res:
+                res[key].append(2.0 * m * k * n / common.median(t[key]) / 1e9)
+    geo = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
+    for peer in ("numpy", "fastnn32"):
+        report.add(name, threads, "GFLOP/s", geo(res["fastnn"]), peer, geo(res[peer]),
+                   shapes=[list(s) for s in shapes], bf16_variant=fnn._info.config()["bf16_variant"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="gemm1024,gemmnn,gemm1024-f64,mlp128,mlp32,infer-mlp")
@@ -130,8 +148,13 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="append result rows to this JSON-lines file")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda: train on the GPU against PyTorch CUDA eager (training workloads only)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="mixed_bfloat16: fastnn models under that policy; training workloads also time "
+                             "fastnn float32 and PyTorch under torch.autocast(bfloat16), rows named <workload>-bf16")
     args = parser.parse_args(argv)
     common.DEVICE = args.device
+    common.MIXED = args.dtype == "mixed_bfloat16"
+    fnn.set_default_dtype(args.dtype)
     report = common.Report(args.json)
     print(f"# {report.meta}")
     fnn.seed(0)
@@ -150,6 +173,8 @@ WORKLOADS = {
     "gemm1024": lambda r, t, n, s: bench_gemm(r, "gemm1024", [(1024, 1024, 1024)], t, n, s),
     "gemm1024-f64": lambda r, t, n, s: bench_gemm(r, "gemm1024", [(1024, 1024, 1024)], t, n, s, np.float64),
     "gemmnn": lambda r, t, n, s: bench_gemm(r, "gemmnn", GEMMNN, t, n, s),
+    "gemm1024-bf16": lambda r, t, n, s: bench_gemm_bf16(r, "gemm1024-bf16", [(1024, 1024, 1024)], t, n, s),
+    "gemmnn-bf16": lambda r, t, n, s: bench_gemm_bf16(r, "gemmnn-bf16", GEMMNN, t, n, s),
     "mlp128": lambda r, t, n, s: bench_mlp(r, 128, t, n, s),
     "mlp32": lambda r, t, n, s: bench_mlp(r, 32, t, n, s),
     "mlp1024": lambda r, t, n, s: bench_mlp(r, 1024, t, n, s),
