@@ -191,6 +191,11 @@ WORKLOADS = {
 
 GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "mlpwide256", "cnn64", "cnnrgb64", "rnn64", "lstm64", "gru64")
 
+# Larger recurrent layers: LSTM/GRU(256), T=50, 40 features, batch 32 (benchmarks/bench_rnn.py)
+WORKLOADS.update({"lstm256": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "lstm", 256),
+                  "gru256": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "gru", 256)})
+GPU_WORKLOADS += ("lstm256", "gru256")
+
 # BatchNormalization (benchmarks/bench_cnnbn.py)
 import bench_cnnbn  # noqa: E402
 
