@@ -33,6 +33,8 @@ SIMD_FLAGS = {
     os.path.join("csrc", "x86", "avx2"): ["-mavx2", "-mfma"],
     os.path.join("csrc", "x86", "avx512"): ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
                                             "-mavx2", "-mfma"],
+    os.path.join("csrc", "x86", "avx512bf16"): ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
+                                                "-mavx512bf16", "-mavx2", "-mfma"],
 }
 BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-Wno-unknown-pragmas"]
 SANITIZERS = ("address", "undefined")

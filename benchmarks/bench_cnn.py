@@ -1,8 +1,9 @@
-"""cnn64 and infer-cnn (shared/BENCHMARKS.md): fastnn against PyTorch CPU, plus a per-layer
-forward/backward timing of the fastnn training step so the slowest part is visible.
+"""cnn64, infer-cnn and cnnrgb64 (shared/BENCHMARKS.md): fastnn against PyTorch CPU, plus a
+per-layer forward/backward timing of the fastnn training step so the slowest part is visible.
 
-    python benchmarks/run.py --workloads cnn64,infer-cnn --threads 1,2
-    python benchmarks/bench_cnn.py --threads 2          # the per-layer table only
+    python benchmarks/run.py --workloads cnn64,infer-cnn,cnnrgb64 --threads 1,2
+    python benchmarks/bench_cnn.py --threads 2          # the per-layer table only (cnn64)
+    python benchmarks/bench_cnn.py --threads 2 --model cnnrgb64
 """
 from __future__ import annotations
 
@@ -20,15 +21,28 @@ import fastnn as fnn  # noqa: E402
 
 CNN_STEPS = 10           # training steps per timed block (one fit epoch of 10 batches)
 BATCH = 64
+RGB_SHAPE = (3, 32, 32)
 
 
-def cnn_fastnn():
+def cnn_fastnn(dtype="float32"):
     L = fnn.layers
     model = fnn.Sequential([
         L.Conv2D(16, 3, padding=1, activation="relu"), L.MaxPool2D(2),
         L.Conv2D(32, 3, padding=1, activation="relu"), L.MaxPool2D(2),
         L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.2), L.Dense(10),
-    ], input_shape=(1, 28, 28))
+    ], input_shape=(1, 28, 28), dtype=dtype)
+    return compile_cnn(model)
+
+
+def cnnrgb_fastnn(dtype="float32"):
+    """cnnrgb64: 3x32x32 input, Conv2D 32 and 64 (3x3, same padding, ReLU) each followed by 2x2
+    max pooling, Dense 256 ReLU, Dense 10."""
+    L = fnn.layers
+    model = fnn.Sequential([
+        L.Conv2D(32, 3, padding=1, activation="relu"), L.MaxPool2D(2),
+        L.Conv2D(64, 3, padding=1, activation="relu"), L.MaxPool2D(2),
+        L.Flatten(), L.Dense(256, activation="relu"), L.Dense(10),
+    ], input_shape=RGB_SHAPE, dtype=dtype)
     return compile_cnn(model)
 
 
@@ -49,9 +63,19 @@ def cnn_torch():
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
 
 
-def _data(n, seed=0):
+def cnnrgb_torch():
+    import torch
+    from torch import nn
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
+
+
+def _data(n, seed=0, shape=(1, 28, 28)):
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, n)
+    return rng.standard_normal((n,) + shape).astype(np.float32), rng.integers(0, 10, n)
 
 
 def bench_cnn64(report, threads, repeats, min_seconds):
@@ -60,6 +84,16 @@ def bench_cnn64(report, threads, repeats, min_seconds):
     model = cnn_fastnn()
     common.training_vs_torch(report, "cnn64", threads, repeats, min_seconds, model, cnn_torch(), x, y, BATCH)
     if common.DEVICE == "cpu":         # per-layer wall times mean nothing for asynchronous GPU work
+        layer_times(model, x[:BATCH], y[:BATCH], steps=max(3, repeats))
+
+
+def bench_cnnrgb64(report, threads, repeats, min_seconds, dtype="float32"):
+    n = BATCH * CNN_STEPS
+    x, y = _data(n, shape=RGB_SHAPE)
+    model = cnnrgb_fastnn(dtype)
+    name = "cnnrgb64" if dtype == "float32" else f"cnnrgb64-{dtype}"
+    common.training_vs_torch(report, name, threads, repeats, min_seconds, model, cnnrgb_torch(), x, y, BATCH)
+    if common.DEVICE == "cpu":
         layer_times(model, x[:BATCH], y[:BATCH], steps=max(3, repeats))
 
 
@@ -119,9 +153,15 @@ def main(argv=None, build=cnn_fastnn):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--model", default=None, choices=("cnn64", "cnnrgb64"))
     args = parser.parse_args(argv)
+    shape = (1, 28, 28)
+    if args.model == "cnnrgb64":
+        build, shape = cnnrgb_fastnn, RGB_SHAPE
+    elif args.model == "cnn64":
+        build = cnn_fastnn
     fnn.seed(0)
-    x, y = _data(BATCH)
+    x, y = _data(BATCH, shape=shape)
     for threads in map(int, args.threads.split(",")):
         fnn.set_num_threads(threads)
         layer_times(build(), x, y, steps=args.steps)

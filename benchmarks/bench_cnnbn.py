@@ -18,13 +18,13 @@ import common  # noqa: E402
 import fastnn as fnn  # noqa: E402
 
 
-def cnnbn_fastnn():
+def cnnbn_fastnn(dtype="float32"):
     L = fnn.layers
     model = fnn.Sequential([
         L.Conv2D(16, 3, padding=1), L.BatchNormalization(), L.ReLU(), L.MaxPool2D(2),
         L.Conv2D(32, 3, padding=1), L.BatchNormalization(), L.ReLU(), L.MaxPool2D(2),
         L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.2), L.Dense(10),
-    ], input_shape=(1, 28, 28))
+    ], input_shape=(1, 28, 28), dtype=dtype)
     return bench_cnn.compile_cnn(model)
 
 

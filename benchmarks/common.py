@@ -16,6 +16,9 @@ import time
 PAUSE = 0.3
 # "cuda" (run.py --device cuda): the models train on the GPU, fastnn against PyTorch CUDA eager.
 DEVICE = "cpu"
+# run.py --dtype mixed_bfloat16: fastnn models are built under that policy and each training
+# workload also times the same fastnn model in float32 and PyTorch under torch.autocast (bfloat16).
+MIXED = False
 
 
 def sync() -> None:
@@ -109,8 +112,41 @@ def training_vs_torch(report, name, threads, repeats, min_seconds, model, torch_
         sync()
 
     set_threads(threads)
-    t = interleaved({"fastnn": run_fastnn, "torch": run_torch}, repeats, min_seconds)
-    report.add(name, threads, "samples/s", n / median(t["fastnn"]), "torch", n / median(t["torch"]))
+    fns = {"fastnn": run_fastnn, "torch": run_torch}
+    if MIXED:
+        fns.update(_mixed_peers(model, (tmodel, opt, lossf), x, y, batch, tx, ty))
+    t = interleaved(fns, repeats, min_seconds)
+    if not MIXED:
+        report.add(name, threads, "samples/s", n / median(t["fastnn"]), "torch", n / median(t["torch"]))
+        return
+    for peer in ("torch", "torch-ac", "fastnn32"):
+        report.add(name + "-bf16", threads, "samples/s", n / median(t["fastnn"]), peer, n / median(t[peer]))
+
+
+def _mixed_peers(model, torch_parts, x, y, batch, tx, ty) -> dict:
+    """For --dtype mixed_bfloat16: the same fastnn model in float32 ("fastnn32") and a copy of the
+    PyTorch model trained under torch.autocast("cpu", dtype=torch.bfloat16) ("torch-ac")."""
+    import copy
+
+    import torch
+
+    import fastnn as fnn
+    twin = fnn.Sequential([type(layer)(**{k: v for k, v in layer.get_config().items() if k != "name"})
+                           for layer in model.layers], input_shape=model.input_shape, dtype="float32")
+    twin.compile(optimizer=copy.deepcopy(model.optimizer), loss=model.loss, metrics=model.metrics)
+    tmodel, opt, lossf = torch_parts
+    amodel = copy.deepcopy(tmodel)
+    aopt = type(opt)(amodel.parameters(), **opt.defaults)
+
+    def run_autocast():
+        for xb, yb in zip(tx, ty):
+            aopt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = lossf(amodel(xb), yb)
+            loss.backward()
+            aopt.step()
+
+    return {"torch-ac": run_autocast, "fastnn32": lambda: twin.fit(x, y, batch_size=batch, epochs=1, verbose=0)}
 
 
 def inference_vs_torch(report, name, threads, repeats, min_seconds, model, tmodel, x):
@@ -138,7 +174,7 @@ class Report:
         import fastnn as fnn
         cfg = fnn._info.config()
         self.meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "fastnn_variant": cfg["kernel_variant"],
-                     "openmp": cfg["openmp"], "python": platform.python_version()}
+                     "bf16_variant": cfg["bf16_variant"], "openmp": cfg["openmp"], "python": platform.python_version()}
         try:
             import numpy
             self.meta["numpy"] = numpy.__version__

@@ -3,6 +3,7 @@
     python benchmarks/run.py                         # everything, 1 and 2 threads
     python benchmarks/run.py --workloads mlp128,gemmnn --threads 2 --repeats 7
     python benchmarks/run.py --device cuda --workloads mlp128,mlp1024,cnn64,lstm64 --threads 1
+    python benchmarks/run.py --dtype mixed_bfloat16 --workloads gemm1024-bf16,mlp128,cnn64 --threads 2
 
 Prints one line per (workload, threads) with medians and the ratio fastnn/peer (> 1: fastnn
 faster); --json appends the rows (with CPU model, versions and kernel variant) as JSON lines.
@@ -27,35 +28,46 @@ MLP_STEPS = 20           # training steps per timed block (one fit epoch of 20 b
 GEMMNN = [(128, 784, 256), (128, 256, 128), (64, 1568, 128), (784, 256, 128), (256, 512, 512)]
 
 
-def mlp_fastnn(dropout=0.2):
-    layers = [fnn.layers.Dense(256, activation="relu")]
-    if dropout:
-        layers.append(fnn.layers.Dropout(dropout))
-    layers += [fnn.layers.Dense(128, activation="relu"), fnn.layers.Dense(10)]
-    model = fnn.Sequential(layers, input_shape=(784,))
+MLP_SIZES = (784, 256, 128, 10)             # mlp32 / mlp128 / mlp1024
+MLPWIDE_SIZES = (3072, 512, 512, 10)        # mlpwide256 (shared/BENCHMARKS.md, version 0.2)
+
+
+def mlp_fastnn(dropout=0.2, sizes=MLP_SIZES, dtype="float32"):
+    """Dense layers of ``sizes`` (input first) with ReLU between them, Dropout after the first
+    hidden layer when ``dropout``; SGD with momentum on cross-entropy from logits."""
+    layers = []
+    for i, units in enumerate(sizes[1:-1]):
+        layers.append(fnn.layers.Dense(units, activation="relu"))
+        if dropout and i == 0:
+            layers.append(fnn.layers.Dropout(dropout))
+    layers.append(fnn.layers.Dense(sizes[-1]))
+    model = fnn.Sequential(layers, input_shape=(sizes[0],), dtype=dtype)
     model.compile(optimizer=fnn.optimizers.SGD(learning_rate=0.01, momentum=0.9),
                   loss=fnn.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=())
     return model
 
 
-def mlp_torch(dropout=0.2):
+def mlp_torch(dropout=0.2, sizes=MLP_SIZES):
     import torch
     from torch import nn
-    mods = [nn.Linear(784, 256), nn.ReLU()]
-    if dropout:
-        mods.append(nn.Dropout(dropout))
-    mods += [nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)]
+    mods = []
+    for i in range(len(sizes) - 2):
+        mods += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()]
+        if dropout and i == 0:
+            mods.append(nn.Dropout(dropout))
+    mods.append(nn.Linear(sizes[-2], sizes[-1]))
     model = nn.Sequential(*mods)
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
 
 
-def bench_mlp(report, batch, threads, repeats, min_seconds):
+def bench_mlp(report, batch, threads, repeats, min_seconds, name=None, sizes=MLP_SIZES, dropout=0.2,
+              dtype="float32"):
     rng = np.random.default_rng(0)
     n = batch * MLP_STEPS
-    x = rng.standard_normal((n, 784)).astype(np.float32)
-    y = rng.integers(0, 10, n)
-    common.training_vs_torch(report, f"mlp{batch}", threads, repeats, min_seconds, mlp_fastnn(), mlp_torch(),
-                             x, y, batch)
+    x = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], n)
+    common.training_vs_torch(report, name or f"mlp{batch}", threads, repeats, min_seconds,
+                             mlp_fastnn(dropout, sizes, dtype), mlp_torch(dropout, sizes), x, y, batch)
 
 
 def bench_mlp_sched(report, threads, repeats, min_seconds, steps=200):
@@ -86,12 +98,12 @@ def bench_infer_mlp(report, threads, repeats, min_seconds):
     common.inference_vs_torch(report, "infer-mlp", threads, repeats, min_seconds, mlp_fastnn(), mlp_torch()[0], x)
 
 
-def _gemm_pair(m, k, n, dtype):
+def _gemm_pair(m, k, n, dtype, compute="float32"):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     out = np.empty((m, n), dtype=dtype)
-    return (lambda: fnn.ops.matmul(a, b, out=out)), (lambda: np.matmul(a, b, out=out))
+    return (lambda: fnn.ops.matmul(a, b, out=out, compute=compute)), (lambda: np.matmul(a, b, out=out))
 
 
 def bench_gemm(report, name, shapes, threads, repeats, min_seconds, dtype=np.float32):
@@ -110,6 +122,23 @@ def bench_gemm(report, name, shapes, threads, repeats, min_seconds, dtype=np.flo
                shapes=[list(s) for s in shapes], per_shape_fastnn=fast, per_shape_numpy=peer)
 
 
+def bench_gemm_bf16(report, name, shapes, threads, repeats, min_seconds):
+    """fnn.ops.matmul(compute="bfloat16") against numpy float32 and fastnn float32, interleaved."""
+    fnn.set_num_threads(threads)
+    with common.numpy_threads(threads):
+        res = {"fastnn": [], "numpy": [], "fastnn32": []}
+        for m, k, n in shapes:
+            f32, p = _gemm_pair(m, k, n, np.float32)
+            bf16, _ = _gemm_pair(m, k, n, np.float32, "bfloat16")
+            t = common.interleaved({"fastnn": bf16, "numpy": p, "fastnn32": f32}, repeats, min_seconds)
+            for key in res:
+                res[key].append(2.0 * m * k * n / common.median(t[key]) / 1e9)
+    geo = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
+    for peer in ("numpy", "fastnn32"):
+        report.add(name, threads, "GFLOP/s", geo(res["fastnn"]), peer, geo(res[peer]),
+                   shapes=[list(s) for s in shapes], bf16_variant=fnn._info.config()["bf16_variant"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="gemm1024,gemmnn,gemm1024-f64,mlp128,mlp32,infer-mlp")
@@ -119,8 +148,13 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="append result rows to this JSON-lines file")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda: train on the GPU against PyTorch CUDA eager (training workloads only)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="mixed_bfloat16: fastnn models under that policy; training workloads also time "
+                             "fastnn float32 and PyTorch under torch.autocast(bfloat16), rows named <workload>-bf16")
     args = parser.parse_args(argv)
     common.DEVICE = args.device
+    common.MIXED = args.dtype == "mixed_bfloat16"
+    fnn.set_default_dtype(args.dtype)
     report = common.Report(args.json)
     print(f"# {report.meta}")
     fnn.seed(0)
@@ -139,19 +173,28 @@ WORKLOADS = {
     "gemm1024": lambda r, t, n, s: bench_gemm(r, "gemm1024", [(1024, 1024, 1024)], t, n, s),
     "gemm1024-f64": lambda r, t, n, s: bench_gemm(r, "gemm1024", [(1024, 1024, 1024)], t, n, s, np.float64),
     "gemmnn": lambda r, t, n, s: bench_gemm(r, "gemmnn", GEMMNN, t, n, s),
+    "gemm1024-bf16": lambda r, t, n, s: bench_gemm_bf16(r, "gemm1024-bf16", [(1024, 1024, 1024)], t, n, s),
+    "gemmnn-bf16": lambda r, t, n, s: bench_gemm_bf16(r, "gemmnn-bf16", GEMMNN, t, n, s),
     "mlp128": lambda r, t, n, s: bench_mlp(r, 128, t, n, s),
     "mlp32": lambda r, t, n, s: bench_mlp(r, 32, t, n, s),
     "mlp1024": lambda r, t, n, s: bench_mlp(r, 1024, t, n, s),
+    "mlpwide256": lambda r, t, n, s: bench_mlp(r, 256, t, n, s, "mlpwide256", MLPWIDE_SIZES, dropout=0),
     "mlp128-sched": bench_mlp_sched,
     "infer-mlp": bench_infer_mlp,
     "cnn64": bench_cnn.bench_cnn64,
     "infer-cnn": bench_cnn.bench_infer_cnn,
+    "cnnrgb64": bench_cnn.bench_cnnrgb64,
     "rnn64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "rnn"),
     "lstm64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "lstm"),
     "gru64": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "gru"),
 }
 
-GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "cnn64", "rnn64", "lstm64", "gru64")
+GPU_WORKLOADS = ("mlp32", "mlp128", "mlp1024", "mlpwide256", "cnn64", "cnnrgb64", "rnn64", "lstm64", "gru64")
+
+# Larger recurrent layers: LSTM/GRU(256), T=50, 40 features, batch 32 (benchmarks/bench_rnn.py)
+WORKLOADS.update({"lstm256": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "lstm", 256),
+                  "gru256": lambda r, t, n, s: bench_rnn.bench_rnn(r, t, n, s, "gru", 256)})
+GPU_WORKLOADS += ("lstm256", "gru256")
 
 # BatchNormalization (benchmarks/bench_cnnbn.py)
 import bench_cnnbn  # noqa: E402

@@ -10,6 +10,7 @@ _lock = threading.Lock()
 _state = {
     "threads": None,           # None: resolved lazily from the environment / CPU count
     "dtype": np.dtype(np.float32),
+    "mixed": False,            # the default policy is "mixed_bfloat16" (dtype float32)
     "rng": None,
     "seed": None,
     "serial_after_fork": False,   # see _after_fork_in_child
@@ -86,22 +87,45 @@ def rng() -> np.random.Generator:
         return _state["rng"]
 
 
+MIXED_BFLOAT16 = "mixed_bfloat16"
+
+
 def set_default_dtype(dtype) -> None:
-    """Set the dtype of models and layers created without one ("float32" or "float64")."""
-    _state["dtype"] = as_float_dtype(dtype)
+    """Set the dtype of models and layers created without one: "float32", "float64" or
+    "mixed_bfloat16" (float32 parameters and activations, GEMM and convolution inputs rounded to
+    bfloat16 with float32 accumulation)."""
+    _state["dtype"], _state["mixed"] = as_policy(dtype)
 
 
 def get_default_dtype() -> np.dtype:
+    """The default dtype of parameters and activations (float32 under "mixed_bfloat16")."""
     return _state["dtype"]
+
+
+def get_default_policy() -> str:
+    """The default dtype policy: "float32", "float64" or "mixed_bfloat16"."""
+    return MIXED_BFLOAT16 if _state["mixed"] else _state["dtype"].name
+
+
+def as_policy(dtype) -> tuple:
+    """(float dtype, mixed) for a dtype argument: "mixed_bfloat16" gives (float32, True)."""
+    if isinstance(dtype, str) and dtype == MIXED_BFLOAT16:
+        return np.dtype(np.float32), True
+    return as_float_dtype(dtype), False
+
+
+def policy_or_default(dtype) -> tuple:
+    """as_policy(dtype), or the default policy when dtype is None."""
+    return as_policy(dtype) if dtype is not None else (_state["dtype"], _state["mixed"])
 
 
 def as_float_dtype(dtype) -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError as err:
-        raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}") from err
+        raise TypeError(f"dtype: expected 'float32', 'float64' or 'mixed_bfloat16', got {dtype!r}") from err
     if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected 'float32' or 'float64', got {dt.name!r}")
+        raise TypeError(f"dtype: expected 'float32', 'float64' or 'mixed_bfloat16', got {dt.name!r}")
     return dt
 
 

@@ -47,7 +47,7 @@ _local = threading.local()
 class InferencePlan:
     """The captured forward pass of one model at one input shape (see the module docstring)."""
 
-    __slots__ = ("x", "out", "calls", "epoch", "folds", "weights")
+    __slots__ = ("x", "out", "calls", "epoch", "folds", "weights", "mixed")
 
     def __init__(self, model, shape: tuple, dtype=None):
         # dtype: the checked input's (int64 indices for a first Embedding layer, whose plan
@@ -57,6 +57,10 @@ class InferencePlan:
         self.epoch = params_epoch()
         self.folds: list = []
         self.weights = weights_version()
+        # "mixed_bfloat16" layers: the plan reads their bf16 weight copies, refilled in place
+        self.mixed = [layer for layer in model.layers if layer.mixed and layer.bf16_gemm]
+        for layer in self.mixed:      # converted now: a conversion is not a kernel call to capture
+            layer._bf16_weight()
         _core.capture_begin(self.calls)
         try:
             self.out = self._forward(model.layers, self.x)
@@ -86,6 +90,8 @@ class InferencePlan:
             self.weights = weights_version()
             for fold in self.folds:
                 fold.refresh()
+        for layer in self.mixed:
+            layer._bf16_weight()
         return self.calls.call(x)
 
 
@@ -99,7 +105,7 @@ class _Fold:
     def applies(layer, nxt) -> bool:
         from .layers import BatchNormalization, Conv2D, Dense
         return (type(nxt) is BatchNormalization and type(layer) in (Dense, Conv2D)
-                and layer.activation == "linear")
+                and layer.activation == "linear" and not layer.mixed)
 
     def __init__(self, layer, bn):
         self.layer, self.bn = layer, bn

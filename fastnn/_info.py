@@ -18,6 +18,9 @@ def _init_arch() -> None:
     if want:
         _core.arch_set(want)
         _arch_forced = True
+    want = os.environ.get("FASTNN_BF16", "").strip().lower()
+    if want:
+        _core.bf16_set(want)
 
 
 def cuda_available() -> bool:
@@ -40,7 +43,11 @@ def config() -> dict:
         "variant_forced": _arch_forced,
         "openmp": _core.openmp_enabled(),
         "threads": _config.get_num_threads(),
-        "default_dtype": _config.get_default_dtype().name,
+        "default_dtype": _config.get_default_policy(),
+        # the kernel of "mixed_bfloat16" Dense layers and fnn.ops.matmul(compute="bfloat16"):
+        # amx, avx512bf16 or ref (rounded operands through the float32 GEMM); FASTNN_BF16 overrides
+        "bf16_variant": _core.bf16_get(),
+        "bf16_best_variant": _core.bf16_best(),
         "machine": platform.machine(),
         "python": platform.python_version(),
     }

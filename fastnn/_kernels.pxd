@@ -1,5 +1,5 @@
 # Declarations of the C kernels (csrc/include/fastnn.h) for Cython.
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint16_t, uint64_t
 
 cdef extern from "fastnn.h" nogil:
     int FNN_OK, FNN_ERR_ARG, FNN_ERR_NOMEM, FNN_ERR_ARCH, FNN_ERR_LABEL
@@ -216,3 +216,16 @@ cdef extern from "fastnn.h" nogil:
                                float *y, int n_threads)
     int fnn_gaussian_noise_f64(int64_t n, double stddev, uint64_t seed, uint64_t offset, const double *x,
                                double *y, int n_threads)
+
+    int FNN_BF16_REF, FNN_BF16_AVX512, FNN_BF16_AMX, FNN_A_BF16, FNN_B_BF16
+    int fnn_f32_to_bf16(int64_t n, const float *x, uint16_t *y, int n_threads)
+    int fnn_bf16_to_f32(int64_t n, const uint16_t *x, float *y, int n_threads)
+    int fnn_round_bf16_f32(int64_t n, const float *x, float *y, int n_threads)
+    int fnn_bf16_best()
+    int fnn_bf16_get()
+    int fnn_bf16_set(int variant)
+    int fnn_bf16_forced()
+    const char *fnn_bf16_name(int variant)
+    int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
+                      const void *a, int64_t lda, const void *b, int64_t ldb,
+                      const float *bias, float *c, int64_t ldc, int n_threads)

@@ -38,6 +38,8 @@ cdef enum:
     _OP_RECURRENT = 7
     _OP_BATCHNORM = 20                    # fastnn/_norm.pxi: m outer, n channels, k inner, alpha eps
     _OP_EMBED = 32                           # fastnn/_embed.pxi: m indices, k rows, n columns
+    _OP_GEMM_BF16 = 40                       # fastnn/_bf16.pxi: a GEMM with bf16 inputs (float32 C)
+    _OP_ROUND_BF16 = 41                      # fastnn/_bf16.pxi: n values rounded to bf16
 
 
 cdef struct _op:
@@ -67,6 +69,11 @@ cdef int _run_f32(const _op *o) noexcept nogil:
     cdef float *ws = <float *>o.ws
     if o.kind == _OP_EMBED:
         return _run_embed(o)
+    if o.kind == _OP_ROUND_BF16:
+        return c.fnn_round_bf16_f32(o.n, a, out, o.n_threads)
+    if o.kind == _OP_GEMM_BF16:
+        return c.fnn_gemm_bf16(o.flags, o.m, o.n, o.k, <float>o.alpha, <float>o.beta, o.a, o.lda, o.b, o.ldb,
+                               bias, out, o.ldc, o.n_threads)
     if o.kind == _OP_GEMM:
         return c.fnn_gemm_f32(o.flags, o.m, o.n, o.k, <float>o.alpha, <float>o.beta, a, o.lda, b, o.ldb, bias,
                               out, o.ldc, o.n_threads)

@@ -52,6 +52,8 @@ def save_model(model, path) -> None:
         "metrics": list(model.metrics),
         "optimizer": None,
     }
+    if model.mixed:     # the weights stay float32 (the "dtype" above); the policy is kept beside them
+        header["policy"] = model.dtype_policy
     if model._shuffle_state is not None:
         header["shuffle"] = {"seed": str(model._shuffle_state[0]), "epochs": str(model._shuffle_state[1])}
     opt = model.optimizer
@@ -255,8 +257,12 @@ def _load(path, zf, archive_size):
         if header.get("dtype") not in ("float32", "float64"):
             raise ModelFileError(f"{path}: dtype must be 'float32' or 'float64', got {header.get('dtype')!r}")
         dtype = np.dtype(header["dtype"])
+        policy = header.get("policy", header["dtype"])
+        if policy not in (header["dtype"], "mixed_bfloat16") or (policy == "mixed_bfloat16" and dtype != np.float32):
+            raise ModelFileError(f"{path}: policy must be the dtype or 'mixed_bfloat16' with float32 weights, "
+                                 f"got {policy!r} with {header['dtype']!r}")
         model = Sequential([_make(_layers.REGISTRY, e, "layer") for e in layer_entries],
-                           dtype=header["dtype"], name=header["name"])
+                           dtype=policy, name=header["name"])
         input_shape = _input_shape(path, header.get("input_shape"),
                                    bool(model.layers) and getattr(model.layers[0], "integer_input", False))
         opt_entry = header.get("optimizer") if header.get("loss") is not None else None

@@ -91,9 +91,13 @@ class Sequential:
     layers : list of Layer, optional
     input_shape : tuple of int, optional
         Input shape without the batch axis; builds the model at once when given.
-    dtype : {"float32", "float64"}, optional
-        Dtype of every parameter, activation and gradient (default: ``fnn.get_default_dtype()``,
-        float32 unless changed). Inputs of other dtypes are converted.
+    dtype : {"float32", "float64", "mixed_bfloat16"}, optional
+        Dtype of every parameter, activation and gradient (default: the one set by
+        ``fnn.set_default_dtype``, float32 unless changed). Inputs of other dtypes are converted.
+        "mixed_bfloat16": everything float32, but the inputs of every Dense and Conv2D GEMM
+        (forward and both backward products) are rounded to bfloat16 and multiplied with float32
+        accumulation (README, "bfloat16"); ``model.dtype`` is then float32 and
+        ``model.dtype_policy`` "mixed_bfloat16".
     name : str, optional
 
     Examples
@@ -112,7 +116,7 @@ class Sequential:
         self.name = name if name is not None else "sequential"
         if not isinstance(self.name, str):
             fail("Sequential(name=...)", "a str", repr(name), TypeError)
-        self.dtype = _config.as_float_dtype(dtype) if dtype is not None else _config.get_default_dtype()
+        self.dtype, self.mixed = _config.policy_or_default(dtype)
         self.layers: list = []
         self.built = False
         self.input_shape = None
@@ -135,6 +139,11 @@ class Sequential:
             self.add(layer)
         if input_shape is not None:
             self.build(input_shape)
+
+    @property
+    def dtype_policy(self) -> str:
+        """"float32", "float64" or "mixed_bfloat16" (whose ``dtype`` is float32)."""
+        return _config.MIXED_BFLOAT16 if self.mixed else self.dtype.name
 
     # ---- structure ---------------------------------------------------------------------
     def add(self, layer: Layer) -> None:
@@ -161,12 +170,12 @@ class Sequential:
             if i > 0 and getattr(layer, "integer_input", False):
                 fail(f"{self.name}: layer {layer.name}", "a layer taking integer indices (Embedding) only as "
                      "the first layer", f"it at position {i}")
-            if layer.built and (layer.input_shape != shape or layer.dtype != self.dtype):
+            if layer.built and (layer.input_shape != shape or layer.dtype_policy != self.dtype_policy):
                 fail(f"{self.name}: layer {layer.name}", f"input shape {layer.input_shape} and dtype "
-                     f"{layer.dtype}", f"input shape {shape} and dtype {self.dtype}")
+                     f"{layer.dtype_policy}", f"input shape {shape} and dtype {self.dtype_policy}")
             if not layer.built:
                 layer.device = self.device
-                layer.build(shape, self.dtype)
+                layer.build(shape, self.dtype_policy)
             shape = layer.output_shape
         self.input_shape = tuple(int(d) for d in input_shape)
         self._flatten_params()
@@ -238,7 +247,7 @@ class Sequential:
         out += ["=" * sum(w), f"Total params: {self.count_params():,}"]
         if frozen:      # Keras' two lines, shown when some weights are not trained (BatchNormalization)
             out += [f"Trainable params: {self.count_params() - frozen:,}", f"Non-trainable params: {frozen:,}"]
-        out += [f"dtype: {self.dtype.name}, device: {self.device}", line]
+        out += [f"dtype: {self.dtype_policy}, device: {self.device}", line]
         text = "\n".join(out)
         print(text)
         return text
@@ -591,6 +600,9 @@ class Sequential:
             xb_full = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype)
             yb_full = np.empty((min(batch_size, n),) + y.shape[1:], dtype=y.dtype)
             wb_full = None if w is None else np.empty(min(batch_size, n), dtype=w.dtype)
+            # Float samples: gathered by the C row copy on the model's threads (np.take is one
+            # thread, and with out= and mode='raise' copies through a temporary).
+            fast_take = x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.ndim >= 2
         for cb in all_cbs:
             cb.on_train_begin()
         for epoch in range(epochs):
@@ -616,7 +628,10 @@ class Sequential:
                     wb = None if we is None else we[start:stop]
                 else:
                     idx = order[start:stop]
-                    xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
+                    if fast_take:
+                        xb = backend.cpu.take_rows(x, idx, xb_full[:stop - start])
+                    else:
+                        xb = np.take(x, idx, axis=0, out=xb_full[:stop - start])
                     yb = np.take(y, idx, axis=0, out=yb_full[:stop - start])
                     wb = None if w is None else np.take(w, idx, out=wb_full[:stop - start])
                 xb, yb = be.asarray(xb), be.asarray(yb)      # no copy when they are there already

@@ -48,7 +48,7 @@ def _check_out(out, shape, dtype, where, be=backend.cpu):
     return out
 
 
-def matmul(a, b, out=None, trans_a=False, trans_b=False):
+def matmul(a, b, out=None, trans_a=False, trans_b=False, compute="float32"):
     """``op(a) @ op(b)`` with fastnn's GEMM, ``op`` transposing when asked (no copy is made).
 
     Parameters
@@ -57,12 +57,21 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
     out : ndarray, optional
         Receives the result (the right shape and dtype, writeable, not overlapping a or b); its
         rows must be contiguous (a row stride larger than the width is fine, e.g. a column slice).
+    compute : {"float32", "bfloat16"}, default "float32"
+        "bfloat16" (float32 a and b only): the inputs are rounded to bfloat16 (to nearest even) and
+        multiplied with float32 accumulation and output, by the bf16 kernel this CPU supports
+        (``fnn.show_config()`` names it).
     """
+    if compute not in ("float32", "bfloat16"):
+        fail("matmul(compute=...)", "'float32' or 'bfloat16'", repr(compute))
     be = _backend_of("matmul", a, b, out)
     a = _float_array(a, "matmul a", 2, be)
     b = _float_array(b, "matmul b", 2, be)
     if a.dtype != b.dtype:
         fail("matmul", "a and b of the same dtype", f"{a.dtype} and {b.dtype}", TypeError)
+    bf16 = compute == "bfloat16"
+    if bf16 and a.dtype != np.float32:
+        fail("matmul(compute='bfloat16')", "float32 a and b", f"dtype {a.dtype}", TypeError)
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != kb:
@@ -76,11 +85,11 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False):
                 fail("matmul out", "a writeable array with contiguous rows", f"strides {out.strides}")
             # an empty array (NumPy may give it zero strides), or a single C-contiguous row or
             # column whose other stride is arbitrary, or a misaligned one: through a temporary
-            out[...] = be.matmul(a, b, be.empty((m, n), dtype=a.dtype), bool(trans_a), bool(trans_b))
+            out[...] = be.matmul(a, b, be.empty((m, n), dtype=a.dtype), bool(trans_a), bool(trans_b), bf16=bf16)
             return out
     else:
         out = be.empty((m, n), dtype=a.dtype)
-    return be.matmul(a, b, out, bool(trans_a), bool(trans_b))
+    return be.matmul(a, b, out, bool(trans_a), bool(trans_b), bf16=bf16)
 
 
 def _gemm_rows_ok(out, be) -> bool:

@@ -56,11 +56,19 @@ GEMM_SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (1, 17, 33), (2, 40, 
                (17, 33, 129), (33, 47, 65), (31, 16, 1), (130, 97, 257)]
 
 
-def _gemm(be, a, b, out, ta, tb, alpha, beta, bias, bias_row, relu):
+def _gemm(be, a, b, out, ta, tb, alpha, beta, bias, bias_row, relu, bf16=False, stored=False):
+    """The GEMM with its epilogue; bf16: the bf16 GEMM, stored: a and b handed to it as bf16 bits
+    (as the weight copies of layers are)."""
     if be is cpu:
-        _core.gemm(a, b, out, ta, tb, alpha, beta, bias, bias_row, relu, _config.get_num_threads())
+        if stored:
+            a16, b16 = np.empty(a.shape, np.uint16), np.empty(b.shape, np.uint16)
+            _core.f32_to_bf16(a.reshape(-1), a16.reshape(-1))
+            _core.f32_to_bf16(b.reshape(-1), b16.reshape(-1))
+            a, b = a16, b16
+        (_core.gemm_bf16 if bf16 else _core.gemm)(a, b, out, ta, tb, alpha, beta, bias, bias_row, relu,
+                                                  _config.get_num_threads())
         return out
-    prod = be.matmul(a, b, be.empty(out.shape, dtype=out.dtype), ta, tb, alpha, 0.0)
+    prod = be.matmul(a, b, be.empty(out.shape, dtype=out.dtype), ta, tb, alpha, 0.0, bf16=bf16)
     res = prod + beta * out if beta != 0 else prod
     if bias is not None:
         res = res + (bias[:, None] if bias_row else bias[None, :])
@@ -426,38 +434,48 @@ def run(families=None, seed: int = 0, threads: int = 2, include_gpu: bool = True
         raise ValueError(f"selftest: unknown kernel families {sorted(unknown)}; known: {list(FAMILIES)}")
     rng = np.random.default_rng(seed)
     cases = {fam: FAMILIES[fam](rng) for fam in families}
-    saved_arch, saved_threads = _core.arch_get(), _config._state["threads"]
+    saved_arch, saved_threads, saved_bf16 = _core.arch_get(), _config._state["threads"], _core.bf16_forced()
     rows = []
     try:
         for variant, be, arch in _targets(include_gpu):
             if arch is not None:
                 _core.arch_set(arch)
             for fam in families:
-                for dt in map(np.dtype, dtypes):
-                    row = Row(fam, variant, dt.name)
-                    t0 = time.perf_counter()
-                    for case in cases[fam]:
-                        _config.set_num_threads(1)
-                        want = _outputs(ref, case, np.float64)
-                        try:
-                            got = _outputs(be, case, dt)
-                            worst, bad = _check(case, got, want, dt)
-                            if be is cpu and threads > 1:
-                                _config.set_num_threads(threads)
-                                again = _outputs(be, case, dt)
-                                bad += [f"{k}: differs between 1 and {threads} threads" for k in got
-                                        if not np.array_equal(got[k], again[k], equal_nan=True)]
-                        except Exception as err:   # a kernel error is a failed case, not a crash of the test
-                            worst, bad = np.inf, [f"{type(err).__name__}: {err}"]
-                        row.cases += 1
-                        row.worst = max(row.worst, worst)
-                        row.failures += [f"{case.label}: {b}" for b in bad]
-                    row.seconds = time.perf_counter() - t0
-                    rows.append(row)
+                # the bf16 families: float32 only, once per bf16 variant on the CPU
+                bf16 = fam in BF16_FAMILIES
+                subs = [(f"{variant}+{v}", v) for v in _bf16_variants()] if bf16 and be is cpu else [(variant, None)]
+                for dt in map(np.dtype, ("float32",) if bf16 else dtypes):
+                    for name, bv in subs:
+                        if bv is not None:
+                            _core.bf16_set(bv)
+                        rows.append(_run_family(cases[fam], Row(fam, name, dt.name), be, dt, threads))
     finally:
         _core.arch_set(saved_arch)
+        _core.bf16_set(saved_bf16)
         _config._state["threads"] = saved_threads
     return rows
+
+
+def _run_family(cases, row: Row, be, dt, threads: int) -> Row:
+    t0 = time.perf_counter()
+    for case in cases:
+        _config.set_num_threads(1)
+        want = _outputs(ref, case, np.float64)
+        try:
+            got = _outputs(be, case, dt)
+            worst, bad = _check(case, got, want, dt)
+            if be is cpu and threads > 1:
+                _config.set_num_threads(threads)
+                again = _outputs(be, case, dt)
+                bad += [f"{k}: differs between 1 and {threads} threads" for k in got
+                        if not np.array_equal(got[k], again[k], equal_nan=True)]
+        except Exception as err:   # a kernel error is a failed case, not a crash of the test
+            worst, bad = np.inf, [f"{type(err).__name__}: {err}"]
+        row.cases += 1
+        row.worst = max(row.worst, worst)
+        row.failures += [f"{case.label}: {b}" for b in bad]
+    row.seconds = time.perf_counter() - t0
+    return row
 
 
 def format_table(rows) -> str:
@@ -481,7 +499,8 @@ def main(families=None, seed: int = 0, threads: int = 2) -> int:
     cfg = _info.config()
     print(f"fastnn {cfg['version']} selftest: variants this CPU runs: "
           f"{', '.join(_core.ARCH_NAMES[:_core.ARCH_NAMES.index(_core.arch_best()) + 1])} "
-          f"(in use: {cfg['kernel_variant']}); OpenMP {cfg['openmp']}; threads 1 and {threads}; seed {seed}")
+          f"(in use: {cfg['kernel_variant']}); bf16 GEMM variants: {', '.join(_bf16_variants())} "
+          f"(in use: {cfg['bf16_variant']}); OpenMP {cfg['openmp']}; threads 1 and {threads}; seed {seed}")
     t0 = time.perf_counter()
     rows = run(families, seed, threads)
     print(format_table(rows))
@@ -490,6 +509,40 @@ def main(families=None, seed: int = 0, threads: int = 2) -> int:
     print(f"{total} cases run, {failed} failures, {time.perf_counter() - t0:.1f}s: "
           f"{'PASSED' if not failed else 'FAILED'}")
     return 1 if failed else 0
+
+
+# ---- bfloat16 GEMM (float32 only: bf16 inputs, float32 accumulation) ------------------------------
+#: families that run in float32 only, once per bf16 GEMM variant this CPU has
+BF16_FAMILIES = ("gemm_bf16",)
+
+
+def gemm_bf16_cases(rng):
+    out = []
+    for m, n, k in GEMM_SHAPES + [(3, 5, 2), (14, 32, 1024), (15, 33, 1025), (29, 64, 513)]:
+        for ta in (False, True):
+            for tb in (False, True):
+                epilogue = rng.integers(0, 3)
+                relu, stored = bool(rng.integers(0, 2)), bool(rng.integers(0, 2))
+                beta = float(rng.choice([0.0, 0.5]))
+                alpha = float(rng.choice([1.0, -1.5]))
+                inputs = {"a": _uniform(rng, (k, m) if ta else (m, k)), "b": _uniform(rng, (n, k) if tb else (k, n)),
+                          "c": _uniform(rng, (m, n)), "bias": _uniform(rng, m if epilogue == 2 else n)}
+
+                def run(be, x, ta=ta, tb=tb, alpha=alpha, beta=beta, epilogue=epilogue, relu=relu, stored=stored):
+                    c = be.contiguous(x["c"].copy())
+                    bias = x["bias"] if epilogue else None
+                    return {"c": _gemm(be, x["a"], x["b"], c, ta, tb, alpha, beta, bias, epilogue == 2, relu,
+                                       True, stored)}
+                out.append(Case("gemm_bf16", f"{m}x{n}x{k} ta={ta:d} tb={tb:d}{' bf16-stored' if stored else ''}",
+                                inputs, run))
+    return out
+
+
+FAMILIES["gemm_bf16"] = gemm_bf16_cases
+
+
+def _bf16_variants() -> list:
+    return list(_core.BF16_NAMES[:_core.BF16_NAMES.index(_core.bf16_best()) + 1])
 
 
 # ---- batch normalization, and global pooling (whole-plane windows of the pooling kernels) ----------

@@ -217,3 +217,36 @@ def test_apply_gradients_updates_non_contiguous_params(opt):
 def test_apply_gradients_shape_mismatch():
     with pytest.raises(ValueError):
         SGD().apply_gradients([(np.ones(3), np.zeros(4))])
+
+
+@pytest.mark.parametrize("kind", ["sgd", "nesterov", "adam", "adamw", "rmsprop", "rmsprop_centered_momentum"])
+def test_update_kernels_same_bits_on_every_variant(kind, dtype, arch, rng):
+    """The update loops are compiled once per instruction set: element-wise, without FMA
+    contraction, so every variant gives the generic variant's bits (odd length: vector tails)."""
+    from fastnn import _core
+    n = 1000 + 37
+
+    def run():
+        r = np.random.default_rng(3)
+        p, g, s1, s2, s3 = (r.standard_normal(n).astype(dtype) for _ in range(5))
+        s2 = np.abs(s2)
+        for t in range(1, 4):
+            if kind in ("sgd", "nesterov"):
+                _core.sgd_step(p, g, s1, 0.01, 0.9, 0.01, kind == "nesterov", t == 1, 2)
+            elif kind in ("adam", "adamw"):
+                _core.adam_step(p, g, s1, s2, t, 0.01, 0.9, 0.999, 1e-7, 0.01, 2, kind == "adamw")
+            else:
+                centered = kind != "rmsprop"
+                _core.rmsprop_step(p, g, s2, s1 if centered else None, s3 if centered else None, 0.01, 0.9,
+                                   0.5 if centered else 0.0, 1e-7, 0.01, 2)
+        return p, s1, s2, s3
+
+    got = run()
+    original = _core.arch_get()
+    try:
+        _core.arch_set("generic")
+        want = run()
+    finally:
+        _core.arch_set(original)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)

@@ -19,8 +19,13 @@ def test_cli_passes_for_every_variant():
     assert res.returncode == 0, res.stdout + res.stderr
     best = _core.ARCH_NAMES.index(_core.arch_best())
     rows = [line.split() for line in res.stdout.splitlines()]
+    bf16 = _core.BF16_NAMES[:_core.BF16_NAMES.index(_core.bf16_best()) + 1]
     for variant in _core.ARCH_NAMES[:best + 1]:
         for family in selftest.FAMILIES:
+            if family in selftest.BF16_FAMILIES:    # float32 only, once per bf16 GEMM variant
+                for v in bf16:
+                    assert any(r[:3] == [family, f"{variant}+{v}", "float32"] and r[-1] == "ok" for r in rows), v
+                continue
             for dtype in ("float32", "float64"):
                 assert any(r[:3] == [family, variant, dtype] and r[-1] == "ok" for r in rows), (family, variant)
     assert "PASSED" in res.stdout and "FAIL" not in res.stdout

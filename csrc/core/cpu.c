@@ -130,6 +130,108 @@ const char *fnn_arch_name(int arch)
     }
 }
 
+/* ---- bfloat16 variants ---------------------------------------------------------------------
+ * A separate axis: the bf16 kernels need AVX-512 state plus their own CPUID bits (AVX512_BF16:
+ * leaf 7 sub-leaf 1 EAX bit 5; AMX: leaf 7 EDX bits 22 amx-bf16 and 24 amx-tile, with the tile
+ * state XCR0 bits 17-18). Unless FASTNN_BF16 or fnn_bf16_set picked one, the variant follows the
+ * float32 one: FASTNN_ARCH=generic or avx2 selects the reference bf16 path too. AMX also needs the
+ * kernel's permission (arch_prctl), asked by its GEMM on first use; see csrc/x86/amx. */
+static int fnn_bf16_detect(void)
+{
+#ifdef FNN_CPUID
+    if (fnn_arch_best() < FNN_ARCH_AVX512)
+        return FNN_BF16_REF;
+    unsigned int eax, ebx, ecx, edx;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const int max_sub = (int)eax;
+    const int amx = ((edx >> 22) & 1) && ((edx >> 24) & 1) && ((fnn_xgetbv0() >> 17) & 3) == 3;
+#ifdef FNN_HAVE_AMX
+    if (amx)
+        return FNN_BF16_AMX;
+#else
+    (void)amx;
+#endif
+#ifdef FNN_HAVE_AVX512BF16
+    if (max_sub >= 1) {
+        __cpuid_count(7, 1, eax, ebx, ecx, edx);
+        if ((eax >> 5) & 1)
+            return FNN_BF16_AVX512;
+    }
+#else
+    (void)max_sub;
+#endif
+#endif
+    return FNN_BF16_REF;
+}
+
+static int fnn_bf16_best_v = -1;
+static int fnn_bf16_pick = -2; /* -2: not resolved yet, -1: none (follow the float32 variant) */
+
+int fnn_bf16_best(void)
+{
+    int b = FNN_LOAD(&fnn_bf16_best_v);
+    if (b < 0) {
+        b = fnn_bf16_detect();
+        FNN_STORE(&fnn_bf16_best_v, b);
+    }
+    return b;
+}
+
+int fnn_bf16_get(void)
+{
+    int f = FNN_LOAD(&fnn_bf16_pick);
+    if (f == -2) {
+        const char *s = getenv("FASTNN_BF16");
+        f = -1;
+        if (s != NULL) {
+            int want = -1;
+            if (strcmp(s, "ref") == 0)
+                want = FNN_BF16_REF;
+            else if (strcmp(s, "avx512bf16") == 0)
+                want = FNN_BF16_AVX512;
+            else if (strcmp(s, "amx") == 0)
+                want = FNN_BF16_AMX;
+            if (want >= 0 && want <= fnn_bf16_best())
+                f = want;
+        }
+        FNN_STORE(&fnn_bf16_pick, f);
+    }
+    if (f >= 0)
+        return f;
+    return fnn_arch_get() < FNN_ARCH_AVX512 ? FNN_BF16_REF : fnn_bf16_best();
+}
+
+int fnn_bf16_forced(void)
+{
+    (void)fnn_bf16_get(); /* resolves FASTNN_BF16 */
+    return FNN_LOAD(&fnn_bf16_pick);
+}
+
+int fnn_bf16_set(int variant)
+{
+    if (variant == -1) { /* back to following the float32 variant */
+        FNN_STORE(&fnn_bf16_pick, -1);
+        return FNN_OK;
+    }
+    if (variant < FNN_BF16_REF || variant > FNN_BF16_AMX)
+        return FNN_ERR_ARG;
+    /* AMX detection implies AVX512-BF16 on every CPU that has it (Sapphire Rapids and later). */
+    if (variant > fnn_bf16_best())
+        return FNN_ERR_ARCH;
+    FNN_STORE(&fnn_bf16_pick, variant);
+    return FNN_OK;
+}
+
+const char *fnn_bf16_name(int variant)
+{
+    switch (variant) {
+    case FNN_BF16_REF: return "ref";
+    case FNN_BF16_AVX512: return "avx512bf16";
+    case FNN_BF16_AMX: return "amx";
+    default: return "unknown";
+    }
+}
+
 int fnn_openmp_enabled(void)
 {
 #ifdef _OPENMP

@@ -377,6 +377,37 @@ int fnn_gaussian_noise_f32(int64_t n, double stddev, uint64_t seed, uint64_t off
 int fnn_gaussian_noise_f64(int64_t n, double stddev, uint64_t seed, uint64_t offset, const double *x, double *y,
                            int n_threads);
 
+/* ---- bfloat16 (mixed precision) ----------------------------------------------------------
+ * bf16 values are stored as uint16_t: the top 16 bits of the float32 of the same value.
+ * Conversion rounds to nearest even; NaN stays NaN (quiet), +-Inf and overflow give +-Inf. */
+int fnn_f32_to_bf16(int64_t n, const float *x, uint16_t *y, int n_threads);
+int fnn_bf16_to_f32(int64_t n, const uint16_t *x, float *y, int n_threads);
+/* y = float(bf16(x)): the float32 of the rounded value; y may be x. */
+int fnn_round_bf16_f32(int64_t n, const float *x, float *y, int n_threads);
+
+/* GEMM variants for bf16 inputs, picked like the float32 ones: once, newest first, FASTNN_BF16
+ * (ref | avx512bf16 | amx) overrides when this CPU supports the name. */
+#define FNN_BF16_REF 0      /* round to bf16, multiply with the float32 GEMM (any CPU) */
+#define FNN_BF16_AVX512 1   /* AVX512-BF16 VDPBF16PS on packed bf16 k-pairs */
+#define FNN_BF16_AMX 2      /* AMX-BF16 TDPBF16PS tiles */
+int fnn_bf16_best(void);
+int fnn_bf16_get(void);
+int fnn_bf16_set(int variant);         /* FNN_ERR_ARCH when the CPU lacks it; -1: follow FASTNN_ARCH */
+int fnn_bf16_forced(void);             /* the variant picked (env or fnn_bf16_set), else -1 */
+const char *fnn_bf16_name(int variant);
+
+/* flags beyond those of fnn_gemm_f32: the operand is stored as bf16 (uint16_t) instead of float */
+#define FNN_A_BF16 16
+#define FNN_B_BF16 32
+/* C[m,n] = act(alpha * bf16(op(A)) bf16(op(B)) + beta * C + bias) in float32: float operands are
+ * rounded to bf16 (as fnn_f32_to_bf16) while packed, products are exact and summed in float32.
+ * Leading dimensions count elements of the operand's own type. The sum's order depends on k
+ * only, so results do not depend on n_threads. The AVX512/AMX variants treat bf16 subnormals as
+ * zero (the instructions do); the reference variant keeps them. */
+int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
+                  const void *a, int64_t lda, const void *b, int64_t ldb,
+                  const float *bias, float *c, int64_t ldc, int n_threads);
+
 #ifdef __cplusplus
 }
 #endif

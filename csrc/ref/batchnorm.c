@@ -2,11 +2,17 @@
  * (blocks of FNN_BN_LANES channels when inner == 1), and each channel's sums run in an order
  * fixed by the shape: results do not depend on n_threads. */
 #include <math.h>
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 #include "../core/internal.h"
 
 /* Partial sums per channel: 16 doubles, two AVX-512 or four AVX2 registers of independent adds. */
 #define FNN_BN_LANES 16
+/* Channels per block of the AVX-512 (N, C, H, W) path: their partial sums (2 x 16 doubles each)
+ * stay on the stack. */
+#define FNN_BN_BLOCK 32
 
 /* The per-channel work is also compiled for AVX2 (a function attribute, so the file stays
  * portable), used by the avx2 and avx512 variants of fnn_arch_get() (so FASTNN_ARCH applies);
@@ -16,6 +22,7 @@
 #define FNN_BN_X86 1
 #define FNN_BN_INLINE static inline __attribute__((always_inline))
 #define FNN_BN_AVX2 __attribute__((target("avx2")))
+#define FNN_BN_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2")))
 #else
 #define FNN_BN_X86 0
 #define FNN_BN_INLINE static inline

@@ -156,9 +156,10 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     }
     p->tiles = (p->oh + p->rows - 1) / p->rows;
     p->ucols = p->nb * p->rows * p->pitch;
-    /* Weight gradient accumulated as (c*kh*kw, f) when that is the taller side: the GEMM then
-     * packs the long k dimension of the narrower operand into the wide panels. */
-    p->dwt = backward && p->ckk < s->f;
+    /* DIRECT: weight gradient accumulated as (c*kh*kw, f) when that is the taller side: the GEMM
+     * then packs the long k dimension of the narrower operand into the wide panels. (COLS and WIDE
+     * take the columns transposed, see conv_dw_gemm.) */
+    p->dwt = backward && p->mode == FNN_CONV_DIRECT && p->ckk < s->f;
     p->xpad_len = p->padded ? fnn_round16(s->c * p->hp * p->wp) : 0;
     p->cols_len = p->mode == FNN_CONV_DIRECT ? 0 : fnn_round16(p->ckk * p->ucols);
     /* WIDE backward: xpad holds the image as padded pixel rows (kw more pixels) instead. */

@@ -96,6 +96,19 @@ FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(rows_wide), FNN_CW_SUFFI
             FNN_CW_COPY(rows + q * ld + u * run, xr + (i0 * wp + q + u * wp) * s->c, run);
 }
 
+/* rows_wide for the real output columns only: row (i - i0)*ow + j of rows is output (i, j)'s
+ * patch, the rows_wide row of its wide column i*wp + j. */
+FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(rows_real), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                             const FNN_T *restrict xr, int64_t i0, int64_t i1,
+                                             FNN_T *restrict rows, int64_t ld) {
+    const int64_t wp = p->wp, ow = p->ow, run = s->kw * s->c;
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = 0; j < ow; j++) {
+            FNN_T *d = rows + ((i - i0) * ow + j) * ld;
+            for (int64_t u = 0; u < s->kh; u++) FNN_CW_COPY(d + u * run, xr + ((i + u) * wp + j) * s->c, run);
+        }
+}
+
 /* y rows [i0, i1) of one image (f, oh, ow) from the wide GEMM result (f rows, leading dim ld). */
 FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(wide_to_y), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
                                              const FNN_T *restrict yw, int64_t ld, int64_t i0, int64_t i1,
@@ -123,3 +136,18 @@ FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(dy_to_wide), FNN_CW_SUFF
         }
 }
 
+
+/* dy rows [i0, i1) of one image as an (f, n) matrix (leading dimension ld), masked by yi > 0
+ * where yi is given (COLS, DIRECT and WIDE's real columns). */
+FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(dy_rows), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                           const FNN_T *restrict dyi, const FNN_T *restrict yi, int64_t i0,
+                                           int64_t i1, FNN_T *restrict out, int64_t ld) {
+    const int64_t n = (i1 - i0) * p->ow;
+    for (int64_t o = 0; o < s->f; o++) {
+        const int64_t at = o * p->hw + i0 * p->ow;
+        if (yi)
+            FNN_CW_MASK(out + o * ld, dyi + at, yi + at, n);
+        else
+            FNN_CW_COPY(out + o * ld, dyi + at, n);
+    }
+}

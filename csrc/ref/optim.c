@@ -1,9 +1,14 @@
-/* SGD, Adam/AdamW and RMSprop updates and weight penalties: float and double from optim_tmpl.h. */
+/* SGD, Adam/AdamW and RMSprop updates and weight penalties: float and double from optim_tmpl.h,
+ * the update loops once per instruction set (isa_variants.h): Adam's and RMSprop's square roots
+ * and divisions run 3-5x faster in 512-bit vectors than in the baseline's SSE2. */
 #include <math.h>
 #include "../core/internal.h"
 
+#define FNN_VARIANTS_TMPL "optim_range_tmpl.h"
+#include "isa_variants.h"
 #include "optim_tmpl.h"
 #define FNN_DOUBLE
+#include "isa_variants.h"
 #include "optim_tmpl.h"
 #undef FNN_DOUBLE
 

@@ -361,10 +361,10 @@ static int FNN_(rnn_fwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_fwd_rows_fn) ga
             /* h W_h + b_h apart from x W_x + b_x: the n block needs it on its own */
             FNN_T *sb = ws + L->o_s + r0 * L->lds;
             p.s = sb;
-            st = FNN_GEMM(0, m, 3 * H, k, 1, 0, hp, ldxh, wh, 3 * H, bh, sb, L->lds, nt);
+            st = FNN_GEMM(0, m, 3 * H, k, 1, 0, hp, ldxh, wh, L->ldw, bh, sb, L->lds, nt);
         } else {
             /* accumulated onto the input projection */
-            st = FNN_GEMM(0, m, L->kx, k, 1, 1, hp, ldxh, wh, L->kx, bh, p.g, ldg, nt);
+            st = FNN_GEMM(0, m, L->kx, k, 1, 1, hp, ldxh, wh, L->ldw, bh, p.g, ldg, nt);
         }
         if (st != FNN_OK) return st;
         if (L->cell == FNN_CELL_LSTM) {
@@ -485,6 +485,11 @@ static int FNN_(recurrent_fwd)(int cell, int flags, int64_t n, int64_t t, int64_
     if (nt < 1) nt = 1;
     const int seq = (flags & FNN_RNN_SEQ) != 0;
     memset(ws + L.o_zero, 0, (size_t)L.ldh * sizeof(FNN_T));
+    if (L.o_wh >= 0) {
+        FNN_T *whp = ws + L.o_wh;
+        for (int64_t r = 0; r < h; r++) memcpy(whp + r * L.ldw, wh + r * L.kx, (size_t)L.kx * sizeof(FNN_T));
+        wh = whp;
+    }
     const FNN_(rnn_fwd_rows_fn) gates = FNN_(rnn_fwd_rows_pick)();
     const int64_t C = L.nchunks;
     if (C == 1) return FNN_(rnn_fwd_chunk)(&L, gates, 0, n, seq, x, wx, wh, bx, bh, y, ws, nt);

@@ -22,25 +22,59 @@ def to_numpy(x):
     return x
 
 
-def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
-    _core.gemm(a, b, out, trans_a, trans_b, alpha, beta, None, False, False, get_num_threads())
+def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bf16=False):
+    """out = alpha op(a) op(b) + beta out; bf16: inputs rounded to bfloat16, float32 accumulation."""
+    (_core.gemm_bf16 if bf16 else _core.gemm)(a, b, out, trans_a, trans_b, alpha, beta, None, False, False,
+                                              get_num_threads())
     return out
 
 
-def linear_fwd(x, w, b, out, relu=False):
-    """out = x @ w + b, ReLU fused into the GEMM epilogue when asked."""
-    _core.gemm(x, w, out, False, False, 1.0, 0.0, b, False, relu, get_num_threads())
+# ---- bfloat16 ("mixed_bfloat16" layers) -------------------------------------------------------
+
+def bf16_weight(w, prev=None):
+    """The bf16 form of a weight for the kernels of "mixed_bfloat16" layers, refilled in place when
+    prev (an earlier result for this weight) is given: the bf16 bits (uint16) of a 2-D W (Dense:
+    x @ W and dy @ W.T read it, the latter transposed while packed: measured 5-10 % slower than a
+    transposed copy, which costs more than that to make every step), else W rounded to bf16 values
+    in float32 (Conv2D, which computes in float32 on rounded operands)."""
+    if w.ndim == 2:
+        q = prev if prev is not None else np.empty(w.shape, dtype=np.uint16)
+        _core.f32_to_bf16(w.reshape(-1), q.reshape(-1), get_num_threads())
+        return q
+    return round_bf16(w, prev if prev is not None else np.empty_like(w))
+
+
+def round_bf16(x, out):
+    """out = x rounded to bf16 (to nearest even), as float32 values; out may be x."""
+    _core.round_bf16(x.reshape(-1), out.reshape(-1), get_num_threads())
     return out
 
 
-def linear_bwd(x, w, dy, dw, db, dx=None):
-    """dw = x.T @ dy, db = dy.sum(0), dx = dy @ w.T (skipped when dx is None)."""
+def linear_fwd(x, w, b, out, relu=False, wq=None):
+    """out = x @ w + b, ReLU fused into the GEMM epilogue when asked; wq (bf16_weight(w)): the bf16
+    GEMM, x rounded while packed."""
+    if wq is not None:
+        _core.gemm_bf16(x, wq, out, False, False, 1.0, 0.0, b, False, relu, get_num_threads())
+    else:
+        _core.gemm(x, w, out, False, False, 1.0, 0.0, b, False, relu, get_num_threads())
+    return out
+
+
+def linear_bwd(x, w, dy, dw, db, dx=None, wq=None):
+    """dw = x.T @ dy, db = dy.sum(0), dx = dy @ w.T (skipped when dx is None); wq as linear_fwd's
+    (both products in bf16; db from the float32 dy)."""
     nt = get_num_threads()
-    _core.gemm(x, dy, dw, True, False, 1.0, 0.0, None, False, False, nt)
+    if wq is not None:
+        _core.gemm_bf16(x, dy, dw, True, False, 1.0, 0.0, None, False, False, nt)
+    else:
+        _core.gemm(x, dy, dw, True, False, 1.0, 0.0, None, False, False, nt)
     if db is not None:
         _core.bias_grad(dy, db, False, nt)
     if dx is not None:
-        _core.gemm(dy, w, dx, False, True, 1.0, 0.0, None, False, False, nt)
+        if wq is not None:
+            _core.gemm_bf16(dy, wq, dx, False, True, 1.0, 0.0, None, False, False, nt)
+        else:
+            _core.gemm(dy, w, dx, False, True, 1.0, 0.0, None, False, False, nt)
     return dx
 
 
@@ -243,6 +277,14 @@ def embedding_fwd(idx, w, out):
     """out (idx.shape + (d,)) = w[idx]: rows of the (v, d) table w gathered by the int64 indices."""
     _core.embedding_fwd(idx.reshape(-1), w, _rows(out.reshape(idx.size, w.shape[1]), "embedding output"),
                         get_num_threads())
+    return out
+
+
+def take_rows(x, idx, out):
+    """out = x[idx] for a C-contiguous float32/float64 batch x (N, ...) and int64 indices: the
+    embedding gather over samples as rows (threaded, a plain copy, so the same bits for any
+    thread count); fit's shuffled batches."""
+    _core.embedding_fwd(idx, _rows(x), _rows(out, "batch"), get_num_threads())
     return out
 
 

@@ -164,12 +164,31 @@ def _col_sum(x, out):
     _launch("axis_sum", x.dtype, x.shape[1], _i(x.shape[1]), _i(x.shape[0]), _i(so), _i(si), x, out)
 
 
-def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bf16=False):
+    if bf16:
+        a, b = round_bf16(a, _scratch("bf16_a", a.shape, a.dtype)), round_bf16(b, _scratch("bf16_b", b.shape, b.dtype))
     return _gemm(a, b, out, trans_a, trans_b, alpha, beta)
 
 
-def linear_fwd(x, w, b, out, relu=False):
-    """out = x @ w + b, then ReLU; bias and ReLU in one kernel after the GEMM."""
+# ---- bfloat16 ("mixed_bfloat16" layers): float32 GEMMs on operands rounded to bf16 ---------------
+
+def round_bf16(x, out):
+    """out = x rounded to bf16 (to nearest even), as float32 values; out may be x."""
+    _launch("round_bf16", x.dtype, x.size, _i(x.size), x, out)
+    return out
+
+
+def bf16_weight(w, prev=None):
+    """w rounded to bf16 values (refilled into prev when given): what the GEMMs of a
+    "mixed_bfloat16" layer read as its weight."""
+    return round_bf16(w, prev if prev is not None else _cupy().empty(w.shape, dtype=w.dtype))
+
+
+def linear_fwd(x, w, b, out, relu=False, wq=None):
+    """out = x @ w + b, then ReLU; bias and ReLU in one kernel after the GEMM. wq (bf16_weight(w)):
+    x rounded to bf16 too, the product of the rounded operands."""
+    if wq is not None:
+        x, w = round_bf16(x, _scratch("bf16_x", x.shape, x.dtype)), wq
     _gemm(x, w, out)
     if b is not None or relu:
         _launch("bias_act", out.dtype, out.size, _i(out.shape[0]), _i(out.shape[1]), _p(b), np.int32(int(relu)),
@@ -177,10 +196,13 @@ def linear_fwd(x, w, b, out, relu=False):
     return out
 
 
-def linear_bwd(x, w, dy, dw, db, dx=None):
-    _gemm(x, dy, dw, trans_a=True)
+def linear_bwd(x, w, dy, dw, db, dx=None, wq=None):
     if db is not None:
         _col_sum(dy, db)
+    if wq is not None:
+        x, w = round_bf16(x, _scratch("bf16_x", x.shape, x.dtype)), wq
+        dy = round_bf16(dy, _scratch("bf16_dy", dy.shape, dy.dtype))
+    _gemm(x, dy, dw, trans_a=True)
     if dx is not None:
         _gemm(dy, w, dx, trans_b=True)
     return dx

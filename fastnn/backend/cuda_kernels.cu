@@ -30,6 +30,23 @@ template <typename T> __device__ T fnn_sqrt(T x);
 template <> __device__ float fnn_sqrt<float>(float x) { return sqrtf(x); }
 template <> __device__ double fnn_sqrt<double>(double x) { return sqrt(x); }
 
+// ---- bfloat16 ---------------------------------------------------------------------------------
+
+// y = x rounded to bfloat16 (to nearest even; NaN stays NaN, overflow gives infinity), as float:
+// the input rounding of "mixed_bfloat16" layers, whose GEMMs then run in float32 on the rounded
+// operands (exact products, float32 sums: the numerics of the CPU's bf16 kernels). y may be x.
+extern "C" __global__ void round_bf16_f32(long long n, const float *x, float *y) {
+    FNN_LOOP(i, n) {
+        union { float f; unsigned int u; } v;
+        v.f = x[i];
+        if ((v.u & 0x7fffffffu) > 0x7f800000u)
+            v.u = (v.u | 0x00400000u) & 0xffff0000u;
+        else
+            v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
+        y[i] = v.f;
+    }
+}
+
 // ---- activations (codes as fastnn.backend.ACT_CODES) ------------------------------------------
 
 template <typename T> __device__ T fnn_sigmoid(T x) {

@@ -18,23 +18,44 @@ def to_numpy(x):
     return x
 
 
-def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+def round_bf16(x, out):
+    """out = x rounded to bfloat16 (to nearest even; NaN stays NaN, overflow gives infinity), as
+    float32 values: the input rounding of "mixed_bfloat16"."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    nan = np.isnan(x)
+    r[nan] = (u[nan] | np.uint32(0x400000)) & np.uint32(0xFFFF0000)
+    out[...] = r.view(np.float32).reshape(np.shape(x))
+    return out
+
+
+def bf16_weight(w, prev=None):
+    return round_bf16(w, prev if prev is not None else np.empty_like(w))
+
+
+def matmul(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bf16=False):
+    if bf16:
+        a, b = round_bf16(a, np.empty_like(a)), round_bf16(b, np.empty_like(b))
     prod = (a.T if trans_a else a) @ (b.T if trans_b else b)
     out[...] = alpha * prod + (beta * out if beta != 0 else 0)
     return out
 
 
-def linear_fwd(x, w, b, out, relu=False):
+def linear_fwd(x, w, b, out, relu=False, wq=None):
+    if wq is not None:
+        x, w = round_bf16(x, np.empty_like(x)), wq
     out[...] = x @ w + (0 if b is None else b)
     if relu:
         np.maximum(out, 0, out=out)
     return out
 
 
-def linear_bwd(x, w, dy, dw, db, dx=None):
-    dw[...] = x.T @ dy
+def linear_bwd(x, w, dy, dw, db, dx=None, wq=None):
     if db is not None:
         db[...] = dy.sum(axis=0)
+    if wq is not None:
+        x, w, dy = round_bf16(x, np.empty_like(x)), wq, round_bf16(dy, np.empty_like(dy))
+    dw[...] = x.T @ dy
     if dx is not None:
         dx[...] = dy @ w.T
     return dx

@@ -32,9 +32,18 @@ def weights_version() -> int:
     return _weights_version[0]
 
 
-def weights_changed() -> None:
-    """Note that weights changed in place (for inference plans that fold weights)."""
+# Bumped when trainable weights may have changed in place (optimizer steps, set_weights, loading;
+# not BatchNormalization's moving statistics): layers under "mixed_bfloat16" refresh their bf16
+# weight copies on the first use after it, so weights are converted once per optimizer step.
+_params_version = [next(_weights_counter)]
+
+
+def weights_changed(trainable: bool = True) -> None:
+    """Note that weights changed in place (for inference plans that fold weights, and the bf16
+    weight copies of "mixed_bfloat16" layers unless ``trainable`` is False)."""
     _weights_version[0] = next(_weights_counter)
+    if trainable:
+        _params_version[0] = _weights_version[0]
 
 
 class Layer:
@@ -64,6 +73,9 @@ class Layer:
     #: first sample in the global batch), ``total`` (the global batch's samples) and
     #: ``allreduce(array)`` (sums a small array over the processes in place)
     _part = None
+    #: whether the layer multiplies by its first weight (Dense, Conv2D): under "mixed_bfloat16" it
+    #: keeps a bf16 copy of it (``_bf16_weight``)
+    bf16_gemm: bool = False
 
     def __init__(self, name: str | None = None):
         if name is not None and not isinstance(name, str):
@@ -73,6 +85,8 @@ class Layer:
         self.input_shape: tuple | None = None
         self.output_shape: tuple | None = None
         self.dtype: np.dtype | None = None
+        self.mixed = False          # "mixed_bfloat16": GEMM inputs rounded to bf16 (see _bf16_weight)
+        self._bf16 = None           # (params version, weight array, the backend's bf16 copy of it)
         self.params: list = []
         self.non_trainable: list = []   # weights after params in get_weights, outside the
         #                                  model's flat trainable buffer (the optimizer never sees them)
@@ -132,7 +146,8 @@ class Layer:
             raise TypeError(f"{self.name}: expected input_shape as a tuple of ints, got {input_shape!r}") from err
         if any(d < 1 for d in shape):
             fail(f"{self.name}.build", "positive dimensions in input_shape", shape)
-        self.dtype = _config.as_float_dtype(dtype) if dtype is not None else _config.get_default_dtype()
+        self.dtype, self.mixed = _config.policy_or_default(dtype)
+        self._bf16 = None
         self.output_shape = tuple(self.compute_output_shape(shape))
         self.input_shape = shape
         self.params = [self.backend.asarray(initializers.initialize(init, shape_, self.dtype))
@@ -197,7 +212,29 @@ class Layer:
 
     def _drop_buffers(self) -> None:
         """Forget the planned buffers and the forward cache (the layer moved to another device)."""
-        self._bufs, self._cache = {}, None
+        self._bufs, self._cache, self._bf16 = {}, None, None
+
+    @property
+    def dtype_policy(self) -> str | None:
+        """"float32", "float64" or "mixed_bfloat16" (None before build)."""
+        return None if self.dtype is None else _config.MIXED_BFLOAT16 if self.mixed else self.dtype.name
+
+    def _bf16_weight(self):
+        """Under "mixed_bfloat16", the backend's bf16 copy of ``params[0]`` (``backend.bf16_weight``),
+        converted again only after the weights changed (an optimizer step, set_weights, loading);
+        None otherwise."""
+        if not self.mixed:
+            return None
+        version, w, cache = self._bf16 if self._bf16 is not None else (None, None, None)
+        if version != _params_version[0] or w is not self.params[0]:
+            cache = self.backend.bf16_weight(self.params[0], cache if w is self.params[0] else None)
+            self._bf16 = (_params_version[0], self.params[0], cache)
+        return cache
+
+    def _bf16_round(self, x, key: str):
+        """x rounded to bf16 values (float32) in the planned buffer ``key``: the input of a kernel
+        that computes in float32 on rounded operands (same numerics as the bf16 GEMM)."""
+        return self.backend.round_bf16(x, self._buf(key, x.shape))
 
     def _buf(self, key: str, shape: tuple, dtype=None):
         """An output/gradient buffer (of the layer's dtype unless given): reused between training

@@ -34,6 +34,7 @@ class Dense(Layer):
     """
 
     capturable = True
+    bf16_gemm = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer: str = "glorot_uniform", kernel_regularizer=None, name=None):
@@ -79,7 +80,8 @@ class Dense(Layer):
         if logits and act in ("softmax", "sigmoid"):
             act = "linear"
         y = self._buf("y", (x.shape[0], self.units))
-        be.linear_fwd(x, self.params[0], self.params[1] if self.use_bias else None, y, relu=act == "relu")
+        be.linear_fwd(x, self.params[0], self.params[1] if self.use_bias else None, y, relu=act == "relu",
+                      wq=self._bf16_weight())
         if act not in ("linear", "relu"):
             apply_activation(be, act, y, y, self.alpha)
         if training:
@@ -94,5 +96,6 @@ class Dense(Layer):
         if act != "linear":
             dz = activation_grad(be, act, y, dy, self._buf("dz", dy.shape), self.alpha)
         dx = self._buf("dx", x.shape) if need_dx else None
-        be.linear_bwd(x, self.params[0], dz, self.grads[0], self.grads[1] if self.use_bias else None, dx)
+        be.linear_bwd(x, self.params[0], dz, self.grads[0], self.grads[1] if self.use_bias else None, dx,
+                      wq=self._bf16_weight())
         return dx

@@ -116,7 +116,7 @@ class BatchNormalization(Layer):
                 fail(f"{self.name} input", "at least one sample in training (batch statistics)", f"shape {x.shape}")
             be.batchnorm_fwd_train(x.reshape(view), gamma, beta, y.reshape(view), mean, invstd, moving_mean,
                                    moving_var, self.momentum, self.epsilon, relu=relu)
-        weights_changed()       # the moving statistics (inference plans fold them)
+        weights_changed(trainable=False)       # the moving statistics (inference plans fold them)
         self._remember(x, y, mean=mean, invstd=invstd, relu=relu)
         return y
 

@@ -1,0 +1,354 @@
+"""bfloat16: conversion, the bf16 GEMM variants against the reference numerics, the error bound
+against float64, fnn.ops.matmul(compute="bfloat16"), and the "mixed_bfloat16" policy end to end
+(layers, training, weight copies refreshed once per step, plans, model files, CUDA emulator)."""
+from __future__ import annotations
+
+import math
+
+import cuda_emu
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _core
+from fastnn.backend import cpu, numpy_ref
+from fastnn.layers import Conv2D, Dense, Flatten, MaxPool2D
+
+BF16 = ("ref", "avx512bf16", "amx")
+
+
+@pytest.fixture(params=BF16)
+def bf16_variant(request):
+    """Each bf16 GEMM variant this CPU runs (others skipped with the reason); restores the choice."""
+    name = request.param
+    if BF16.index(name) > BF16.index(_core.bf16_best()):
+        pytest.skip(f"bf16 variant {name!r} needs a CPU with "
+                    f"{'AMX-BF16 (amx_bf16 in /proc/cpuinfo)' if name == 'amx' else 'AVX512-BF16 (avx512_bf16)'}; "
+                    f"this one's best is {_core.bf16_best()!r}")
+    saved = _core.bf16_forced()
+    try:
+        _core.bf16_set(name)
+        yield name
+    finally:
+        _core.bf16_set(saved)
+
+
+def rounded(x):
+    """The bf16 value of each float32 of x (reference: numpy bit arithmetic)."""
+    return numpy_ref.round_bf16(np.asarray(x, np.float32), np.empty(np.shape(x), np.float32))
+
+
+def bits16(x):
+    out = np.empty(x.size, np.uint16)
+    _core.f32_to_bf16(np.ascontiguousarray(x, np.float32).reshape(-1), out)
+    return out.reshape(x.shape)
+
+
+# ---- conversion ----------------------------------------------------------------------------------
+
+def test_round_to_nearest_even_and_specials():
+    one = 0x3F80
+    x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -(1 + 2**-8 + 2**-20), np.inf, -np.inf,
+                  3.4e38, -3.4e38, 3.38e38, 0.0, -0.0, 1e-40], np.float32)
+    want = [one, one, one + 2, one + 1, 0x8000 | (one + 1), 0x7F80, 0xFF80, 0x7F80, 0xFF80, 0x7F7E, 0, 0x8000, 0x0001]
+    assert [int(v) for v in bits16(x)] == want
+    nan = np.array([np.nan, -np.nan, np.float32(np.nan) * 0], np.float32)
+    nan_bits = np.array([0x7FC00000, 0xFF800001, 0x7F800001], np.uint32).view(np.float32)
+    for v in (bits16(nan), bits16(nan_bits)):
+        assert all((int(b) & 0x7F80) == 0x7F80 and (int(b) & 0x7F) != 0 for b in v)   # still NaN (quiet)
+    back = np.empty(len(want), np.float32)
+    _core.bf16_to_f32(np.array(want, np.uint16), back)
+    same = np.empty_like(x)
+    _core.round_bf16(x, same)
+    np.testing.assert_array_equal(back, same)
+
+
+def test_conversion_matches_numpy_ref_and_torch_on_random_bits(rng):
+    u = rng.integers(0, 2**32, 200_001, dtype=np.uint64).astype(np.uint32)
+    x = u.view(np.float32)
+    got = np.empty_like(x)
+    _core.round_bf16(x, got, 2)
+    want = rounded(x)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32)) or \
+        np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.isnan(got), np.isnan(x))
+    torch = pytest.importorskip("torch")
+    finite = np.isfinite(x)
+    t = torch.from_numpy(x[finite].copy()).to(torch.bfloat16).to(torch.float32).numpy()
+    np.testing.assert_array_equal(got[finite], t)
+
+
+# ---- the GEMM ------------------------------------------------------------------------------------
+
+EDGE = [(1, 1, 1), (1, 7, 3), (2, 33, 5), (3, 1, 2), (13, 31, 1), (14, 32, 2), (15, 33, 3), (29, 65, 513),
+        (17, 16, 1031), (100, 70, 130), (64, 300, 1200)]
+
+
+@pytest.mark.parametrize("m, n, k", EDGE)
+@pytest.mark.parametrize("ta, tb", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_gemm_matches_rounded_float64(bf16_variant, rng, m, n, k, ta, tb):
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    A, B = rounded(a).astype(np.float64), rounded(b).astype(np.float64)
+    prod = (A.T if ta else A) @ (B.T if tb else B)
+    scale = (np.abs(A.T if ta else A) @ np.abs(B.T if tb else B)) + 1
+    for stored in (False, True):
+        aa, bb = (bits16(a), bits16(b)) if stored else (a, b)
+        out = np.full((m, n), np.nan, np.float32)
+        _core.gemm_bf16(aa, bb, out, ta, tb, 1.0, 0.0, bias, False, True, 2)
+        want = np.maximum(prod + bias, 0)
+        assert np.all(np.abs(out - want) <= 1e-6 * k * scale), (stored, np.abs(out - want).max())
+        out = c0.copy()
+        _core.gemm_bf16(aa, bb, out, ta, tb, -1.5, 0.5, None, False, False, 2)
+        assert np.all(np.abs(out - (-1.5 * prod + 0.5 * c0)) <= 1e-6 * k * 1.5 * scale)
+
+
+def test_gemm_row_bias_leading_dimensions_and_views(bf16_variant, rng):
+    big = rng.standard_normal((70, 90)).astype(np.float32)
+    a, b = big[3:20, 5:70], big[1:66, 7:30]           # rows further apart than their width
+    out_big = np.zeros((30, 50), np.float32)
+    out = out_big[2:19, 4:27]
+    bias = rng.standard_normal(17).astype(np.float32)
+    _core.gemm_bf16(a, b, out, False, False, 1.0, 0.0, bias, True, False, 1)
+    want = rounded(a).astype(np.float64) @ rounded(b) + bias[:, None]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert np.all(out_big[:2] == 0) and np.all(out_big[:, :4] == 0) and np.all(out_big[:, 27:] == 0)
+
+
+@pytest.mark.parametrize("m, n, k", [(64, 300, 1200), (257, 129, 65), (15, 520, 1030)])
+def test_gemm_same_bits_for_any_thread_count(bf16_variant, rng, m, n, k):
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    outs = []
+    for nt in (1, 2, 3, 4):
+        out = np.empty((m, n), np.float32)
+        _core.gemm_bf16(a, b, out, False, False, 1.0, 0.0, None, False, False, nt)
+        outs.append(out)
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("k", [1, 16, 255, 1024, 4099])
+def test_gemm_error_within_sqrt_k_2_pow_minus_8_of_float64(bf16_variant, rng, k):
+    """Normwise, the issue's criterion: ||C - C64|| / ||C64|| <= sqrt(k) 2^-8. Elementwise, rigorously:
+    each product carries two bf16 roundings (at most 2^-8 relative each: 8 significant bits), so a sum
+    is off by at most ~2^-7 sum|a_p b_p| <= 2^-7 sqrt(k) ||a o b||_2, plus float32 accumulation."""
+    m, n = 37, 45
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    out = fnn.ops.matmul(a, b, compute="bfloat16")
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = math.sqrt(k) * 2.0**-8
+    ab2 = np.sqrt((a.astype(np.float64) ** 2) @ (b.astype(np.float64) ** 2))     # ||a_i o b_j||_2
+    assert np.all(np.abs(out - exact) <= 2 * bound * ab2 * 1.01 + k * 2.0**-23 * ab2 * math.sqrt(k))
+    assert np.linalg.norm(out - exact) / np.linalg.norm(exact) <= bound
+    # and it is bf16, not float32: the error is far above float32's
+    if k >= 16:
+        assert np.linalg.norm(out - exact) / np.linalg.norm(exact) > 2.0**-14
+
+
+def test_ops_matmul_compute_argument(rng):
+    a = rng.standard_normal((5, 7)).astype(np.float32)
+    b = rng.standard_normal((7, 3)).astype(np.float32)
+    got = fnn.ops.matmul(a, b, compute="bfloat16")
+    np.testing.assert_allclose(got, rounded(a).astype(np.float64) @ rounded(b), rtol=1e-6, atol=1e-6)
+    out = np.empty((3, 5), np.float32)
+    assert fnn.ops.matmul(b, a, out=out, trans_a=True, trans_b=True, compute="bfloat16") is out
+    np.testing.assert_allclose(out, got.T, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(fnn.ops.matmul(a, b), fnn.ops.matmul(a, b, compute="float32"))
+    with pytest.raises(ValueError, match="compute"):
+        fnn.ops.matmul(a, b, compute="float16")
+    with pytest.raises(TypeError, match="float32"):
+        fnn.ops.matmul(a.astype(np.float64), b.astype(np.float64), compute="bfloat16")
+
+
+def test_variant_names_and_errors():
+    assert _core.bf16_get() in BF16
+    with pytest.raises(ValueError, match="bf16 variant"):
+        _core.bf16_set("avx9000")
+    assert fnn.show_config()["bf16_variant"] == _core.bf16_get()
+
+
+def test_amx_kernel_skips_with_reason_here():
+    if "amx_bf16" in open("/proc/cpuinfo").read() and _core.bf16_best() == "amx":
+        return      # run on this CPU by the variant-parametrised tests above
+    with pytest.raises(ValueError, match="does not support 'amx'"):
+        _core.bf16_set("amx")
+
+
+# ---- the "mixed_bfloat16" policy -------------------------------------------------------------
+
+def test_policy_names(rng):
+    model = fnn.Sequential([Dense(3)], input_shape=(4,), dtype="mixed_bfloat16")
+    assert model.dtype == np.float32 and model.dtype_policy == "mixed_bfloat16"
+    assert all(layer.mixed and layer.dtype == np.float32 for layer in model.layers)
+    assert "dtype: mixed_bfloat16" in model.summary()
+    fnn.set_default_dtype("mixed_bfloat16")
+    assert fnn.Sequential([Dense(2)], input_shape=(3,)).dtype_policy == "mixed_bfloat16"
+    assert fnn.get_default_dtype() == np.float32
+    fnn.set_default_dtype("float32")
+    assert fnn.Sequential([Dense(2)], input_shape=(3,)).dtype_policy == "float32"
+    with pytest.raises(TypeError, match="mixed_bfloat16"):
+        fnn.Sequential([Dense(2)], dtype="bfloat16")
+    layer = Dense(2)
+    fnn.Sequential([layer], input_shape=(3,), dtype="float32")
+    with pytest.raises(ValueError, match="mixed_bfloat16"):
+        fnn.Sequential([layer], input_shape=(3,), dtype="mixed_bfloat16")
+
+
+def test_dense_forward_backward_use_rounded_operands(bf16_variant, rng):
+    layer = Dense(37, activation="relu")
+    fnn.Sequential([layer], input_shape=(29,), dtype="mixed_bfloat16")
+    x = rng.standard_normal((23, 29)).astype(np.float32)
+    dy = rng.standard_normal((23, 37)).astype(np.float32)
+    w, b = layer.get_weights()
+    y = layer.forward(x)
+    z = rounded(x).astype(np.float64) @ rounded(w) + b
+    np.testing.assert_allclose(y, np.maximum(z, 0), rtol=1e-5, atol=1e-5)
+    dx = layer.backward(dy)
+    dz = np.where(z > 0, dy, 0).astype(np.float32)
+    np.testing.assert_allclose(layer.grads[0], rounded(x).T.astype(np.float64) @ rounded(dz), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads[1], dz.astype(np.float64).sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, rounded(dz).astype(np.float64) @ rounded(w).T, rtol=1e-5, atol=1e-5)
+    # and differs from the float32 layer by bf16, not float32, amounts
+    ref = Dense(37, activation="relu")
+    fnn.Sequential([ref], input_shape=(29,), dtype="float32")
+    ref.set_weights([w, b])
+    assert 1e-4 < np.abs(ref.forward(x) - y).max() < 0.2
+
+
+def test_conv2d_forward_backward_use_rounded_operands(rng):
+    layer = Conv2D(5, 3, padding=1, activation="relu")
+    fnn.Sequential([layer], input_shape=(3, 9, 8), dtype="mixed_bfloat16")
+    x = rng.standard_normal((4, 3, 9, 8)).astype(np.float32)
+    dy = rng.standard_normal((4, 5, 9, 8)).astype(np.float32)
+    w, b = layer.get_weights()
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    r = numpy_ref
+    xq, wq = rounded(x).astype(np.float64), rounded(w).astype(np.float64)
+    z = r.conv2d_fwd(xq, wq, b.astype(np.float64), np.empty((4, 5, 9, 8)), (1, 1), (1, 1, 1, 1))
+    np.testing.assert_allclose(y, np.maximum(z, 0), rtol=1e-5, atol=1e-5)
+    dz = rounded(np.where(z > 0, dy, 0)).astype(np.float64)
+    dw, db, dxx = np.empty_like(wq), np.empty(5), np.empty_like(xq)
+    r.conv2d_bwd(xq, wq, dz, dw, db, dxx, (1, 1), (1, 1, 1, 1))
+    np.testing.assert_allclose(layer.grads[0], dw, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(layer.grads[1], db, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dx, dxx, rtol=1e-5, atol=1e-5)
+
+
+def _cnn(dtype):
+    return fnn.Sequential([Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(16, activation="relu"),
+                           Dense(3, activation="softmax")], input_shape=(1, 8, 8), dtype=dtype)
+
+
+def test_weights_converted_once_per_step_and_after_set_weights(rng, monkeypatch):
+    fnn.seed(3)
+    model = _cnn("mixed_bfloat16")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    calls = []
+    real = cpu.bf16_weight
+    monkeypatch.setattr(cpu, "bf16_weight", lambda w, prev=None: calls.append(w.shape) or real(w, prev))
+    x = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    model.fit(x, y, batch_size=10, epochs=1, verbose=0, shuffle=False)
+    assert len(calls) == 4 * 3           # 4 steps x 3 GEMM layers, whatever the products per step
+    calls.clear()
+    model.predict(x[:3])
+    model.predict(x)
+    assert len(calls) == 3               # once after the last step, then reused
+    calls.clear()
+    p0 = model.predict(x)
+    assert calls == []
+    w = model.get_weights()
+    w[-2] = w[-2] * 0                    # the last Dense kernel: predictions become softmax(bias)
+    model.set_weights(w)
+    want = np.exp(w[-1]) / np.exp(w[-1]).sum()
+    np.testing.assert_allclose(model.predict(x), np.broadcast_to(want, (40, 3)), rtol=1e-5)
+    np.testing.assert_allclose(model.predict(x[:2]), np.broadcast_to(want, (2, 3)), rtol=1e-5)   # the plan path
+    assert not np.allclose(p0, want, rtol=1e-3)
+
+
+def test_predict_plan_and_layer_path_agree_and_follow_training(rng):
+    fnn.seed(4)
+    model = _cnn("mixed_bfloat16")
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = rng.standard_normal((6, 1, 8, 8)).astype(np.float32)
+    for _ in range(2):
+        planned = model.predict(x[:2])           # small batch: an inference plan
+        h = x[:2]
+        for layer in model.layers:
+            h = layer._forward(h, False, False)
+        np.testing.assert_array_equal(planned, h)
+        model.train_on_batch(x, np.array([0, 1, 2, 0, 1, 2]))
+
+
+def test_model_file_keeps_float32_weights_and_policy(tmp_path, rng):
+    fnn.seed(5)
+    model = _cnn("mixed_bfloat16")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = rng.standard_normal((20, 1, 8, 8)).astype(np.float32)
+    model.fit(x, rng.integers(0, 3, 20), epochs=1, batch_size=5, verbose=0)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    with np.load(path) as z:
+        assert all(z[k].dtype == np.float32 for k in z.files if k.startswith("layer"))
+    loaded = fnn.load_model(path)
+    assert loaded.dtype_policy == "mixed_bfloat16"
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_mixed_training_tracks_float32_training(rng):
+    """The same model and data in both policies: losses stay close (bf16 noise, not divergence)."""
+    x = rng.standard_normal((256, 1, 8, 8)).astype(np.float32)
+    y = (x[:, 0, 2:5, 2:5].sum((1, 2)) > 0).astype(np.int64) + (x[:, 0, 5:, 5:].sum((1, 2)) > 1)
+    hist = {}
+    for dt in ("float32", "mixed_bfloat16"):
+        fnn.seed(6)
+        model = _cnn(dt)
+        model.compile(fnn.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        hist[dt] = model.fit(x, y, batch_size=32, epochs=15, verbose=0).history["loss"]
+    assert hist["mixed_bfloat16"][-1] < 0.6 * hist["mixed_bfloat16"][0]
+    assert abs(hist["mixed_bfloat16"][-1] - hist["float32"][-1]) < 0.1
+
+
+@pytest.mark.parametrize("name", ["digits", "digits_cnn"])
+def test_demo_models_reach_float32_accuracy_within_half_a_point(name, capsys):
+    from fastnn import demo
+    acc = {}
+    for dt in ("float32", "mixed_bfloat16"):
+        fnn.set_default_dtype(dt)
+        fnn.seed(0)
+        acc[dt] = getattr(demo, name)(verbose=0)
+    assert acc["mixed_bfloat16"] >= acc["float32"] - 0.005, acc
+
+
+def test_cuda_backend_applies_the_same_policy(rng, monkeypatch):
+    """On the CUDA backend (CuPy emulator) the layers round the same operands and multiply in float32:
+    the same results as the CPU's bf16 kernels, to float32 rounding."""
+    cuda_emu.install(monkeypatch)
+    from fastnn.backend import cuda as cuda_backend
+    monkeypatch.setattr(cuda_backend, "_state", {"cp": None, "module": None, "fns": {}, "geo": {}, "scratch": {}})
+    fnn.seed(7)
+    cpu_model = _cnn("mixed_bfloat16")
+    cpu_model.compile("sgd", "sparse_categorical_crossentropy")
+    fnn.seed(7)
+    gpu_model = _cnn("mixed_bfloat16")
+    gpu_model.compile("sgd", "sparse_categorical_crossentropy")
+    gpu_model.to("cuda")
+    x = rng.standard_normal((12, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 12)
+    for _ in range(2):
+        lc = cpu_model.train_on_batch(x, y)
+        lg = gpu_model.train_on_batch(x, y)
+        assert abs(lc - lg) < 1e-4
+    gpu_model.to("cpu")
+    for wc, wg in zip(cpu_model.get_weights(), gpu_model.get_weights()):
+        np.testing.assert_allclose(wg, wc, rtol=1e-4, atol=1e-5)
+    # and the emulated device really rounds: a float32 model differs by more
+    xd = cuda_emu.DevArray(x.reshape(12, -1)[:, :64].copy()) if hasattr(cuda_emu, "DevArray") else None
+    if xd is not None:
+        r = cuda_backend.round_bf16(xd, cuda_backend.empty((12, 64), np.float32))
+        np.testing.assert_array_equal(cuda_backend.to_numpy(r), rounded(x.reshape(12, -1)[:, :64]))
