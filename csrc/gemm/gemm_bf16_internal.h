@@ -68,6 +68,8 @@ void fnn_bf16_pack_trans_ref(int W, int64_t w, int64_t kc, int src_bf16, const v
 
 #if FNN_X86
 extern const fnn_gemm_desc_bf16 fnn_gemm_desc_avx512bf16;
+/* The AMX kernel's interface (a csrc/x86/amx folder, which setup.py would build with -mamx-tile
+ * -mamx-bf16 and which defines FNN_HAVE_AMX): not written yet, so nothing uses these. */
 extern const fnn_gemm_desc_bf16 fnn_gemm_desc_amx;
 /* 1 when this thread may use AMX tiles (asks the kernel once per process), else 0. */
 int fnn_amx_request(void);
