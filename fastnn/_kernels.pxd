@@ -144,6 +144,20 @@ cdef extern from "fastnn.h" nogil:
     int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x,
                         const double *wx, const double *wh, const double *ws, const double *dy, double *dwx,
                         double *dwh, double *dbx, double *dbh, double *dx, double *bws, int n_threads)
+    int fnn_recurrent_table_fwd_f32(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v,
+                                    const int64_t *idx, const float *p, int64_t ldp, const float *wh,
+                                    const float *bh, float *y, float *ws, int n_threads)
+    int fnn_recurrent_table_fwd_f64(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v,
+                                    const int64_t *idx, const double *p, int64_t ldp, const double *wh,
+                                    const double *bh, double *y, double *ws, int n_threads)
+    int fnn_recurrent_table_bwd_f32(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v,
+                                    const int64_t *idx, const float *wh, const float *ws, const float *dy,
+                                    float *dwh, float *dbx, float *dbh, float *dp, int64_t ldp, float *bws,
+                                    int n_threads)
+    int fnn_recurrent_table_bwd_f64(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v,
+                                    const int64_t *idx, const double *wh, const double *ws, const double *dy,
+                                    double *dwh, double *dbx, double *dbh, double *dp, int64_t ldp, double *bws,
+                                    int n_threads)
 
 # ---- batch normalization (csrc/ref/batchnorm.c) ----
 cdef extern from "fastnn.h" nogil:

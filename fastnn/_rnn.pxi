@@ -148,3 +148,86 @@ def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
                 status = c.fnn_gru_bwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
                                            &dbx[0], &dbh[0], pdx, pbws, n_threads)
     _check(status)
+
+
+cdef void _check_table_call(str name, int cell, int64_t n, int64_t t, int64_t h, tuple idx, tuple p, tuple wh,
+                            Py_ssize_t nbh, Py_ssize_t ws_len, Py_ssize_t bws_len, bint bwd) except *:
+    cdef int64_t kh = _cell_gates(cell) * h
+    if idx != (n, t):
+        raise ValueError(f"{name}: indices have shape {idx}, expected ({n}, {t})")
+    if p[0] < 1 or p[1] != kh:
+        raise ValueError(f"{name}: table: expected shape (v >= 1, {kh}), got {p}")
+    if wh != (h, kh):
+        raise ValueError(f"{name}: W_h: expected shape ({h}, {kh}), got {wh}")
+    _same(nbh, kh, f"{name} b_h")
+    if t < 1:
+        raise ValueError(f"{name}: expected at least one time step, got indices of shape ({n}, {t})")
+    cdef int64_t need_f = _fwd_workspace(cell, n, t, 0, h), need_b = _bwd_workspace(cell, n, t, 0, h)
+    if need_f < 0 or need_b < 0:
+        raise ValueError(f"{name}: invalid sizes (batch {n}, steps {t}, units {h})")
+    if ws_len < need_f:
+        raise ValueError(f"{name}: forward workspace has {ws_len} elements, needs {need_f}")
+    if bwd and bws_len < need_b:
+        raise ValueError(f"{name}: backward workspace has {bws_len} elements, needs {need_b}")
+
+
+def recurrent_table_fwd(int cell, const int64_t[:, ::1] idx, const floating[:, ::1] p, const floating[:, ::1] wh,
+                        const floating[::1] bh, floating[:, ::1] y, floating[::1] ws, bint seq=False,
+                        int n_threads=1):
+    """The recurrent forward with input projections gathered from the table p = E W_x + b_x by
+    the indices idx (n, t); ws as recurrent_workspace(cell, n, t, 0, h)[0]."""
+    _no_capture("recurrent_table_fwd")
+    _cell_gates(cell)
+    cdef int64_t n = idx.shape[0], t = idx.shape[1], h = wh.shape[0], v = p.shape[0]
+    name = _CELL_NAMES[cell]
+    _check_table_call(name, cell, n, t, h, (idx.shape[0], idx.shape[1]), (p.shape[0], p.shape[1]),
+                      (wh.shape[0], wh.shape[1]), bh.shape[0], ws.shape[0], 0, False)
+    if y.shape[0] != n or y.shape[1] != (t * h if seq else h):
+        raise ValueError(f"{name}: output has shape ({y.shape[0]}, {y.shape[1]}), expected "
+                         f"({n}, {t * h if seq else h})")
+    if n == 0:
+        return
+    cdef int flags = c.FNN_RNN_SEQ if seq else 0
+    cdef int status
+    with nogil:
+        if floating is float:
+            status = c.fnn_recurrent_table_fwd_f32(cell, flags, n, t, h, v, &idx[0, 0], &p[0, 0], p.shape[1],
+                                                   &wh[0, 0], &bh[0], &y[0, 0], &ws[0], n_threads)
+        else:
+            status = c.fnn_recurrent_table_fwd_f64(cell, flags, n, t, h, v, &idx[0, 0], &p[0, 0], p.shape[1],
+                                                   &wh[0, 0], &bh[0], &y[0, 0], &ws[0], n_threads)
+    _check(status)
+
+
+def recurrent_table_bwd(int cell, const int64_t[:, ::1] idx, const floating[:, ::1] wh, const floating[::1] ws,
+                        const floating[:, ::1] dy, floating[:, ::1] dwh, floating[::1] dbx, floating[::1] dbh,
+                        floating[:, ::1] dp, floating[::1] bws, bint seq=False, int n_threads=1):
+    """Gradients of sum(dy * y) for the recurrent_table_fwd that filled ws: dW_h, db_x, db_h and
+    dp (v, kh), the gradient of the table (each row the sum of its indices' x-side gate gradients)."""
+    _no_capture("recurrent_table_bwd")
+    _cell_gates(cell)
+    cdef int64_t n = idx.shape[0], t = idx.shape[1], h = wh.shape[0], v = dp.shape[0]
+    name = _CELL_NAMES[cell]
+    _check_table_call(name, cell, n, t, h, (idx.shape[0], idx.shape[1]), (dp.shape[0], dp.shape[1]),
+                      (wh.shape[0], wh.shape[1]), dbh.shape[0], ws.shape[0], bws.shape[0], True)
+    _same(dbx.shape[0], dbh.shape[0], f"{name} db_x")
+    if (dwh.shape[0], dwh.shape[1]) != (wh.shape[0], wh.shape[1]):
+        raise ValueError(f"{name}: dW_h has shape ({dwh.shape[0]}, {dwh.shape[1]}), expected "
+                         f"({wh.shape[0]}, {wh.shape[1]})")
+    if dy.shape[0] != n or dy.shape[1] != (t * h if seq else h):
+        raise ValueError(f"{name}: output gradient has shape ({dy.shape[0]}, {dy.shape[1]}), expected "
+                         f"({n}, {t * h if seq else h})")
+    cdef int flags = c.FNN_RNN_SEQ if seq else 0
+    cdef const int64_t *pidx = &idx[0, 0] if n > 0 else NULL
+    cdef const floating *pws = &ws[0] if ws.shape[0] > 0 else NULL
+    cdef const floating *pdy = &dy[0, 0] if n > 0 else NULL
+    cdef floating *pbws = &bws[0] if bws.shape[0] > 0 else NULL
+    cdef int status
+    with nogil:
+        if floating is float:
+            status = c.fnn_recurrent_table_bwd_f32(cell, flags, n, t, h, v, pidx, &wh[0, 0], pws, pdy, &dwh[0, 0],
+                                                   &dbx[0], &dbh[0], &dp[0, 0], dp.shape[1], pbws, n_threads)
+        else:
+            status = c.fnn_recurrent_table_bwd_f64(cell, flags, n, t, h, v, pidx, &wh[0, 0], pws, pdy, &dwh[0, 0],
+                                                   &dbx[0], &dbh[0], &dp[0, 0], dp.shape[1], pbws, n_threads)
+    _check(status)

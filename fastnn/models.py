@@ -37,8 +37,15 @@ def training_plan(layers):
     # backward) in their own passes, and the ReLU layer passes through. The same bits either way.
     bn_relu = [i for i in range(len(layers) - 1)
                if hasattr(layers[i], "_fuse_relu") and type(layers[i + 1]).__name__ == "ReLU"]
+    # Embedding -> SimpleRNN/LSTM/GRU: where it pays (recurrent.table_pays), the indices pass
+    # through the Embedding and the recurrent layer gathers its input projections from the table
+    # E W_x + b_x (the same bits per row) and computes the Embedding's gradient.
+    emb_rnn = [i for i in range(len(layers) - 1)
+               if hasattr(layers[i], "_fused_into") and hasattr(layers[i + 1], "_embedded")]
     for layer in layers:
         layer._plan = True
+    for i in emb_rnn:
+        layers[i]._fused_into, layers[i + 1]._embedded = layers[i + 1], layers[i]
     for i in relu_pool:
         layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = True
     for i in bn_relu:
@@ -52,6 +59,8 @@ def training_plan(layers):
             layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = False
         for i in bn_relu:
             layers[i]._fuse_relu = layers[i + 1]._applied_before = False
+        for i in emb_rnn:
+            layers[i]._fused_into = layers[i + 1]._embedded = None
 
 
 class _Part:

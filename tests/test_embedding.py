@@ -364,3 +364,176 @@ def test_codes_lstm_demo_reaches_its_accuracy(capsys):
     fnn.seed(0)
     assert demo.codes_lstm(verbose=0) >= 0.95
     assert "codes lstm: test accuracy" in capsys.readouterr().out
+
+
+# ---- Embedding -> recurrent layer through the table E W_x + b_x (training steps) ---------------
+
+def _table_call(be, cell, idx, E, wx, wh, bx, bh, dy, seq):
+    """The table path of one backend: y and the gradients (dW_x, dW_h, db_x, db_h, dE)."""
+    n, t = idx.shape
+    h = wh.shape[0]
+    fw, bw = be.recurrent_workspace(cell, n, t, 0, h)
+    ws, bws = be.empty((max(fw, 1),), dtype=E.dtype), be.empty((max(bw, 1),), dtype=E.dtype)
+    table = be.linear_fwd(E, wx, bx, be.empty((E.shape[0], wx.shape[1]), dtype=E.dtype))
+    y = be.recurrent_table_fwd(cell, idx, table, wh, bh, be.empty(dy.shape, dtype=E.dtype), ws, seq)
+    dwh, dbx, dbh = (be.empty(a.shape, dtype=E.dtype) for a in (wh, bx, bh))
+    dtable = be.recurrent_table_bwd(cell, idx, wh, ws, dy, dwh, dbx, dbh, be.empty(table.shape, dtype=E.dtype),
+                                    bws, seq)
+    dwx = be.matmul(E, dtable, be.empty(wx.shape, dtype=E.dtype), trans_a=True)
+    dE = be.matmul(dtable, wx, be.empty(E.shape, dtype=E.dtype), trans_b=True)
+    return [be.to_numpy(a) for a in (y, dwx, dwh, dbx, dbh, dE)]
+
+
+def _plain_call(cell, idx, E, wx, wh, bx, bh, dy, seq):
+    """The same through the embedded rows E[idx] and the plain recurrent kernels (CPU)."""
+    n, t = idx.shape
+    x = E[idx]
+    fw, bw = cpu.recurrent_workspace(cell, n, t, x.shape[2], wh.shape[0])
+    ws, bws = np.empty(fw, E.dtype), np.empty(bw, E.dtype)
+    y = cpu.recurrent_fwd(cell, x, wx, wh, bx, bh, np.empty(dy.shape, E.dtype), ws, seq)
+    dwx, dwh, dbx, dbh, dx = (np.empty_like(a) for a in (wx, wh, bx, bh, x))
+    cpu.recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, seq)
+    dE = cpu.embedding_bwd(idx, dx, np.empty_like(E))
+    return [y, dwx, dwh, dbx, dbh, dE]
+
+
+def _table_case(rng, cell, dtype, n=37, t=5, v=11, d=6, h=7, seq=False):
+    g = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * h
+    idx = rng.integers(0, v, (n, t))
+    idx[0, :] = 2                                # repeated indices within and across samples
+    arrs = [rng.standard_normal(s) * sc for s, sc in [((v, d), 1), ((d, g), .3), ((h, g), .3), ((g,), 1), ((g,), 1)]]
+    dy = rng.standard_normal((n, t, h) if seq else (n, h))
+    return [idx] + [a.astype(dtype) for a in arrs] + [dy.astype(dtype)]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("seq", [False, True])
+@pytest.mark.parametrize("n", [1, 37, 70])
+def test_table_kernels_match_the_embedded_rows(cell, seq, n, dtype, rng):
+    """Forward and every gradient of the table path (C, NumPy reference) equal those through
+    E[idx] and the plain kernels (the same bits per forward row up to GEMM rounding), for every
+    cell, with batches of one and of several chunks; bit-identical for any thread count."""
+    idx, E, wx, wh, bx, bh, dy = _table_case(rng, cell, dtype, n=n, seq=seq)
+    want = _plain_call(cell, idx, E, wx, wh, bx, bh, dy, seq)
+    # float32: sums of ~n t terms of either sign (the bias gradients) in different orders
+    tol = dict(rtol=2e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    runs = []
+    for nt in (1, 2):
+        fnn.set_num_threads(nt)
+        runs.append(_table_call(cpu, cell, idx, E, wx, wh, bx, bh, dy, seq))
+    for name, a, b, r in zip(("y", "dW_x", "dW_h", "db_x", "db_h", "dE"), runs[0], runs[1], want):
+        assert np.array_equal(a, b), f"{name}: thread count changed the bits"
+        np.testing.assert_allclose(a, r, err_msg=name, **tol)
+    for name, a, r in zip(("y", "dW_x", "dW_h", "db_x", "db_h", "dE"),
+                          _table_call(ref, cell, idx, E, wx, wh, bx, bh, dy, seq), want):
+        np.testing.assert_allclose(a, r, err_msg=f"numpy_ref {name}", **tol)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cuda_table_kernels_match_the_cpu(cuda, cell, dtype, rng):  # noqa: F811
+    idx, E, wx, wh, bx, bh, dy = _table_case(rng, cell, dtype, seq=True)
+    dev = [cuda.asarray(a) for a in (idx, E, wx, wh, bx, bh, dy)]
+    got = _table_call(cuda, cell, *dev, True)
+    tol = dict(rtol=2e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    for name, a, r in zip(("y", "dW_x", "dW_h", "db_x", "db_h", "dE"), got,
+                          _table_call(cpu, cell, idx, E, wx, wh, bx, bh, dy, True)):
+        np.testing.assert_allclose(a, r, err_msg=name, **tol)
+
+
+def test_table_kernels_check_their_arguments(rng):
+    idx, E, wx, wh, bx, bh, dy = _table_case(rng, "lstm", np.float32, n=4)
+    fw, bw = cpu.recurrent_workspace("lstm", 4, 5, 0, 7)
+    ws, bws, table, y = np.empty(fw, np.float32), np.empty(bw, np.float32), E @ wx + bx, np.empty((4, 7), np.float32)
+    bad = idx.copy()
+    bad[3, 4] = 11
+    with pytest.raises(ValueError, match="index"):
+        cpu.recurrent_table_fwd("lstm", bad, table, wh, bh, y, ws, False)
+    with pytest.raises(ValueError, match="index"):
+        cpu.recurrent_table_bwd("lstm", bad, wh, ws, dy, np.empty_like(wh), np.empty_like(bx), np.empty_like(bh),
+                                np.empty_like(table), bws, False)
+    with pytest.raises(ValueError, match="table"):
+        cpu.recurrent_table_fwd("lstm", idx, table[:, :-1].copy(), wh, bh, y, ws, False)
+    with pytest.raises(ValueError, match="workspace"):
+        cpu.recurrent_table_fwd("lstm", idx, table, wh, bh, y, ws[:-1], False)
+    with pytest.raises(ValueError, match="output gradient"):
+        cpu.recurrent_table_bwd("lstm", idx, wh, ws, dy[:3], np.empty_like(wh), np.empty_like(bx), np.empty_like(bh),
+                                np.empty_like(table), bws, False)
+    with pytest.raises(ValueError, match="backward workspace"):
+        cpu.recurrent_table_bwd("lstm", idx, wh, ws, dy, np.empty_like(wh), np.empty_like(bx), np.empty_like(bh),
+                                np.empty_like(table), bws[:-1], False)
+    with pytest.raises(ValueError, match="output"):
+        cpu.recurrent_table_fwd("lstm", idx, table, wh, bh, np.empty((4, 8), np.float32), ws, False)
+
+
+def _emb_rnn_model(cell, v, d, t, dtype, seq=False):
+    layers = [Embedding(v, d), getattr(fnn.layers, cell)(5, return_sequences=seq)]
+    layers += [Flatten()] if seq else []
+    model = fnn.Sequential(layers + [Dense(3, activation="softmax")], input_shape=(t,), dtype=dtype)
+    model.compile(optimizer=fnn.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("cell, seq", [("LSTM", False), ("GRU", True), ("SimpleRNN", False)])
+def test_training_through_the_table_matches_the_plain_path(cell, seq, dtype, rng, monkeypatch):
+    """fit through the table (where recurrent.table_pays) trains as the unfused layers do, and
+    the table is really used for these shapes."""
+    from fastnn.layers import embedding, recurrent
+    v, d, t = 12, 8, 9
+    assert recurrent.table_pays(v, d, 16, t)
+    x, y = _data(rng, n=64, t=t, v=v)
+    calls = []
+    real = cpu.recurrent_table_fwd
+    monkeypatch.setattr(cpu, "recurrent_table_fwd", lambda *a: calls.append(1) or real(*a))
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(recurrent, "table_pays", lambda *a: False)
+            monkeypatch.setattr(embedding, "table_pays", lambda *a: False)
+        fnn.seed(5)
+        model = _emb_rnn_model(cell, v, d, t, dtype, seq)
+        h = model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        results.append((h.history["loss"], model.get_weights()))
+        if fused:
+            assert len(calls) == 8                # 2 epochs of 4 batches, every one through the table
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(results[0][0], results[1][0], **tol)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, **tol)
+
+
+def test_training_through_the_table_is_bit_identical_for_any_thread_count(rng):
+    x, y = _data(rng, n=256, t=12, v=30)
+    weights = []
+    for nt in (1, 2):
+        fnn.set_num_threads(nt)
+        fnn.seed(3)
+        model = _emb_rnn_model("LSTM", 30, 64, 12, "float32")
+        model.fit(x, y, batch_size=128, epochs=2, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)
+
+
+def test_gradient_check_through_the_table_float64(rng):
+    """Every gradient of an Embedding -> LSTM pair joined as in a training step (the indices
+    passed through, the LSTM computing the Embedding's gradient) against central differences."""
+    emb, lstm = Embedding(4, 6), LSTM(3)
+    x = rng.integers(0, 4, (8, 5))
+    x[0, :] = 1
+    emb.build((5,), dtype="float64")
+    lstm.build((5, 6), dtype="float64")
+    emb.set_weights([rng.uniform(-1, 1, (4, 6))])
+    lstm.set_weights([rng.uniform(-.5, .5, w.shape) for w in lstm.get_weights()])
+    emb._fused_into, lstm._embedded = lstm, emb
+    r = rng.standard_normal((8, 3))
+
+    def loss():
+        return float(np.sum(lstm._forward(emb._forward(x, False, False), False, False) * r))
+
+    passed = emb._forward(x, True, False)
+    assert passed is x                           # the indices pass through
+    lstm._forward(passed, True, False)
+    assert lstm._backward(r, True) is None and emb._backward(None, False) is None
+    for what, w, g in [("embeddings", emb.params[0], emb.grads[0])] + [
+            (n, w, g) for n, w, g in zip(lstm.weight_names(), lstm.params, lstm.grads)]:
+        assert_grad_close(np.array(g, copy=True), numeric_grad(loss, w), what)

@@ -267,6 +267,29 @@ int fnn_gru_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const
 int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
                     const double *wh, const double *ws, const double *dy, double *dwx, double *dwh, double *dbx,
                     double *dbh, double *dx, double *bws, int n_threads);
+/* Fed by an Embedding (E, v x d): the input projections x_t W_x + b_x are rows of a table
+ * p = E W_x + b_x (v x kH, row stride ldp >= kH), row idx[b t + s] for sample b and step s
+ * (idx: n x t indices, each in [0, v), else FNN_ERR_INDEX before anything is written). The
+ * forward is the cell's forward with f = 0 and G from the table (workspace sizes of f = 0);
+ * the backward that of f = 0 (dW_h, db_x, db_h) and dp (v x kH, stride ldp) = the gradient
+ * of p: each row the sum of its indices' x-side gate gradients, added in index order (for a
+ * GRU the blocks r, z, n of x W_x). Then dW_x = E^T dp and dE = dp W_x^T (two GEMMs over v
+ * rows instead of three over n t). Results do not depend on n_threads. */
+#define FNN_CELL_RNN 0
+#define FNN_CELL_LSTM 1
+#define FNN_CELL_GRU 2
+int fnn_recurrent_table_fwd_f32(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v, const int64_t *idx,
+                                const float *p, int64_t ldp, const float *wh, const float *bh, float *y, float *ws,
+                                int n_threads);
+int fnn_recurrent_table_fwd_f64(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v, const int64_t *idx,
+                                const double *p, int64_t ldp, const double *wh, const double *bh, double *y,
+                                double *ws, int n_threads);
+int fnn_recurrent_table_bwd_f32(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v, const int64_t *idx,
+                                const float *wh, const float *ws, const float *dy, float *dwh, float *dbx, float *dbh,
+                                float *dp, int64_t ldp, float *bws, int n_threads);
+int fnn_recurrent_table_bwd_f64(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v, const int64_t *idx,
+                                const double *wh, const double *ws, const double *dy, double *dwh, double *dbx,
+                                double *dbh, double *dp, int64_t ldp, double *bws, int n_threads);
 
 /* ---- batch normalization ---------------------------------------------------------------
  * x, y, dy, dx viewed as (outer, ch, inner): (N, F) is (N, F, 1), (N, C, H, W) is (N, C, H*W),

@@ -35,10 +35,6 @@
 #include <string.h>
 #include "../core/internal.h"
 
-#define FNN_CELL_RNN 0
-#define FNN_CELL_LSTM 1
-#define FNN_CELL_GRU 2
-
 /* Rows of about this many batch samples form one chunk of the time loop. */
 #define FNN_RNN_CHUNK_ROWS 16
 
@@ -184,61 +180,81 @@ int64_t fnn_gru_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h) {
 
 int fnn_rnn_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
                     const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads) {
-    return recurrent_fwd_f32(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, bx, bh, y, ws, n_threads);
+    return recurrent_fwd_f32(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, bx, bh, NULL, y, ws, n_threads);
 }
 int fnn_rnn_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
                     const double *wh, const double *bx, const double *bh, double *y, double *ws, int n_threads) {
-    return recurrent_fwd_f64(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, bx, bh, y, ws, n_threads);
+    return recurrent_fwd_f64(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, bx, bh, NULL, y, ws, n_threads);
 }
 int fnn_rnn_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
                     const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
                     float *dbh, float *dx, float *bws, int n_threads) {
-    return recurrent_bwd_f32(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws,
+    return recurrent_bwd_f32(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, NULL, NULL, bws,
                              n_threads);
 }
 int fnn_rnn_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
                     const double *wh, const double *ws, const double *dy, double *dwx, double *dwh, double *dbx,
                     double *dbh, double *dx, double *bws, int n_threads) {
-    return recurrent_bwd_f64(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws,
+    return recurrent_bwd_f64(FNN_CELL_RNN, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, NULL, NULL, bws,
                              n_threads);
 }
 int fnn_lstm_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
                      const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads) {
-    return recurrent_fwd_f32(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, bx, bh, y, ws, n_threads);
+    return recurrent_fwd_f32(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, bx, bh, NULL, y, ws, n_threads);
 }
 int fnn_lstm_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
                      const double *wh, const double *bx, const double *bh, double *y, double *ws, int n_threads) {
-    return recurrent_fwd_f64(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, bx, bh, y, ws, n_threads);
+    return recurrent_fwd_f64(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, bx, bh, NULL, y, ws, n_threads);
 }
 int fnn_lstm_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
                      const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
                      float *dbh, float *dx, float *bws, int n_threads) {
-    return recurrent_bwd_f32(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws,
+    return recurrent_bwd_f32(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, NULL, NULL, bws,
                              n_threads);
 }
 int fnn_lstm_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
                      const double *wh, const double *ws, const double *dy, double *dwx, double *dwh,
                      double *dbx, double *dbh, double *dx, double *bws, int n_threads) {
-    return recurrent_bwd_f64(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws,
+    return recurrent_bwd_f64(FNN_CELL_LSTM, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, NULL, NULL, bws,
                              n_threads);
 }
 int fnn_gru_fwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
                     const float *wh, const float *bx, const float *bh, float *y, float *ws, int n_threads) {
-    return recurrent_fwd_f32(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, bx, bh, y, ws, n_threads);
+    return recurrent_fwd_f32(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, bx, bh, NULL, y, ws, n_threads);
 }
 int fnn_gru_fwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
                     const double *wh, const double *bx, const double *bh, double *y, double *ws, int n_threads) {
-    return recurrent_fwd_f64(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, bx, bh, y, ws, n_threads);
+    return recurrent_fwd_f64(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, bx, bh, NULL, y, ws, n_threads);
 }
 int fnn_gru_bwd_f32(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const float *x, const float *wx,
                     const float *wh, const float *ws, const float *dy, float *dwx, float *dwh, float *dbx,
                     float *dbh, float *dx, float *bws, int n_threads) {
-    return recurrent_bwd_f32(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws,
+    return recurrent_bwd_f32(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, NULL, NULL, bws,
                              n_threads);
 }
 int fnn_gru_bwd_f64(int flags, int64_t n, int64_t t, int64_t f, int64_t h, const double *x, const double *wx,
                     const double *wh, const double *ws, const double *dy, double *dwx, double *dwh, double *dbx,
                     double *dbh, double *dx, double *bws, int n_threads) {
-    return recurrent_bwd_f64(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws,
+    return recurrent_bwd_f64(FNN_CELL_GRU, flags, n, t, f, h, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, NULL, NULL, bws,
                              n_threads);
 }
+
+/* Fed by an Embedding: the input projections are rows of the table p = E W_x + b_x. */
+#define FNN_RNN_TABLE_ENTRIES(T, SUF)                                                                    \
+    int fnn_recurrent_table_fwd_##SUF(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v,       \
+                                      const int64_t *idx, const T *p, int64_t ldp, const T *wh, const T *bh, \
+                                      T *y, T *ws, int n_threads) {                                        \
+        if (cell < FNN_CELL_RNN || cell > FNN_CELL_GRU) return FNN_ERR_ARG;                                \
+        const rnn_table_##SUF tab = {idx, p, v, ldp};                                                      \
+        return recurrent_fwd_##SUF(cell, flags, n, t, 0, h, NULL, NULL, wh, NULL, bh, &tab, y, ws, n_threads); \
+    }                                                                                                      \
+    int fnn_recurrent_table_bwd_##SUF(int cell, int flags, int64_t n, int64_t t, int64_t h, int64_t v,       \
+                                      const int64_t *idx, const T *wh, const T *ws, const T *dy, T *dwh,     \
+                                      T *dbx, T *dbh, T *dp, int64_t ldp, T *bws, int n_threads) {         \
+        if (cell < FNN_CELL_RNN || cell > FNN_CELL_GRU) return FNN_ERR_ARG;                                \
+        const rnn_table_##SUF tab = {idx, NULL, v, ldp};                                                   \
+        return recurrent_bwd_##SUF(cell, flags, n, t, 0, h, NULL, NULL, wh, ws, dy, NULL, dwh, dbx, dbh, NULL, \
+                                   &tab, dp, bws, n_threads);                                              \
+    }
+FNN_RNN_TABLE_ENTRIES(float, f32)
+FNN_RNN_TABLE_ENTRIES(double, f64)

@@ -135,6 +135,14 @@ typedef struct {
     FNN_T *pb;            /* the chunk's bias partial sums (kg values) */
 } FNN_(rnn_bstep);
 
+/* The input projections as rows of a table (an Embedding in front): x_t W_x + b_x of sample b
+ * and step s is row idx[b t + s] of p (v x kx, stride ldp). */
+typedef struct {
+    const int64_t *idx;
+    const FNN_T *p;
+    int64_t v, ldp;
+} FNN_(rnn_table);
+
 typedef void (*FNN_(rnn_fwd_rows_fn))(const FNN_(rnn_fstep) *p);
 typedef void (*FNN_(rnn_bwd_rows_fn))(const FNN_(rnn_bstep) *p);
 
@@ -325,7 +333,7 @@ static FNN_(rnn_bwd_rows_fn) FNN_(rnn_bwd_rows_pick)(void) {
 
 static int FNN_(rnn_fwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_fwd_rows_fn) gates, int64_t r0, int64_t r1,
                                int seq, const FNN_T *x, const FNN_T *wx, const FNN_T *wh, const FNN_T *bx,
-                               const FNN_T *bh, FNN_T *y, FNN_T *ws, int nt) {
+                               const FNN_T *bh, const FNN_(rnn_table) *tab, FNN_T *y, FNN_T *ws, int nt) {
     const int64_t T = L->t, F = L->f, H = L->h, m = r1 - r0, base = r0 * T;
     const int64_t ldg = L->ldg, ldh = L->ldh, ldxh = L->ldxh;
     FNN_T *XH = ws + L->o_xh + base * ldxh, *G = ws + L->o_g + base * ldg;
@@ -337,9 +345,17 @@ static int FNN_(rnn_fwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_fwd_rows_fn) ga
             if (F > 0) memcpy(XH + (s * m + i) * ldxh, x + ((r0 + i) * T + s) * F, (size_t)F * sizeof(FNN_T));
         memset(XH + i * ldxh + F, 0, (size_t)H * sizeof(FNN_T));
     }
-    /* the input projections of all steps: G = X W_x + b_x, one GEMM */
-    int st = FNN_GEMM(0, m * T, L->kx, F, 1, 0, XH, ldxh, wx, L->kx, bx, G, ldg, nt);
-    if (st != FNN_OK) return st;
+    /* the input projections of all steps: G = X W_x + b_x, one GEMM, or rows of the table */
+    int st = FNN_OK;
+    if (tab) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t s = 0; s < T; s++)
+                memcpy(G + (s * m + i) * ldg, tab->p + tab->idx[(r0 + i) * T + s] * tab->ldp,
+                       (size_t)L->kx * sizeof(FNN_T));
+    } else {
+        st = FNN_GEMM(0, m * T, L->kx, F, 1, 0, XH, ldxh, wx, L->kx, bx, G, ldg, nt);
+        if (st != FNN_OK) return st;
+    }
 
     FNN_(rnn_fstep) p;
     memset(&p, 0, sizeof(p));
@@ -473,15 +489,25 @@ static void FNN_(rnn_transpose)(int64_t rows, int64_t cols, const FNN_T *restric
 
 /* ---- the layer calls ------------------------------------------------------------------- */
 
+/* The table's sizes and indices are checked before anything is read or written. */
+static int FNN_(rnn_table_check)(const fnn_rnn_layout *L, const FNN_(rnn_table) *tab) {
+    if (L->f != 0 || tab->v < 1 || tab->ldp < L->kx || (L->n > 0 && !tab->idx)) return FNN_ERR_ARG;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < L->n * L->t; i++) bad |= (int64_t)((uint64_t)tab->idx[i] >= (uint64_t)tab->v);
+    return bad ? FNN_ERR_INDEX : FNN_OK;
+}
+
+/* tab: the input projections as table rows (f = 0; x, wx and bx unused), or NULL. */
 static int FNN_(recurrent_fwd)(int cell, int flags, int64_t n, int64_t t, int64_t f, int64_t h, const FNN_T *x,
-                               const FNN_T *wx, const FNN_T *wh, const FNN_T *bx, const FNN_T *bh, FNN_T *y,
-                               FNN_T *ws, int nt) {
+                               const FNN_T *wx, const FNN_T *wh, const FNN_T *bx, const FNN_T *bh,
+                               const FNN_(rnn_table) *tab, FNN_T *y, FNN_T *ws, int nt) {
     fnn_rnn_layout L;
     if (flags & ~FNN_RNN_SEQ) return FNN_ERR_ARG;
     int status = rnn_layout(cell, n, t, f, h, &L);
     if (status != FNN_OK) return status;
+    if (tab && (status = FNN_(rnn_table_check)(&L, tab)) != FNN_OK) return status;
     if (n == 0) return FNN_OK;
-    if ((f > 0 && (!x || !wx)) || !wh || !bx || !bh || !y || !ws) return FNN_ERR_ARG;
+    if ((f > 0 && (!x || !wx)) || !wh || (!bx && !tab) || (tab && !tab->p) || !bh || !y || !ws) return FNN_ERR_ARG;
     if (nt < 1) nt = 1;
     const int seq = (flags & FNN_RNN_SEQ) != 0;
     memset(ws + L.o_zero, 0, (size_t)L.ldh * sizeof(FNN_T));
@@ -492,11 +518,11 @@ static int FNN_(recurrent_fwd)(int cell, int flags, int64_t n, int64_t t, int64_
     }
     const FNN_(rnn_fwd_rows_fn) gates = FNN_(rnn_fwd_rows_pick)();
     const int64_t C = L.nchunks;
-    if (C == 1) return FNN_(rnn_fwd_chunk)(&L, gates, 0, n, seq, x, wx, wh, bx, bh, y, ws, nt);
+    if (C == 1) return FNN_(rnn_fwd_chunk)(&L, gates, 0, n, seq, x, wx, wh, bx, bh, tab, y, ws, nt);
     const int tn = rnn_chunk_threads(&L, nt);
 #pragma omp parallel for num_threads(tn) schedule(static) if (tn > 1)
     for (int64_t c = 0; c < C; c++) {
-        int st = FNN_(rnn_fwd_chunk)(&L, gates, n * c / C, n * (c + 1) / C, seq, x, wx, wh, bx, bh, y, ws, 1);
+        int st = FNN_(rnn_fwd_chunk)(&L, gates, n * c / C, n * (c + 1) / C, seq, x, wx, wh, bx, bh, tab, y, ws, 1);
         if (st != FNN_OK) {
 #pragma omp atomic write
             status = st;
@@ -505,13 +531,37 @@ static int FNN_(recurrent_fwd)(int cell, int flags, int64_t n, int64_t t, int64_
     return status;
 }
 
+/* dp[:, j0:j1] = the x-side gate gradients of the table rows (dG columns [0, kx), for a GRU
+ * [dr, dz] and dn_x), each row the sum of its indices' rows in index order: the same order for
+ * any split of the columns. */
+static void FNN_(rnn_table_grad_cols)(const fnn_rnn_layout *L, const FNN_(rnn_table) *tab, int64_t j0, int64_t j1,
+                                      const FNN_T *restrict dG, FNN_T *restrict dp) {
+    const int64_t T = L->t, C = L->nchunks, n = L->n, ldg = L->ldg, ldp = tab->ldp, H = L->h;
+    for (int64_t r = 0; r < tab->v; r++) memset(dp + r * ldp + j0, 0, (size_t)(j1 - j0) * sizeof(FNN_T));
+    /* the GRU's n block of the table takes dG's 4th block */
+    const int64_t split = L->cell == FNN_CELL_GRU ? 2 * H : L->kx;
+    for (int64_t c = 0; c < C; c++) {
+        const int64_t r0 = n * c / C, m = n * (c + 1) / C - r0;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t s = 0; s < T; s++) {
+                const FNN_T *restrict g = dG + (r0 * T + s * m + i) * ldg;
+                FNN_T *restrict d = dp + tab->idx[(r0 + i) * T + s] * ldp;
+                for (int64_t j = j0; j < j1; j++) d[j] += g[j < split ? j : j + H];
+            }
+    }
+}
+
+/* tab: the forward's table (f = 0); its gradient goes to dp (v x kx, stride tab->ldp). */
 static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_t f, int64_t h, const FNN_T *x,
                                const FNN_T *wx, const FNN_T *wh, const FNN_T *ws, const FNN_T *dy, FNN_T *dwx,
-                               FNN_T *dwh, FNN_T *dbx, FNN_T *dbh, FNN_T *dx, FNN_T *bws, int nt) {
+                               FNN_T *dwh, FNN_T *dbx, FNN_T *dbh, FNN_T *dx, const FNN_(rnn_table) *tab, FNN_T *dp,
+                               FNN_T *bws, int nt) {
     fnn_rnn_layout L;
     if (flags & ~FNN_RNN_SEQ) return FNN_ERR_ARG;
     int status = rnn_layout(cell, n, t, f, h, &L);
     if (status != FNN_OK) return status;
+    if (tab && (status = FNN_(rnn_table_check)(&L, tab)) != FNN_OK) return status;
+    if (tab && !dp) return FNN_ERR_ARG;
     if ((f > 0 && (!wx || !dwx)) || !wh || !dwh || !dbx || !dbh) return FNN_ERR_ARG;
     const int64_t kx = L.kx, ldg = L.ldg, H = h;
     if (n == 0) {
@@ -519,6 +569,8 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
         memset(dwh, 0, (size_t)(h * kx) * sizeof(FNN_T));
         memset(dbx, 0, (size_t)kx * sizeof(FNN_T));
         memset(dbh, 0, (size_t)kx * sizeof(FNN_T));
+        if (tab)
+            for (int64_t r = 0; r < tab->v; r++) memset(dp + r * tab->ldp, 0, (size_t)kx * sizeof(FNN_T));
         return FNN_OK;
     }
     /* x itself is not read: the forward kept a copy in ws */
@@ -532,12 +584,13 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
     const FNN_(rnn_bwd_rows_fn) gates = FNN_(rnn_bwd_rows_pick)();
     const int64_t C = L.nchunks;
     if (C == 1) {
-        status = FNN_(rnn_bwd_chunk)(&L, gates, 0, 0, n, seq, wx, dy, dx, ws, bws, nt);
+        status = FNN_(rnn_bwd_chunk)(&L, gates, 0, 0, n, seq, wx, dy, tab ? NULL : dx, ws, bws, nt);
     } else {
         const int tn = rnn_chunk_threads(&L, nt);
 #pragma omp parallel for num_threads(tn) schedule(static) if (tn > 1)
         for (int64_t c = 0; c < C; c++) {
-            int st = FNN_(rnn_bwd_chunk)(&L, gates, c, n * c / C, n * (c + 1) / C, seq, wx, dy, dx, ws, bws, 1);
+            int st = FNN_(rnn_bwd_chunk)(&L, gates, c, n * c / C, n * (c + 1) / C, seq, wx, dy, tab ? NULL : dx, ws,
+                                         bws, 1);
             if (st != FNN_OK) {
 #pragma omp atomic write
                 status = st;
@@ -578,6 +631,17 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
         } else {
             dbx[j - H] = sum;
         }
+    }
+
+    /* the table's gradient: threads own blocks of 16 columns (whole cache lines of float) */
+    if (tab) {
+        const int64_t nblk = (kx + 15) / 16;
+        int tn = fnn_threads_for(rows * kx, (int64_t)1 << 17, nt);
+        if (tn > nblk) tn = (int)nblk;
+        FNN_PARALLEL_FOR(tn, p, tn, {
+            const int64_t j1 = nblk * (p + 1) / tn * 16;
+            FNN_(rnn_table_grad_cols)(&L, tab, nblk * p / tn * 16, j1 < kx ? j1 : kx, dG, dp);
+        });
     }
     return FNN_OK;
 }

@@ -224,6 +224,23 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
     return dx
 
 
+def recurrent_table_fwd(cell, idx, table, wh, bh, y, ws, return_sequences):
+    """recurrent_fwd for inputs embedded by an Embedding E: the input projections x_t W_x + b_x
+    are the rows of table = E W_x + b_x (v, kH) at the int64 indices idx (n, t); ws has
+    recurrent_workspace(cell, n, t, 0, h)[0] elements."""
+    _core.recurrent_table_fwd(_CELLS[cell], idx, table, wh, bh, _rows(y, f"{cell} output"), ws, return_sequences,
+                              get_num_threads())
+    return y
+
+
+def recurrent_table_bwd(cell, idx, wh, ws, dy, dwh, dbx, dbh, dtable, bws, return_sequences):
+    """The gradients of recurrent_table_fwd: dwh, dbx, dbh and dtable (v, kH), the table's gradient
+    (each row the sum of its indices' input-side gate gradients, added in index order)."""
+    _core.recurrent_table_bwd(_CELLS[cell], idx, wh, ws, _rows(dy), dwh, dbx, dbh, dtable, bws, return_sequences,
+                              get_num_threads())
+    return dtable
+
+
 # ---- batch normalization: x, y, dy, dx as (outer, channels, inner) views (see fastnn.h) ----------
 
 def batchnorm_fwd_train(x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var, momentum, eps,

@@ -434,17 +434,29 @@ def _fwd_parts(cell, ws, n, t, h):
 
 def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
     n, t, f = x.shape
+    ax = _fwd_parts(cell, ws, n, t, wh.shape[0])["ax"]
+    linear_fwd(x.reshape(n * t, f), wx, bx, ax)
+    return _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences)
+
+
+def recurrent_table_fwd(cell, idx, table, wh, bh, y, ws, return_sequences):
+    n, t = idx.shape
+    embedding_fwd(idx, table, _fwd_parts(cell, ws, n, t, wh.shape[0])["ax"])
+    return _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences)
+
+
+def _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences):
+    """The time loop of the forward, on the input projections already in the workspace."""
     h = wh.shape[0]
     s = _fwd_parts(cell, ws, n, t, h)
     ax, gates, hs, cs, hb = s["ax"], s["gates"], s["hs"], s["cs"], s["hb"]
-    linear_fwd(x.reshape(n * t, f), wx, bx, ax)
     g = ax.shape[1]
     # Two launches a step: the recurrent GEMM (none at t = 0, where h = 0) and the gate kernel,
     # which adds b_h itself.
     for step in range(t):
         if step > 0:
             _gemm(hs[step - 1], wh, hb)
-        _launch("rnn_step_fwd", x.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), ax[step:], _i(t * g),
+        _launch("rnn_step_fwd", wh.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), ax[step:], _i(t * g),
                 _p(hb if step > 0 else None), bh, _p(hs[step - 1] if step > 0 else None),
                 _p(cs[step - 1] if cell == "lstm" and step > 0 else None), gates[step], _i(gates.shape[2]), hs[step],
                 _i(h), _p(cs[step] if cell == "lstm" else None), _i(h))
@@ -454,7 +466,24 @@ def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
 
 def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
     n, t, f = x.shape
+    dax = _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences)
+    _gemm(x.reshape(n * t, f), dax, dwx, trans_a=True)
+    if dx is not None:
+        _gemm(dax, wx, dx.reshape(n * t, f), trans_b=True)
+    return dx
+
+
+def recurrent_table_bwd(cell, idx, wh, ws, dy, dwh, dbx, dbh, dtable, bws, return_sequences):
+    n, t = idx.shape
+    dax = _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences)
+    return embedding_bwd(idx, dax, dtable)
+
+
+def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences):
+    """Backpropagation through time: dwh, dbx, dbh, and the input projections' gradient dax
+    (n*t, G*H), returned for the input-side products."""
     h = wh.shape[0]
+    dtype = wh.dtype
     s = _fwd_parts(cell, ws, n, t, h)
     gates, hs, cs = s["gates"], s["hs"], s["cs"]
     g = _G[cell] * h
@@ -468,24 +497,20 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
     # writes the direct part of dL/dh_{t-1}) and dL/dh_{t-1} += dah W_h^T; dh and dh_prev swap.
     for step in reversed(range(t)):
         dy_t, lddy = (dy[:, step], t * h) if return_sequences else (dy if step == t - 1 else None, h)
-        _launch("rnn_step_bwd", x.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), gates[step],
+        _launch("rnn_step_bwd", dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), gates[step],
                 _i(gates.shape[2]), _p(hs[step - 1] if step > 0 else None), _i(h),
                 _p(cs[step] if cell == "lstm" else None), _p(cs[step - 1] if cell == "lstm" and step > 0 else None),
                 _i(h), dh, _p(dy_t), _i(lddy), dc, dax[step:], _i(t * g), dah[step], dh_prev)
         if step > 0:
             _gemm(dah[step], wh, dh_prev, trans_b=True, beta=1.0)
             dh, dh_prev = dh_prev, dh
-    xs = x.reshape(n * t, f)
-    _gemm(xs, dax, dwx, trans_a=True)
     _col_sum(dax, dbx)
     if t > 1:
         _gemm(hs[:t - 1].reshape((t - 1) * n, h), dah[1:].reshape((t - 1) * n, g), dwh, trans_a=True)
     else:
         dwh[...] = 0
     _col_sum(dah.reshape(n * t, g), dbh)
-    if dx is not None:
-        _gemm(dax, wx, dx.reshape(n * t, f), trans_b=True)
-    return dx
+    return dax
 
 
 # ---- batch normalization: x, y, dy, dx as (outer, channels, inner) views ------------------------

@@ -320,13 +320,24 @@ def recurrent_workspace(cell, n, t, f, h):
 
 
 def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
-    n, t, _ = x.shape
+    return _recurrent_steps(cell, lambda s: x[:, s] @ wx + bx, x.shape[0], x.shape[1], wh, bh, y, ws,
+                            return_sequences)
+
+
+def recurrent_table_fwd(cell, idx, table, wh, bh, y, ws, return_sequences):
+    return _recurrent_steps(cell, lambda s: table[idx[:, s]], idx.shape[0], idx.shape[1], wh, bh, y, ws,
+                            return_sequences)
+
+
+def _recurrent_steps(cell, proj, n, t, wh, bh, y, ws, return_sequences):
+    """The forward; proj(s) is the input part of step s's gate pre-activations."""
     h = wh.shape[0]
+    dtype = wh.dtype
     gates, hs, cs = _ref_states(cell, ws, n, t, h)
-    h_prev = np.zeros((n, h), dtype=x.dtype)
-    c_prev = np.zeros((n, h), dtype=x.dtype)
+    h_prev = np.zeros((n, h), dtype=dtype)
+    c_prev = np.zeros((n, h), dtype=dtype)
     for s in range(t):
-        a = x[:, s] @ wx + bx           # input part of the gate pre-activations
+        a = proj(s)                     # input part of the gate pre-activations
         b = h_prev @ wh + bh            # recurrent part
         if cell == "rnn":
             h_new = np.tanh(a + b)
@@ -352,23 +363,40 @@ def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
 
 
 def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
-    """Backpropagation through time, one step at a time."""
-    n, t, _ = x.shape
+    dax = _recurrent_bptt(cell, x.shape[0], x.shape[1], wh, ws, dy, dwh, dbx, dbh, return_sequences)
+    dwx[...] = 0
+    for s in range(x.shape[1]):
+        dwx += x[:, s].T @ dax[:, s]
+        if dx is not None:
+            dx[:, s] = dax[:, s] @ wx.T
+    return dx
+
+
+def recurrent_table_bwd(cell, idx, wh, ws, dy, dwh, dbx, dbh, dtable, bws, return_sequences):
+    dax = _recurrent_bptt(cell, idx.shape[0], idx.shape[1], wh, ws, dy, dwh, dbx, dbh, return_sequences)
+    return embedding_bwd(idx, dax, dtable)
+
+
+def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, return_sequences):
+    """Backpropagation through time, one step at a time: dwh, dbx, dbh, and the gradient of the
+    input part of the gate pre-activations (n, t, G*H), returned."""
     h = wh.shape[0]
+    dtype = wh.dtype
     gates, hs, cs = _ref_states(cell, ws, n, t, h)
-    for g in (dwx, dwh, dbx, dbh):
+    for g in (dwh, dbx, dbh):
         g[...] = 0
-    dh_next = np.zeros((n, h), dtype=x.dtype)     # dL/dh_t from the later steps
-    dc_next = np.zeros((n, h), dtype=x.dtype)     # LSTM: dL/dc_t from the later steps
+    dax = np.zeros((n, t, wh.shape[1]), dtype=dtype)
+    dh_next = np.zeros((n, h), dtype=dtype)     # dL/dh_t from the later steps
+    dc_next = np.zeros((n, h), dtype=dtype)     # LSTM: dL/dc_t from the later steps
     for s in reversed(range(t)):
         dh = dh_next + (dy[:, s] if return_sequences else (dy if s == t - 1 else 0))
-        h_prev = hs[:, s - 1] if s > 0 else np.zeros((n, h), dtype=x.dtype)
+        h_prev = hs[:, s - 1] if s > 0 else np.zeros((n, h), dtype=dtype)
         direct = 0
         if cell == "rnn":
             da_x = da_h = dh * (1 - gates[:, s] ** 2)
         elif cell == "lstm":
             i, f, g, o = (gates[:, s, k * h:(k + 1) * h] for k in range(4))
-            c_prev = cs[:, s - 1] if s > 0 else np.zeros((n, h), dtype=x.dtype)
+            c_prev = cs[:, s - 1] if s > 0 else np.zeros((n, h), dtype=dtype)
             tc = np.tanh(cs[:, s])
             dc = dc_next + dh * o * (1 - tc ** 2)
             da_x = da_h = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g ** 2),
@@ -382,14 +410,12 @@ def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_s
             da_x = np.concatenate([dr, dz, dn], axis=1)
             da_h = np.concatenate([dr, dz, dn * r], axis=1)
             direct = dh * z
-        dwx += x[:, s].T @ da_x
+        dax[:, s] = da_x
         dbx += da_x.sum(axis=0)
         dwh += h_prev.T @ da_h
         dbh += da_h.sum(axis=0)
         dh_next = da_h @ wh.T + direct
-        if dx is not None:
-            dx[:, s] = da_x @ wx.T
-    return dx
+    return dax
 
 
 # ---- batch normalization: x, y, dy, dx as (outer, channels, inner) views -----------------------

@@ -6,6 +6,7 @@ import numpy as np
 from .. import initializers
 from .._validate import as_array, check_shape, fail, positive_int
 from .base import Layer
+from .recurrent import table_pays
 
 #: the dtype integer inputs reach the kernels in (and the model keeps them in)
 INDEX_DTYPE = np.dtype(np.int64)
@@ -110,7 +111,16 @@ class Embedding(Layer):
         check_shape(x, self.input_shape, f"{self.name} input")
         return self._forward(self.backend.asarray(x), bool(training), False)
 
+    #: the recurrent layer after this one during training steps (set by Sequential's training
+    #: plan): where its table pays, the indices pass through and it computes this table's gradient
+    _fused_into = None
+
     def _forward(self, x, training, logits):
+        rnn = self._fused_into
+        if rnn is not None and x.ndim == 2 and table_pays(self.input_dim, self.output_dim, x.shape[0], x.shape[1]):
+            if training:
+                self._remember(x, x, table=True)
+            return x
         y = self._buf("y", tuple(x.shape) + (self.output_dim,))
         self.backend.embedding_fwd(x, self.params[0], y)
         if training:
@@ -118,6 +128,7 @@ class Embedding(Layer):
         return y
 
     def _backward(self, dy, need_dx):
-        x = self._cache[0]
-        self.backend.embedding_bwd(x, dy, self.grads[0])
+        x, _, extra = self._cache
+        if not extra.get("table"):      # else the recurrent layer after it wrote the gradient
+            self.backend.embedding_bwd(x, dy, self.grads[0])
         return None
