@@ -5,6 +5,8 @@ re-checks the shapes so a wrong call raises instead of touching memory it should
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _core
@@ -199,7 +201,7 @@ def _rows(a, where=None):
     would lose what the kernel writes into it."""
     if where is not None and not a.flags.c_contiguous:
         raise ValueError(f"{where}: expected a C-contiguous array")
-    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))
 
 
 def recurrent_workspace(cell, n, t, f, h):

@@ -1,7 +1,7 @@
 """Activation layers, and the activation names shared with Dense(activation=...)."""
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from .._validate import fail, real
 from ..backend import ACT_CODES
@@ -20,7 +20,7 @@ def check_activation(name, where: str) -> str:
 
 def _rows(a):
     """(N, features) view of a batch; explicit sizes, since reshape(0, -1) is ambiguous."""
-    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))
 
 
 def apply_activation(be, act: str, x, out, alpha: float = 0.0):
