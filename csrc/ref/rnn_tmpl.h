@@ -527,6 +527,9 @@ static int FNN_(recurrent_fwd)(int cell, int flags, int64_t n, int64_t t, int64_
     if (n == 0) return FNN_OK;
     if ((f > 0 && (!x || !wx)) || !wh || (!bx && !tab) || (tab && !tab->p) || !bh || !y || !ws) return FNN_ERR_ARG;
     if (nt < 1) nt = 1;
+    const int64_t at = rnn_align_from(ws, sizeof(FNN_T), 1);
+    ws[0] = (FNN_T)at;
+    ws += at;
     const int seq = (flags & FNN_RNN_SEQ) != 0;
     memset(ws + L.o_zero, 0, (size_t)L.ldh * sizeof(FNN_T));
     if (L.o_wh >= 0) {
@@ -598,6 +601,10 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
     /* x itself is not read: the forward kept a copy in ws */
     if ((f > 0 && !x) || !ws || !dy || !bws) return FNN_ERR_ARG;
     if (nt < 1) nt = 1;
+    /* the forward's record of where its layout starts (not one: ws was not filled by it) */
+    if (!(ws[0] >= 1 && ws[0] <= FNN_RNN_WS_SLACK)) return FNN_ERR_ARG;
+    ws += (int64_t)ws[0];
+    bws += rnn_align_from(bws, sizeof(FNN_T), 0);
     const int seq = (flags & FNN_RNN_SEQ) != 0;
     memset(bws + L.o_bzero, 0, (size_t)L.ldh * sizeof(FNN_T));
     int64_t nblk;
