@@ -220,8 +220,8 @@ int fnn_avgpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, double *d
  * 4 (LSTM, gate blocks i, f, g, o) or 3 (GRU, blocks r, z, n); PyTorch's equations, zero
  * initial state. y is (n, t, H) with FNN_RNN_SEQ (every step), else (n, H) (the last step).
  * ws is a caller-provided workspace of fnn_<cell>_fwd_workspace(n, t, f, h) elements: forward
- * fills it with the gate activations and states that backward reads (pass it unchanged);
- * bws is scratch of fnn_<cell>_bwd_workspace(...) elements. The workspace functions return
+ * fills it with the gate activations and states that backward reads (pass it unchanged, or
+ * a copy at another address; a ws that no forward filled gives FNN_ERR_ARG); bws is scratch of fnn_<cell>_bwd_workspace(...) elements. The workspace functions return
  * an element count, or FNN_ERR_ARG for invalid sizes. Backward overwrites dW_x, dW_h, db_x,
  * db_h (and dx unless NULL) with the gradients of sum(dy * y). Results do not depend on
  * n_threads. */
