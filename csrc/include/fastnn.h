@@ -430,6 +430,13 @@ const char *fnn_bf16_name(int variant);
 int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
                   const void *a, int64_t lda, const void *b, int64_t ldb,
                   const float *bias, float *c, int64_t ldc, int n_threads);
+/* fnn_conv2d_fwd_f32 / fnn_conv2d_bwd_f32 with every product by fnn_gemm_bf16: x, w and g (dy,
+ * masked by the ReLU) rounded to bf16, float32 sums; db is the float32 sum of g. Same geometry
+ * and workspace (fnn_conv2d_workspace, float elements); results do not depend on n_threads. */
+int fnn_conv2d_fwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                        float *y, float *ws, int64_t ws_len, int n_threads);
+int fnn_conv2d_bwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                        const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len, int n_threads);
 
 #ifdef __cplusplus
 }

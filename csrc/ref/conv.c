@@ -293,6 +293,9 @@ static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, in
 #define FNN_DOUBLE
 #include "conv_tmpl.h"
 #undef FNN_DOUBLE
+#define FNN_CONV_BF16
+#include "conv_tmpl.h"
+#undef FNN_CONV_BF16
 
 int fnn_conv2d_fwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
                        float *y, float *ws, int64_t ws_len, int n_threads) {
@@ -310,4 +313,12 @@ int fnn_conv2d_bwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, co
                        const double *dy, double *dw, double *db, double *dx, double *ws, int64_t ws_len,
                        int n_threads) {
     return conv2d_bwd_f64(flags, s, x, w, y, dy, dw, db, dx, ws, ws_len, n_threads);
+}
+int fnn_conv2d_fwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                        float *y, float *ws, int64_t ws_len, int n_threads) {
+    return conv2d_fwd_bf16(flags, s, x, w, b, y, ws, ws_len, n_threads);
+}
+int fnn_conv2d_bwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                        const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len, int n_threads) {
+    return conv2d_bwd_bf16(flags, s, x, w, y, dy, dw, db, dx, ws, ws_len, n_threads);
 }

@@ -1,5 +1,11 @@
-/* 2-D convolution (im2col + GEMM); included once per type by conv.c, which defines the plan. */
+/* 2-D convolution (im2col + GEMM); included once per type by conv.c, which defines the plan, and
+ * once more as float with FNN_CONV_BF16: the "mixed_bfloat16" convolution, whose products go
+ * through fnn_gemm_bf16 (operands rounded to bf16 while packed, float32 sums), names suffixed _bf16. */
 #include "tmpl_types.h"
+#ifdef FNN_CONV_BF16
+#undef FNN_
+#define FNN_(name) name##_bf16
+#endif
 
 #undef FNN_CONV_GEMM
 #undef FNN_CW_PICK
@@ -17,6 +23,12 @@
 #define FNN_CONV_ROWS fnn_gemm_rows_f64
 #define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_f64
 #define FNN_CONV_U uint64_t
+#elif defined(FNN_CONV_BF16)
+#define FNN_CONV_GEMM fnn_gemm_bf16
+/* no gathered-rows bf16 kernel: the implicit paths are never taken (explicit columns instead) */
+#define FNN_CONV_ROWS fnn_gemm_rows_f32
+#define FNN_CONV_ROWS_WIDTH() 0
+#define FNN_CONV_U uint32_t
 #else
 #define FNN_CONV_GEMM fnn_gemm_f32
 #define FNN_CONV_ROWS fnn_gemm_rows_f32
