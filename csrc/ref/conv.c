@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../core/internal.h"
+#include "../gemm/gemm_bf16_internal.h"
 
 /* Column tile budget in elements (256 KiB of float): a tile and the GEMM's packed blocks fit
  * the L2 of one core together. Whole images when they fit, else bands of output rows. */
@@ -212,6 +213,9 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
         p->groups = g < 1 ? 1 : g;
         if (outer > p->groups) outer = (int)p->groups;
         p->fixed_len = p->wt_len + (p->groups - 1) * p->part_len;
+    } else if (p->implicit_ok) {
+        /* the bf16 implicit forward's weights as k-pairs (at most f*ckk of them), whatever the dtype */
+        p->fixed_len = fnn_round16(s->f * p->ckk);
     }
     p->outer = outer;
     return FNN_OK;
@@ -293,6 +297,32 @@ static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, in
 #define FNN_DOUBLE
 #include "conv_tmpl.h"
 #undef FNN_DOUBLE
+
+/* ---- the bf16 instance's implicit path: pairs kept in the float workspace ---------------- */
+
+/* a[o*kq + cp*kk + t] (kq = ceil(C/2)*kk) = the bf16 pair of e(o, 2cp, t) (low half) and
+ * e(o, 2cp+1, t) (high half, 0 past channel C-1), e(o, ch, t) = w[o*so + ch*sc + (flip ? kk-1-t : t)]:
+ * the A rows of fnn_gemm_rows_bf16 in the tap order of pad_pairs' planes. */
+static void fnn_conv_pack_pairs(int64_t M, int64_t C, int64_t kk, const float *w, int64_t so, int64_t sc, int flip,
+                                uint32_t *a) {
+    const int64_t cp = (C + 1) / 2, kq = cp * kk;
+    for (int64_t o = 0; o < M; o++)
+        for (int64_t q = 0; q < cp; q++)
+            for (int64_t t = 0; t < kk; t++) {
+                const float *e = w + o * so + 2 * q * sc + (flip ? kk - 1 - t : t);
+                const uint32_t hi = 2 * q + 1 < C ? fnn_bf16_from_f32(e[sc]) : 0;
+                a[o * kq + q * kk + t] = fnn_bf16_from_f32(e[0]) | hi << 16;
+            }
+}
+
+/* fnn_gemm_rows_bf16 on pairs stored in float buffers (the template's pointers). */
+static inline int fnn_conv_rows_bf16(int flags, int64_t m, int64_t kq, const float *a, int64_t lda, const float *b,
+                                     const int64_t *boff, int64_t b2, int nr0, int nr1, const float *bias, float *c,
+                                     int64_t ldc, int64_t c2) {
+    return fnn_gemm_rows_bf16(flags, m, kq, (const uint32_t *)(const void *)a, lda, (const uint32_t *)(const void *)b,
+                              boff, b2, nr0, nr1, bias, c, ldc, c2);
+}
+
 #define FNN_CONV_BF16
 #include "conv_tmpl.h"
 #undef FNN_CONV_BF16

@@ -15,6 +15,7 @@
 #undef FNN_dy_to_wide
 #undef FNN_dy_rows
 #undef FNN_rows_real
+#undef FNN_pad_pairs
 #undef FNN_CONV_U
 #undef FNN_CONV_ROWS
 #undef FNN_CONV_ROWS_WIDTH
@@ -25,9 +26,9 @@
 #define FNN_CONV_U uint64_t
 #elif defined(FNN_CONV_BF16)
 #define FNN_CONV_GEMM fnn_gemm_bf16
-/* no gathered-rows bf16 kernel: the implicit paths are never taken (explicit columns instead) */
-#define FNN_CONV_ROWS fnn_gemm_rows_f32
-#define FNN_CONV_ROWS_WIDTH() 0
+/* the implicit paths read bf16 pairs (fnn_conv_pack_pairs, pad_pairs) kept in the float buffers */
+#define FNN_CONV_ROWS fnn_conv_rows_bf16
+#define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_bf16
 #define FNN_CONV_U uint32_t
 #else
 #define FNN_CONV_GEMM fnn_gemm_f32
@@ -286,6 +287,8 @@ static void FNN_(image_to_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *
 #define FNN_dy_to_wide FNN_CW_PICK(dy_to_wide)
 #define FNN_dy_rows FNN_CW_PICK(dy_rows)
 #define FNN_rows_real FNN_CW_PICK(rows_real)
+#undef FNN_pad_pairs
+#define FNN_pad_pairs FNN_CW_PICK(pad_pairs)
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
@@ -306,6 +309,38 @@ static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) 
     return sc;
 }
 
+/* Planes of the padded image the implicit kernel reads, and its k per filter: the channels, or for
+ * bf16 the channel pairs (pad_pairs: channels 2p and 2p+1 of a pixel are one k-pair, so the
+ * kernel loads pairs without shuffles; an odd channel count pairs the last one with zero). */
+static inline int64_t FNN_(implicit_planes)(const fnn_conv2d_shape *s) {
+#ifdef FNN_CONV_BF16
+    return (s->c + 1) / 2;
+#else
+    return s->c;
+#endif
+}
+
+static inline int64_t FNN_(implicit_k)(const fnn_conv2d_shape *s) {
+    return FNN_(implicit_planes)(s) * s->kh * s->kw;
+}
+
+/* The padded image of the implicit path: xi (or, with mi, xi masked by mi > 0) in plain or pair planes. */
+static void FNN_(pad_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *xi, const FNN_T *mi,
+                               FNN_T *xp) {
+#ifdef FNN_CONV_BF16
+    FNN_pad_pairs(s, p, xi, mi, (uint32_t *)(void *)xp);
+#else
+    FNN_(pad_image_masked)(s, p, xi, mi, xp);
+#endif
+}
+
+/* Whether the forward takes the implicit path: stride 1 where the CPU variant has the gathered-rows
+ * kernel and the workspace is aligned for its int64 offsets (every part of it starts a multiple of
+ * 16 elements from ws, so ws's alignment decides). */
+static inline int FNN_(fwd_implicit)(const fnn_conv_plan *p, const FNN_T *ws) {
+    return p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 && (uintptr_t)(const void *)ws % sizeof(int64_t) == 0;
+}
+
 /* One group of output columns of the implicit forward (see conv_fwd_implicit): nonzero on error. */
 static int FNN_(conv_rows_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *w,
                                  const FNN_T *b, const int64_t *boff, const FNN_T *xp, FNN_T *yi, int64_t i1,
@@ -323,7 +358,8 @@ static int FNN_(conv_rows_group)(const fnn_conv2d_shape *s, const fnn_conv_plan 
         nr1 = ow - j0 - vw < 0 ? 0 : ow - j0 - vw < vw ? ow - j0 - vw : vw;
         b2 = c2 = vw;
     }
-    return FNN_CONV_ROWS(gflags, s->f, p->ckk, w, p->ckk, xp + r * wp + j0, boff, b2, (int)nr0, (int)nr1, b,
+    const int64_t k = FNN_(implicit_k)(s);
+    return FNN_CONV_ROWS(gflags, s->f, k, w, k, xp + r * wp + j0, boff, b2, (int)nr0, (int)nr1, b,
                          yi + r * ow + j0, p->hw, c2) != FNN_OK;
 }
 
@@ -355,7 +391,7 @@ static int FNN_(conv_implicit_rows)(const fnn_conv2d_shape *s, const fnn_conv_pl
 /* boff[(ci, u, v)] = the offset of tap (ci, u, v) in the padded planes. */
 static void FNN_(conv_tap_offsets)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t *boff) {
     const int64_t wp = p->wp, plane = p->hp * wp;
-    for (int64_t ci = 0; ci < s->c; ci++)
+    for (int64_t ci = 0; ci < FNN_(implicit_planes)(s); ci++)
         for (int64_t r = 0; r < s->kh; r++)
             for (int64_t v = 0; v < s->kw; v++) boff[(ci * s->kh + r) * s->kw + v] = ci * plane + r * wp + v;
 }
@@ -378,7 +414,7 @@ static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_pla
     }
     for (int64_t img = a; img < e; img++) {
         if (sc->padded_img != img) {
-            FNN_(pad_image)(s, p, x + img * in_img, sc->xpad);
+            FNN_(pad_implicit)(s, p, x + img * in_img, NULL, sc->xpad);
             sc->padded_img = img;
         }
         if (FNN_(conv_implicit_rows)(s, p, gflags, w, b, boff, sc->xpad, y + img * out_img, i0, i1, nt))
@@ -403,7 +439,7 @@ static int FNN_(conv_dx_shape)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
 static int FNN_(conv_dx_implicit)(const fnn_conv2d_shape *s2, const fnn_conv_plan *p2, const FNN_T *wf,
                                   const int64_t *boff2, const FNN_T *dyi, const FNN_T *yi, FNN_T *dyp, FNN_T *dxi,
                                   int nt) {
-    FNN_(pad_image_masked)(s2, p2, dyi, yi, dyp);
+    FNN_(pad_implicit)(s2, p2, dyi, yi, dyp);
     return FNN_(conv_implicit_rows)(s2, p2, 0, wf, NULL, boff2, dyp, dxi, 0, p2->oh, nt) ? FNN_ERR_ARG : FNN_OK;
 }
 
@@ -414,7 +450,7 @@ static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
                                const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
     /* (the column offsets are int64 values in the workspace: only where it is aligned for them) */
-    if (p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 && (uintptr_t)(void *)sc->cols % sizeof(int64_t) == 0)
+    if (FNN_(fwd_implicit)(p, sc->cols))
         return FNN_(conv_fwd_implicit)(s, p, gflags, x, w, b, y, u, sc, nt);
     if (p->tiles == 1 && p->nb > 1) {       /* WIDE: nb whole images side by side in one GEMM */
         const int64_t a = u * p->nb, e = a + p->nb < s->n ? a + p->nb : s->n;
@@ -470,8 +506,16 @@ static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
     if (status != FNN_OK) return status;
     const int gflags = FNN_BIAS_ROW | (flags & FNN_EPI_RELU);
     const int64_t units = fnn_conv_fwd_units(s, &p);
+    FNN_T *thr0 = ws ? ws + p.fixed_len : NULL;
+#ifdef FNN_CONV_BF16
+    if (FNN_(fwd_implicit)(&p, ws)) {     /* the weights as pairs, once per call (the plan's fixed part) */
+        const int64_t kk = s->kh * s->kw;
+        fnn_conv_pack_pairs(s->f, s->c, kk, w, s->c * kk, kk, 0, (uint32_t *)(void *)ws);
+        w = ws;
+    }
+#endif
     if (p.outer <= 1) {
-        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws : NULL);
+        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? thr0 : NULL);
         const int gnt = fnn_conv_gemm_threads(s, &p, nt);
         for (int64_t u = 0; u < units && status == FNN_OK; u++)
             status = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, u, &sc, gnt);
@@ -484,7 +528,7 @@ static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
         tid = omp_get_thread_num();
         nth = omp_get_num_threads();
 #endif
-        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws + tid * p.thr_len : NULL);
+        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? thr0 + tid * p.thr_len : NULL);
         int mine = FNN_OK;
         for (int64_t u = units * tid / nth; u < units * (tid + 1) / nth && mine == FNN_OK; u++)
             mine = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, u, &sc, 1);
@@ -683,6 +727,11 @@ static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
     const int dx_impl = dx && p.dx_implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 &&
                         (uintptr_t)(void *)ws % sizeof(int64_t) == 0;
     const int64_t kk = s->kh * s->kw;
+#ifdef FNN_CONV_BF16
+    if (dx_impl)    /* flipped and transposed as pairs of filters (the channels of the dx convolution) */
+        fnn_conv_pack_pairs(s->c, s->f, kk, w, kk, s->c * kk, 1, (uint32_t *)(void *)wt);
+    else
+#endif
     if (dx_impl)
         for (int64_t o = 0; o < s->f; o++)
             for (int64_t ci = 0; ci < s->c; ci++)
