@@ -173,7 +173,8 @@ typedef struct {
  * an invalid shape. It does not grow with the batch: per thread (at most n_threads) one column
  * tile of about 64Ki elements (at least one output row's c*kh*kw x ow), the matching (f x tile)
  * block of y or dy and one zero-padded image (x and, backward, dx); for backward also W^T and at
- * most 15 partial weight gradients (f*c*kh*kw + f each). */
+ * most 15 partial weight gradients (f*c*kh*kw + f each); forward with stride 1 also the weights
+ * (f*c*kh*kw, the bf16 kernel's k-pairs). */
 int64_t fnn_conv2d_workspace(int backward, const fnn_conv2d_shape *s, int n_threads);
 
 /* y[i,o,p,q] = act(b[o] + sum_{c,u,v} w[o,c,u,v] x[i,c, p*sh+u-pad_t, q*sw+v-pad_l])  (cross-
