@@ -75,6 +75,7 @@ typedef struct {
     int64_t rows, tiles, nb;   /* output rows per tile, tiles per image, images per unit */
     int64_t ucols;             /* most columns of one unit */
     int dwt;                   /* backward: weight gradient accumulated transposed */
+    int dw_rows;               /* backward, stride 1 (WIDE, COLS): patches from padded pixel rows */
     int implicit_ok;           /* forward, stride 1: workspace for the implicit path (xpad, offsets) */
     int dx_implicit_ok;        /* backward, WIDE: workspace for the implicit input gradient */
     int64_t dyp_len;           /* backward: the padded output gradient of one image and its offsets */
@@ -163,8 +164,13 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     p->dwt = backward && p->mode == FNN_CONV_DIRECT && p->ckk < s->f;
     p->xpad_len = p->padded ? fnn_round16(s->c * p->hp * p->wp) : 0;
     p->cols_len = p->mode == FNN_CONV_DIRECT ? 0 : fnn_round16(p->ckk * p->ucols);
-    /* WIDE backward: xpad holds the image as padded pixel rows (kw more pixels) instead. */
-    if (backward && p->mode == FNN_CONV_WIDE) p->xpad_len = fnn_round16(s->c * (p->hp * p->wp + s->kw));
+    /* Backward with stride 1 (WIDE, and COLS: a first layer): the weight gradient reads each patch
+     * as kh runs of kw*c values of the image stored as padded pixel rows (image_to_rows, in xpad,
+     * kw more pixels), copied whole instead of im2row's value-by-value gather, accumulated in (u, v, ci)
+     * order. Measured on a first layer (3 -> 32 channels, 3x3, 32x32, batch 64, one Zen 4 core):
+     * weight gradient 2.8-3.0 ms instead of 3.7 (float32) and 2.9 instead of 3.5 (bf16). */
+    p->dw_rows = backward && (p->mode == FNN_CONV_WIDE || (p->mode == FNN_CONV_COLS && s->sh == 1 && s->sw == 1));
+    if (p->dw_rows) p->xpad_len = fnn_round16(s->c * (p->hp * p->wp + s->kw));
     /* Forward with stride 1 (not DIRECT): room for the implicit path whether or not this CPU
      * variant takes it (the size must not depend on it): the padded image, and the column
      * offsets (ckk int64 values) where the columns would be. */
@@ -182,7 +188,7 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
                                    : 0;
     p->ybuf_len = (p->mode == FNN_CONV_WIDE || backward) ? fnn_round16(s->f * p->ucols) : 0;
     p->dxpad_len = backward && p->padded ? p->xpad_len : 0;
-    p->dwt_len = p->dwt || (backward && p->mode == FNN_CONV_WIDE) ? fnn_round16(s->f * p->ckk) : 0;
+    p->dwt_len = p->dwt || p->dw_rows ? fnn_round16(s->f * p->ckk) : 0;
     p->thr_len = p->xpad_len + p->cols_len + p->ybuf_len + p->dxpad_len + p->dwt_len + p->dyp_len;
     /* Shapes no array could have (the sizes above would overflow): refuse them. */
     if ((double)s->c * (double)p->hp * (double)p->wp > 0x1p60 || (double)p->ckk * (double)p->ucols > 0x1p60 ||

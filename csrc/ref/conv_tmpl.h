@@ -558,7 +558,7 @@ static void FNN_(wide_dx_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *
  * group's first unit. */
 static int FNN_(conv_dw_gemm)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t n, const FNN_T *g,
                               int64_t ldg, const FNN_T *bm, int64_t ldb, FNN_T *acc, FNN_T beta, int nt) {
-    if (p->mode != FNN_CONV_DIRECT) /* bm: the transposed columns (n, ckk); WIDE: acc in (u, v, ci) order */
+    if (p->mode != FNN_CONV_DIRECT) /* bm: the transposed columns (n, ckk); dw_rows: acc in (u, v, ci) order */
         return FNN_CONV_GEMM(0, s->f, p->ckk, n, 1, beta, g, ldg, bm, p->ckk, NULL, acc, p->ckk, nt);
     if (p->dwt)
         return FNN_CONV_GEMM(FNN_TRANS_B, p->ckk, s->f, n, 1, beta, bm, ldb, g, ldg, NULL, acc, s->f, nt);
@@ -573,7 +573,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                                 const FNN_T *x, const FNN_T *y, const FNN_T *wt, const FNN_T *dy, FNN_T *dwg,
                                 FNN_T *dbg, FNN_T *dx, const FNN_(conv_scratch) *sc, int dx_impl, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk, f = s->f;
-    FNN_T *acc = p->dwt || p->mode == FNN_CONV_WIDE ? sc->dwt : dwg;
+    FNN_T *acc = p->dwt || p->dw_rows ? sc->dwt : dwg;
     FNN_T beta = 0;
     int st = FNN_OK;
     /* dx_impl: wt holds the flipped weights of conv_dx_shape, dx comes from conv_dx_implicit */
@@ -630,7 +630,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             const FNN_T *xi = x + img * in_img, *dyi = dy + img * out_img, *yi = y ? y + img * out_img : NULL;
             FNN_T *dxi = dx ? dx + img * in_img : NULL;
             FNN_T *dxs = dx_impl ? NULL : dxi;     /* where the tiles add their input gradient */
-            if (p->mode == FNN_CONV_WIDE) {
+            if (p->dw_rows) {
                 FNN_(image_to_rows)(s, p, xi, sc->xpad);
                 if (p->padded && dxs) dxs = sc->dxpad;
             }
@@ -641,11 +641,11 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 const int64_t n = (i1 - i0) * p->pitch;
                 const FNN_T *bm = xi + i0 * p->ow;      /* DIRECT: the image is the column matrix */
                 int64_t ldb = p->hw;
-                if (p->mode == FNN_CONV_COLS) {
+                if (p->mode == FNN_CONV_COLS && !p->dw_rows) {
                     FNN_(im2row)(s, p, xi, i0, i1, sc->cols);
                     bm = sc->cols;
                     ldb = ckk;
-                } else if (real) {
+                } else if (real || p->mode == FNN_CONV_COLS) {
                     FNN_rows_real(s, p, sc->xpad, i0, i1, sc->cols, ckk);
                     bm = sc->cols;
                     ldb = ckk;
@@ -689,7 +689,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 FNN_(crop_image)(s, p, sc->dxpad, dxi);
         }
     }
-    if (st == FNN_OK && p->mode == FNN_CONV_WIDE) {
+    if (st == FNN_OK && p->dw_rows) {
         const int64_t kk = s->kh * s->kw;
         for (int64_t o = 0; o < f; o++)
             for (int64_t ci = 0; ci < s->c; ci++)

@@ -130,7 +130,8 @@ static void pack_trans(int W, int64_t w, int64_t kc, int s16, const void *src, i
 FNN_INLINE void store_tile(const int R, const int V, __m512 acc[][2], int mr, float *c, int64_t ldc, int64_t co1,
                            __mmask16 m0, __mmask16 m1, const fnn_gemm_epi_f32 *epi, const float *bias)
 {
-    const int flags = epi->flags;
+    /* epi's fields in locals: the stores into C could alias it, which would reload them per row */
+    const int flags = epi->flags, scale = epi->alpha != 1.0f;
     const __m512 alpha = _mm512_set1_ps(epi->alpha), beta = _mm512_set1_ps(epi->beta), zero = _mm512_setzero_ps();
     __m512 bias0 = zero, bias1 = zero;
     if (bias && !(flags & FNN_GEMM_E_BIASROW)) {
@@ -147,7 +148,7 @@ FNN_INLINE void store_tile(const int R, const int V, __m512 acc[][2], int mr, fl
         for (int v = 0; v < V; v++) {
             const __mmask16 mv = v ? m1 : m0;
             __m512 r = acc[i][v];
-            if (epi->alpha != 1.0f)
+            if (scale)
                 r = _mm512_mul_ps(alpha, r);
             if (!(flags & FNN_GEMM_E_BETA0))
                 r = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mv, ci + (v ? co1 : 0)), r);
@@ -199,6 +200,13 @@ FNN_INLINE void kern_rows(const int R, const int V, int64_t kq, const uint32_t *
 #pragma GCC unroll 14
     for (int i = 0; i < R; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    /* The outputs are rows of y not written yet (not in cache): start fetching them now, so that
+     * the epilogue's stores do not wait for them one by one (a first layer has a short k). */
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + (V > 1 ? c2 + nr1 : nr0) - 1), _MM_HINT_T0);
+    }
     for (int64_t q = 0; q < kq; q++) {
         const __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, b + boff[q]);
         const __m512bh b1 = V > 1 ? (__m512bh)_mm512_maskz_loadu_epi32(m1, b + boff[q] + b2) : b0;
