@@ -172,6 +172,14 @@ static void ukr(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int6
 #pragma GCC unroll 14
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    /* C comes from L3 or memory (a 3072 x 512 weight gradient is 6 MiB): fetch it while computing */
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) {
+        if (i < mr) {
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + i * ldc + nr - 1), _MM_HINT_T0);
+        }
+    }
     for (int64_t q = 0; q < kq; q++) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * NR);
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * NR + 16);
