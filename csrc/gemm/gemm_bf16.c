@@ -180,12 +180,19 @@ static void round_operand(int64_t rows, int64_t cols, int src_bf16, const void *
                           int n_threads)
 {
     const int nt = rows * cols >= FNN_PAR_MIN_ELEMS ? n_threads : 1;
+    /* the kernel's vectorised rounding where it has one (the same bits): this path serves many
+     * small products (measured on Zen 4: a 1-channel 3x3 convolution's weight gradient, batch 64 of
+     * 28x28, 1.26 -> 1.01 ms; a 256 x 10 x 512 output layer 72 -> 55 us) */
+    const fnn_gemm_desc_bf16 *kd = bf16_desc();
+    void (*round_row)(int64_t, const float *, void *) = kd != NULL ? kd->round : NULL;
     FNN_PARALLEL_FOR(nt, r, rows, {
         float *d = dst + r * cols;
         if (src_bf16) {
             const uint16_t *s = (const uint16_t *)src + r * ld;
             for (int64_t j = 0; j < cols; j++)
                 d[j] = fnn_bf16_to_float(s[j]);
+        } else if (round_row != NULL) {
+            round_row(cols, (const float *)src + r * ld, d);
         } else {
             const float *s = (const float *)src + r * ld;
             for (int64_t j = 0; j < cols; j++)
