@@ -552,14 +552,52 @@ static void FNN_(wide_dx_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *
     if (p->padded) FNN_(crop_image)(s, p, dxpad, dxi);
 }
 
+/* Whether the weight gradient may read bf16 patches (see conv_bwd_group's q16). */
+static inline int FNN_(dw_bf16)(const fnn_conv2d_shape *s, const fnn_conv_plan *p) {
+#ifdef FNN_CONV_BF16
+    return p->dw_rows && s->c % 2 == 0;
+#else
+    (void)s;
+    (void)p;
+    return 0;
+#endif
+}
+
+/* The image as padded pixel rows (image_to_rows), in bf16 when q16. */
+static void FNN_(pixel_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int q16, const FNN_T *xi, FNN_T *xr) {
+#ifdef FNN_CONV_BF16
+    if (q16) {
+        fnn_conv_image_to_rows16(s, p, xi, (uint16_t *)(void *)xr);
+        return;
+    }
+#endif
+    (void)q16;
+    FNN_(image_to_rows)(s, p, xi, xr);
+}
+
+/* The patch rows of output rows [i0, i1) (rows_real, leading dimension ld values); with q16 of bf16
+ * pixel rows: an even channel count makes every run whole 32-bit pairs, copied by rows_real as the
+ * values of an image of c/2 channels (bit copies). */
+static void FNN_(patches)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int q16, const FNN_T *xr, int64_t i0,
+                          int64_t i1, FNN_T *rows, int64_t ld) {
+    if (q16) {
+        fnn_conv2d_shape h = *s;
+        h.c = s->c / 2;
+        FNN_rows_real(&h, p, xr, i0, i1, rows, ld / 2);
+        return;
+    }
+    FNN_rows_real(s, p, xr, i0, i1, rows, ld);
+}
+
 /* acc (+)= g bm^T over n columns: the weight gradient of one unit, as (f, ckk) or, with p->dwt,
  * as (ckk, f); WIDE and COLS: acc (+)= g bm with bm the transposed columns (rows_wide, im2row), a
  * product whose long k is the rows of bm, read in place (no transposing pack). beta = 0 for the
  * group's first unit. */
 static int FNN_(conv_dw_gemm)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t n, const FNN_T *g,
-                              int64_t ldg, const FNN_T *bm, int64_t ldb, FNN_T *acc, FNN_T beta, int nt) {
+                              int64_t ldg, const FNN_T *bm, int64_t ldb, FNN_T *acc, FNN_T beta, int bflags,
+                              int nt) {
     if (p->mode != FNN_CONV_DIRECT) /* bm: the transposed columns (n, ckk); dw_rows: acc in (u, v, ci) order */
-        return FNN_CONV_GEMM(0, s->f, p->ckk, n, 1, beta, g, ldg, bm, p->ckk, NULL, acc, p->ckk, nt);
+        return FNN_CONV_GEMM(bflags, s->f, p->ckk, n, 1, beta, g, ldg, bm, p->ckk, NULL, acc, p->ckk, nt);
     if (p->dwt)
         return FNN_CONV_GEMM(FNN_TRANS_B, p->ckk, s->f, n, 1, beta, bm, ldb, g, ldg, NULL, acc, s->f, nt);
     return FNN_CONV_GEMM(FNN_TRANS_B, s->f, p->ckk, n, 1, beta, g, ldg, bm, ldb, NULL, acc, p->ckk, nt);
@@ -591,6 +629,9 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
      * gradient over the real output columns only, not the wp - ow padding columns of each row
      * (zeros of dy in the wide form; 11% of the product at 16 x 16 with 3 x 3 taps). */
     const int real = p->mode == FNN_CONV_WIDE && (!dx || dx_impl);
+    /* bf16 with an even channel count: the patches (rows_real's) as bf16, converted once while the
+     * image is laid out as pixel rows, copied at half the bytes and packed without conversion */
+    const int q16 = FNN_(dw_bf16)(s, p) && (real || p->mode == FNN_CONV_COLS);
     if (p->mode == FNN_CONV_WIDE && p->tiles == 1) {
         const int64_t seg = p->oh * p->wp;
         for (int64_t b0 = a; b0 < e && st == FNN_OK; b0 += p->nb) {
@@ -598,10 +639,10 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             /* without the wide input gradient: the real output columns only (seg_r of seg per image) */
             const int64_t seg_r = real ? p->hw : seg, ld_r = nbk * seg_r;
             for (int64_t j = 0; j < nbk; j++) {
-                FNN_(image_to_rows)(s, p, x + (b0 + j) * in_img, sc->xpad);
+                FNN_(pixel_rows)(s, p, q16, x + (b0 + j) * in_img, sc->xpad);
                 const FNN_T *dyj = dy + (b0 + j) * out_img, *yj = y ? y + (b0 + j) * out_img : NULL;
                 if (real) {
-                    FNN_rows_real(s, p, sc->xpad, 0, p->oh, sc->cols + j * seg_r * ckk, ckk);
+                    FNN_(patches)(s, p, q16, sc->xpad, 0, p->oh, sc->cols + j * seg_r * ckk / (q16 ? 2 : 1), ckk);
                     FNN_dy_rows(s, p, dyj, yj, 0, p->oh, sc->ybuf + j * seg_r, ld_r);
                 } else {
                     FNN_rows_wide(s, p, sc->xpad, 0, p->oh, sc->cols + j * seg * ckk, ckk);
@@ -610,7 +651,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 if (dbg)
                     for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(sc->ybuf + o * ld_r + j * seg_r, seg_r);
             }
-            st = FNN_(conv_dw_gemm)(s, p, ld_r, sc->ybuf, ld_r, sc->cols, ckk, acc, beta, nt);
+            st = FNN_(conv_dw_gemm)(s, p, ld_r, sc->ybuf, ld_r, sc->cols, ckk, acc, beta, q16 ? FNN_B_BF16 : 0, nt);
             beta = 1;
             if (st != FNN_OK || !dx) continue;
             if (dx_impl) {
@@ -631,7 +672,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             FNN_T *dxi = dx ? dx + img * in_img : NULL;
             FNN_T *dxs = dx_impl ? NULL : dxi;     /* where the tiles add their input gradient */
             if (p->dw_rows) {
-                FNN_(image_to_rows)(s, p, xi, sc->xpad);
+                FNN_(pixel_rows)(s, p, q16, xi, sc->xpad);
                 if (p->padded && dxs) dxs = sc->dxpad;
             }
             if (dxs && p->mode != FNN_CONV_DIRECT)
@@ -646,7 +687,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                     bm = sc->cols;
                     ldb = ckk;
                 } else if (real || p->mode == FNN_CONV_COLS) {
-                    FNN_rows_real(s, p, sc->xpad, i0, i1, sc->cols, ckk);
+                    FNN_(patches)(s, p, q16, sc->xpad, i0, i1, sc->cols, ckk);
                     bm = sc->cols;
                     ldb = ckk;
                 } else if (p->mode == FNN_CONV_WIDE) {
@@ -669,7 +710,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 }
                 if (dbg)
                     for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(g + o * ldg, nr);
-                st = FNN_(conv_dw_gemm)(s, p, nr, g, ldg, bm, ldb, acc, beta, nt);
+                st = FNN_(conv_dw_gemm)(s, p, nr, g, ldg, bm, ldb, acc, beta, q16 ? FNN_B_BF16 : 0, nt);
                 beta = 1;
                 if (st != FNN_OK || !dxs) continue;
                 if (p->mode == FNN_CONV_DIRECT) {
