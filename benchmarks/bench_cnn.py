@@ -24,7 +24,7 @@ BATCH = 64
 RGB_SHAPE = (3, 32, 32)
 
 
-def cnn_fastnn(dtype="float32"):
+def cnn_fastnn(dtype=None):
     L = fnn.layers
     model = fnn.Sequential([
         L.Conv2D(16, 3, padding=1, activation="relu"), L.MaxPool2D(2),
@@ -34,7 +34,7 @@ def cnn_fastnn(dtype="float32"):
     return compile_cnn(model)
 
 
-def cnnrgb_fastnn(dtype="float32"):
+def cnnrgb_fastnn(dtype=None):
     """cnnrgb64: 3x32x32 input, Conv2D 32 and 64 (3x3, same padding, ReLU) each followed by 2x2
     max pooling, Dense 256 ReLU, Dense 10."""
     L = fnn.layers
@@ -87,11 +87,11 @@ def bench_cnn64(report, threads, repeats, min_seconds):
         layer_times(model, x[:BATCH], y[:BATCH], steps=max(3, repeats))
 
 
-def bench_cnnrgb64(report, threads, repeats, min_seconds, dtype="float32"):
+def bench_cnnrgb64(report, threads, repeats, min_seconds, dtype=None):
     n = BATCH * CNN_STEPS
     x, y = _data(n, shape=RGB_SHAPE)
     model = cnnrgb_fastnn(dtype)
-    name = "cnnrgb64" if dtype == "float32" else f"cnnrgb64-{dtype}"
+    name = "cnnrgb64" if dtype in (None, "float32") else f"cnnrgb64-{dtype}"
     common.training_vs_torch(report, name, threads, repeats, min_seconds, model, cnnrgb_torch(), x, y, BATCH)
     if common.DEVICE == "cpu":
         layer_times(model, x[:BATCH], y[:BATCH], steps=max(3, repeats))

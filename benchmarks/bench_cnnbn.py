@@ -18,7 +18,7 @@ import common  # noqa: E402
 import fastnn as fnn  # noqa: E402
 
 
-def cnnbn_fastnn(dtype="float32"):
+def cnnbn_fastnn(dtype=None):
     L = fnn.layers
     model = fnn.Sequential([
         L.Conv2D(16, 3, padding=1), L.BatchNormalization(), L.ReLU(), L.MaxPool2D(2),

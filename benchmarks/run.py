@@ -32,9 +32,10 @@ MLP_SIZES = (784, 256, 128, 10)             # mlp32 / mlp128 / mlp1024
 MLPWIDE_SIZES = (3072, 512, 512, 10)        # mlpwide256 (shared/BENCHMARKS.md, version 0.2)
 
 
-def mlp_fastnn(dropout=0.2, sizes=MLP_SIZES, dtype="float32"):
+def mlp_fastnn(dropout=0.2, sizes=MLP_SIZES, dtype=None):
     """Dense layers of ``sizes`` (input first) with ReLU between them, Dropout after the first
-    hidden layer when ``dropout``; SGD with momentum on cross-entropy from logits."""
+    hidden layer when ``dropout``; SGD with momentum on cross-entropy from logits. dtype None: the
+    default dtype, which ``--dtype`` sets (an explicit "float32" would override it)."""
     layers = []
     for i, units in enumerate(sizes[1:-1]):
         layers.append(fnn.layers.Dense(units, activation="relu"))
@@ -61,7 +62,7 @@ def mlp_torch(dropout=0.2, sizes=MLP_SIZES):
 
 
 def bench_mlp(report, batch, threads, repeats, min_seconds, name=None, sizes=MLP_SIZES, dropout=0.2,
-              dtype="float32"):
+              dtype=None):
     rng = np.random.default_rng(0)
     n = batch * MLP_STEPS
     x = rng.standard_normal((n, sizes[0])).astype(np.float32)

@@ -52,6 +52,12 @@ cdef inline void _same_shape(tuple got, tuple want, str what) except *:
         raise ValueError(f"{what}: expected shape {want}, got {got}")
 
 
+cdef inline int _bf16_float(bint bf16, bint f64) except -1:
+    if bf16 and f64:
+        raise ValueError("conv2d: bf16=True needs float32 arrays")
+    return 0
+
+
 def conv2d_workspace(bint backward, tuple x_shape, tuple w_shape, stride, padding, int n_threads=1) -> int:
     """Elements of the workspace conv2d_fwd (backward=False) or conv2d_bwd wants."""
     cdef c.fnn_conv2d_shape s = _conv_shape(x_shape, w_shape, stride, padding)
@@ -60,8 +66,10 @@ def conv2d_workspace(bint backward, tuple x_shape, tuple w_shape, stride, paddin
 
 def conv2d_fwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, ::1] w not None,
                const floating[::1] b, floating[:, :, :, ::1] y not None, stride, padding, bint relu=False,
-               floating[::1] ws=None, int n_threads=1):
-    """y = relu?(conv2d(x, w) + b) (cross-correlation, NCHW)."""
+               floating[::1] ws=None, int n_threads=1, bint bf16=False):
+    """y = relu?(conv2d(x, w) + b) (cross-correlation, NCHW); bf16 (float32 only): x and w rounded to
+    bf16, float32 sums (fnn_conv2d_fwd_bf16)."""
+    _bf16_float(bf16, floating is double)
     cdef tuple xs = _shape4(x.shape), wsh = _shape4(w.shape)
     cdef c.fnn_conv2d_shape s = _conv_shape(xs, wsh, stride, padding)
     _same_shape(_shape4(y.shape), _conv_out(&s), "conv2d output")
@@ -76,6 +84,7 @@ def conv2d_fwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
         raise ValueError(f"conv2d workspace: expected at least {need} elements, got {ws.shape[0]}")
     cdef _op o
     o.kind, o.f64, o.flags, o.n_threads = _OP_CONV, floating is double, c.FNN_EPI_RELU if relu else 0, n_threads
+    o.code = bf16
     o.conv, o.ws_len = s, ws.shape[0]
     o.a, o.b, o.out, o.ws = &x[0, 0, 0, 0], &w[0, 0, 0, 0], &y[0, 0, 0, 0], &ws[0]
     o.c = &b[0] if b is not None else NULL
@@ -85,10 +94,12 @@ def conv2d_fwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
 def conv2d_bwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, ::1] w not None,
                const floating[:, :, :, ::1] y, const floating[:, :, :, ::1] dy not None,
                floating[:, :, :, ::1] dw not None, floating[::1] db, floating[:, :, :, ::1] dx, stride, padding,
-               bint relu=False, floating[::1] ws=None, int n_threads=1):
+               bint relu=False, floating[::1] ws=None, int n_threads=1, bint bf16=False):
     """dw, db (may be None) and dx (may be None) from g = dy, or g = dy * (y > 0) with relu (y is then
-    the forward output)."""
+    the forward output); bf16 (float32 only): x, w and g rounded to bf16 for the products, float32
+    sums, db the float32 sum of g (fnn_conv2d_bwd_bf16)."""
     _no_capture("conv2d_bwd")
+    _bf16_float(bf16, floating is double)
     cdef tuple xs = _shape4(x.shape), wsh = _shape4(w.shape)
     cdef c.fnn_conv2d_shape s = _conv_shape(xs, wsh, stride, padding)
     cdef tuple out = _conv_out(&s)
@@ -115,7 +126,10 @@ def conv2d_bwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
     cdef const floating *pdy = &dy[0, 0, 0, 0] if s.n > 0 else NULL
     cdef int status
     with nogil:
-        if floating is float:
+        if floating is float and bf16:
+            status = c.fnn_conv2d_bwd_bf16(flags, &s, px, &w[0, 0, 0, 0], py, pdy, &dw[0, 0, 0, 0], pdb, pdx,
+                                           &ws[0], ws.shape[0], n_threads)
+        elif floating is float:
             status = c.fnn_conv2d_bwd_f32(flags, &s, px, &w[0, 0, 0, 0], py, pdy, &dw[0, 0, 0, 0], pdb, pdx,
                                           &ws[0], ws.shape[0], n_threads)
         else:

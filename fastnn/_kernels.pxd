@@ -243,3 +243,8 @@ cdef extern from "fastnn.h" nogil:
     int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
                       const void *a, int64_t lda, const void *b, int64_t ldb,
                       const float *bias, float *c, int64_t ldc, int n_threads)
+    int fnn_conv2d_fwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                            float *y, float *ws, int64_t ws_len, int n_threads)
+    int fnn_conv2d_bwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                            const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len,
+                            int n_threads)

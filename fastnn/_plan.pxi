@@ -82,6 +82,8 @@ cdef int _run_f32(const _op *o) noexcept nogil:
     if o.kind == _OP_SOFTMAX:
         return c.fnn_softmax_fwd_f32(o.m, o.n, a, out, o.n_threads)
     if o.kind == _OP_CONV:
+        if o.code:      # "mixed_bfloat16": products by the bf16 GEMM
+            return c.fnn_conv2d_fwd_bf16(o.flags, &o.conv, a, b, bias, out, ws, o.ws_len, o.n_threads)
         return c.fnn_conv2d_fwd_f32(o.flags, &o.conv, a, b, bias, out, ws, o.ws_len, o.n_threads)
     if o.kind == _OP_MAXPOOL:
         return c.fnn_maxpool2d_fwd_f32(&o.pool, a, out, <int32_t *>o.idx, o.n_threads)

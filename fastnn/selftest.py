@@ -513,7 +513,7 @@ def main(families=None, seed: int = 0, threads: int = 2) -> int:
 
 # ---- bfloat16 GEMM (float32 only: bf16 inputs, float32 accumulation) ------------------------------
 #: families that run in float32 only, once per bf16 GEMM variant this CPU has
-BF16_FAMILIES = ("gemm_bf16",)
+BF16_FAMILIES = ("gemm_bf16", "conv_bf16")
 
 
 def gemm_bf16_cases(rng):
@@ -539,6 +539,35 @@ def gemm_bf16_cases(rng):
 
 
 FAMILIES["gemm_bf16"] = gemm_bf16_cases
+
+
+def conv_bf16_cases(rng):
+    """The conv family's shapes through the bf16 convolution (x, w and dy rounded to bf16)."""
+    out = []
+    for case in conv_cases(rng):
+        def run(be, x, inner=case.run):
+            return inner(_Bf16Conv(be), x)
+        out.append(Case("conv_bf16", case.label, case.inputs, run))
+    return out
+
+
+class _Bf16Conv:
+    """A backend whose conv2d_fwd/conv2d_bwd pass bf16=True (the rest passes through)."""
+
+    def __init__(self, be):
+        self._be = be
+
+    def __getattr__(self, name):
+        return getattr(self._be, name)
+
+    def conv2d_fwd(self, *args):
+        return self._be.conv2d_fwd(*args, bf16=True)
+
+    def conv2d_bwd(self, *args):
+        return self._be.conv2d_bwd(*args, bf16=True)
+
+
+FAMILIES["conv_bf16"] = conv_bf16_cases
 
 
 def _bf16_variants() -> list:

@@ -219,7 +219,7 @@ def test_dense_forward_backward_use_rounded_operands(bf16_variant, rng):
     assert 1e-4 < np.abs(ref.forward(x) - y).max() < 0.2
 
 
-def test_conv2d_forward_backward_use_rounded_operands(rng):
+def test_conv2d_forward_backward_use_rounded_operands(bf16_variant, rng):
     layer = Conv2D(5, 3, padding=1, activation="relu")
     fnn.Sequential([layer], input_shape=(3, 9, 8), dtype="mixed_bfloat16")
     x = rng.standard_normal((4, 3, 9, 8)).astype(np.float32)
@@ -235,8 +235,123 @@ def test_conv2d_forward_backward_use_rounded_operands(rng):
     dw, db, dxx = np.empty_like(wq), np.empty(5), np.empty_like(xq)
     r.conv2d_bwd(xq, wq, dz, dw, db, dxx, (1, 1), (1, 1, 1, 1))
     np.testing.assert_allclose(layer.grads[0], dw, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(layer.grads[1], db, rtol=1e-5, atol=1e-4)
+    # the bias gradient sums the float32 dz (as Dense's)
+    np.testing.assert_allclose(layer.grads[1], np.where(z > 0, dy, 0).sum((0, 2, 3)), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dx, dxx, rtol=1e-5, atol=1e-5)
+
+
+# (N, C, H, W), (F, kh, kw), stride, padding (top, bottom, left, right): 1 and 3 channels, odd sizes,
+# stride 2, "same" (asymmetric for an even kernel) and "valid", batch 1, a 1x1 kernel, more filters
+# than one register tile (14), output rows wider than one vector (16), every convolution mode.
+CONV_EDGE = [((2, 1, 7, 9), (3, 3, 3), (1, 1), (1, 1, 1, 1)), ((3, 3, 9, 8), (5, 3, 3), (1, 1), (1, 1, 1, 1)),
+             ((1, 4, 11, 13), (6, 3, 3), (2, 2), (1, 1, 1, 1)), ((2, 2, 6, 5), (17, 3, 2), (1, 1), (0, 0, 0, 0)),
+             ((2, 3, 8, 8), (4, 2, 2), (1, 1), (0, 1, 0, 1)), ((1, 16, 20, 21), (16, 3, 3), (1, 1), (1, 1, 1, 1)),
+             ((4, 8, 14, 14), (30, 1, 1), (1, 1), (0, 0, 0, 0)), ((3, 5, 33, 7), (9, 3, 3), (1, 1), (1, 1, 1, 1)),
+             ((1, 3, 32, 32), (32, 3, 3), (1, 1), (1, 1, 1, 1)), ((2, 32, 16, 16), (64, 3, 3), (1, 1), (1, 1, 1, 1)),
+             ((2, 7, 9, 9), (5, 5, 5), (1, 1), (2, 2, 2, 2)), ((1, 1, 5, 5), (1, 3, 3), (2, 1), (0, 0, 0, 0))]
+
+
+def _conv_bf16(x, w, b, dy, stride, pad, relu, n_threads):
+    """y, dw, db, dx of the bf16 convolution (the C kernels, fused ReLU when relu)."""
+    y = np.empty(dy.shape, np.float32)
+    _core.conv2d_fwd(x, w, b, y, stride, pad, relu, None, n_threads, True)
+    dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(x)
+    _core.conv2d_bwd(x, w, y, dy, dw, db, dx, stride, pad, relu, None, n_threads, True)
+    return {"y": y, "dw": dw, "db": db, "dx": dx}
+
+
+def _conv_inputs(rng, xs, fk, stride, pad):
+    f, kh, kw = fk
+    oh = (xs[2] + pad[0] + pad[1] - kh) // stride[0] + 1
+    ow = (xs[3] + pad[2] + pad[3] - kw) // stride[1] + 1
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal((f, xs[1], kh, kw)) / math.sqrt(xs[1] * kh * kw)).astype(np.float32)
+    return x, w, rng.standard_normal(f).astype(np.float32), rng.standard_normal((xs[0], f, oh, ow)).astype(np.float32)
+
+
+def _conv_f64(x, w, b, dy, stride, pad, relu_mask=None):
+    """y (before the ReLU), dw, db, dx in float64 of the given operands, and the same with their absolute
+    values (the scale of each sum, for the bounds); dy masked by relu_mask > 0 when given."""
+    r, out = numpy_ref, {}
+    g = dy if relu_mask is None else np.where(relu_mask > 0, dy, 0)
+    for key, (xx, ww, gg, bb) in {"": (x, w, g, b), "abs": (np.abs(x), np.abs(w), np.abs(g), np.abs(b))}.items():
+        xx, ww, gg, bb = (np.asarray(v, np.float64) for v in (xx, ww, gg, bb))
+        y = r.conv2d_fwd(xx, ww, bb, np.empty(dy.shape), stride, pad)
+        dw, db, dx = np.empty_like(ww), np.empty(len(bb)), np.empty_like(xx)
+        r.conv2d_bwd(xx, ww, gg, dw, db, dx, stride, pad)
+        out.update({key + k: v for k, v in {"y": y, "dw": dw, "db": db, "dx": dx}.items()})
+    return out
+
+
+@pytest.mark.parametrize("xs, fk, stride, pad", CONV_EDGE)
+def test_conv2d_bf16_matches_rounded_float64_and_bound(bf16_variant, rng, xs, fk, stride, pad):
+    """Each output is the float64 sum over the bf16-rounded operands up to float32 accumulation (k
+    terms: at most about k 2^-24 of the sum of |terms|), hence within sqrt(k) 2^-8 of the exact
+    float64 result normwise (two bf16 roundings per product); the bias gradient is the float32 sum
+    of the float32 (masked) dy."""
+    x, w, b, dy = _conv_inputs(rng, xs, fk, stride, pad)
+    for relu in (False, True):
+        got = _conv_bf16(x, w, b, dy, stride, pad, relu, 1)
+        q = _conv_f64(rounded(x), rounded(w), b, rounded(dy), stride, pad)
+        mask = q["y"] if relu else None
+        if relu:        # the ReLU mask is taken from the float32 y; rounding dy commutes with masking it
+            mask = got["y"]
+            q = _conv_f64(rounded(x), rounded(w), b, rounded(dy), stride, pad, mask)
+        exact = _conv_f64(x, w, b, dy, stride, pad, mask)
+        ks = {"y": xs[1] * fk[1] * fk[2] + 1, "dw": dy.size // fk[0], "db": dy.size // fk[0],
+              "dx": fk[0] * fk[1] * fk[2]}
+        q["db"], q["absdb"] = exact["db"], exact["absdb"]       # db sums the float32 dy
+        for key, k in ks.items():
+            want = np.maximum(q["y"], 0) if key == "y" and relu else q[key]
+            tol = (k + 2) * 2.0**-23 * q["abs" + key] + 1e-30
+            assert np.all(np.abs(got[key] - want) <= tol), (key, relu, float(np.max(np.abs(got[key] - want) / tol)))
+            if key == "db":
+                continue
+            ex = np.maximum(exact["y"], 0) if key == "y" and relu else exact[key]
+            assert np.linalg.norm(got[key] - ex) <= math.sqrt(k) * 2.0**-8 * np.linalg.norm(exact["abs" + key])
+
+
+@pytest.mark.parametrize("xs, fk, stride, pad", CONV_EDGE)
+def test_conv2d_bf16_same_bits_for_any_thread_count(bf16_variant, rng, xs, fk, stride, pad):
+    x, w, b, dy = _conv_inputs(rng, xs, fk, stride, pad)
+    one, two = (_conv_bf16(x, w, b, dy, stride, pad, True, nt) for nt in (1, 2))
+    for key in one:
+        assert np.array_equal(one[key], two[key]), key
+
+
+@pytest.mark.parametrize("xs, fk, stride, pad", CONV_EDGE)
+def test_conv2d_bf16_variants_agree(rng, xs, fk, stride, pad):
+    """ref (round, multiply in float32) against avx512bf16 (pairs, VDPBF16PS): the same products,
+    sums in another order, so within twice the float32 accumulation bound of each other."""
+    if _core.bf16_best() == "ref":
+        pytest.skip("needs a CPU with AVX512-BF16 (avx512_bf16 in /proc/cpuinfo) for a second variant")
+    x, w, b, dy = _conv_inputs(rng, xs, fk, stride, pad)
+    saved, outs = _core.bf16_forced(), []
+    try:
+        for name in ("ref", "avx512bf16"):
+            _core.bf16_set(name)
+            outs.append(_conv_bf16(x, w, b, dy, stride, pad, False, 2))
+    finally:
+        _core.bf16_set(saved)
+    scale = _conv_f64(rounded(x), rounded(w), b, rounded(dy), stride, pad)
+    scale["absdb"] = _conv_f64(x, w, b, dy, stride, pad)["absdb"]
+    ks = {"y": xs[1] * fk[1] * fk[2] + 1, "dw": dy.size // fk[0], "db": dy.size // fk[0], "dx": fk[0] * fk[1] * fk[2]}
+    for key, k in ks.items():
+        assert np.all(np.abs(outs[0][key] - outs[1][key]) <= 2 * (k + 2) * 2.0**-23 * scale["abs" + key] + 1e-30), key
+
+
+def test_conv2d_bf16_argument_checks(rng):
+    x = np.zeros((1, 2, 5, 5))
+    w = np.zeros((3, 2, 3, 3))
+    with pytest.raises(ValueError, match="float32"):
+        _core.conv2d_fwd(x, w, None, np.zeros((1, 3, 3, 3)), (1, 1), (0, 0, 0, 0), False, None, 1, True)
+    with pytest.raises(ValueError, match="float32"):
+        _core.conv2d_bwd(x, w, None, np.zeros((1, 3, 3, 3)), np.zeros_like(w), None, None, (1, 1), (0, 0, 0, 0),
+                         False, None, 1, True)
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    with pytest.raises(ValueError, match="workspace"):
+        _core.conv2d_fwd(x32, w32, None, np.zeros((1, 3, 3, 3), np.float32), (1, 1), (0, 0, 0, 0), False,
+                         np.zeros(1, np.float32), 1, True)
 
 
 def _cnn(dtype):

@@ -125,5 +125,12 @@ int fnn_gemm_rows_f32(int flags, int64_t m, int64_t k, const float *a, int64_t l
 int fnn_gemm_rows_f64(int flags, int64_t m, int64_t k, const double *a, int64_t lda, const double *b,
                       const int64_t *boff, int64_t b2, int nr0, int nr1, const double *bias, double *c, int64_t ldc,
                       int64_t c2);
+/* The same over kq k-pairs of bf16 (csrc/gemm/gemm_bf16.c): pair q of A row i at a[i*lda + q], of B
+ * column j at b[boff[q] + j], each uint32_t holding element 2q in its low and 2q+1 in its high half
+ * (the packed layout of gemm_bf16_internal.h); 0 width where the bf16 variant has no such kernel. */
+int fnn_gemm_rows_width_bf16(void);
+int fnn_gemm_rows_bf16(int flags, int64_t m, int64_t kq, const uint32_t *a, int64_t lda, const uint32_t *b,
+                       const int64_t *boff, int64_t b2, int nr0, int nr1, const float *bias, float *c, int64_t ldc,
+                       int64_t c2);
 
 #endif

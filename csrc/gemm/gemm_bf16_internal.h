@@ -46,6 +46,14 @@ typedef void (*fnn_bf16_pack_fn)(int W, int64_t w, int64_t kc, int src_bf16, con
 typedef void (*fnn_bf16_ukr_fn)(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr,
                                 int nr, const fnn_gemm_epi_f32 *epi, const float *bias);
 
+/* Optional gathered-rows kernel (the convolution's implicit im2col, fnn_gemm_rows_bf16): the
+ * microkernel's computation over kq pairs with A rows read in place (pair q of row i at
+ * a[i*a_rs + q]) and B pairs at b[boff[q] + j] (j < nr0) and b[boff[q] + b2 + j] (j < nr1, stored
+ * at c + c2); nr0, nr1 <= NR / 2. */
+typedef void (*fnn_bf16_ukg_fn)(int64_t kq, const uint32_t *a, int64_t a_rs, const uint32_t *b,
+                                const int64_t *boff, int64_t b2, float *c, int64_t ldc, int64_t c2, int mr, int nr0,
+                                int nr1, const fnn_gemm_epi_f32 *epi, const float *bias);
+
 typedef struct {
     int mr, nr;
     int64_t mc, kc, nc; /* kc: k values (even) of one packed block */
@@ -57,6 +65,7 @@ typedef struct {
      * (y uint16_t), round y[i] = fnn_bf16_to_float(fnn_bf16_from_f32(x[i])) (y float). */
     void (*convert)(int64_t n, const float *x, void *y);
     void (*round)(int64_t n, const float *x, void *y);
+    fnn_bf16_ukg_fn ukg; /* NULL: no gathered-rows path */
 } fnn_gemm_desc_bf16;
 
 /* The portable packers (csrc/gemm/gemm_bf16.c), the fallback for layouts a kernel file does not

@@ -173,7 +173,8 @@ typedef struct {
  * an invalid shape. It does not grow with the batch: per thread (at most n_threads) one column
  * tile of about 64Ki elements (at least one output row's c*kh*kw x ow), the matching (f x tile)
  * block of y or dy and one zero-padded image (x and, backward, dx); for backward also W^T and at
- * most 15 partial weight gradients (f*c*kh*kw + f each). */
+ * most 15 partial weight gradients (f*c*kh*kw + f each); forward with stride 1 also the weights
+ * (f*c*kh*kw, the bf16 kernel's k-pairs). */
 int64_t fnn_conv2d_workspace(int backward, const fnn_conv2d_shape *s, int n_threads);
 
 /* y[i,o,p,q] = act(b[o] + sum_{c,u,v} w[o,c,u,v] x[i,c, p*sh+u-pad_t, q*sw+v-pad_l])  (cross-
@@ -430,6 +431,13 @@ const char *fnn_bf16_name(int variant);
 int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
                   const void *a, int64_t lda, const void *b, int64_t ldb,
                   const float *bias, float *c, int64_t ldc, int n_threads);
+/* fnn_conv2d_fwd_f32 / fnn_conv2d_bwd_f32 with every product by fnn_gemm_bf16: x, w and g (dy,
+ * masked by the ReLU) rounded to bf16, float32 sums; db is the float32 sum of g. Same geometry
+ * and workspace (fnn_conv2d_workspace, float elements); results do not depend on n_threads. */
+int fnn_conv2d_fwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                        float *y, float *ws, int64_t ws_len, int n_threads);
+int fnn_conv2d_bwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                        const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len, int n_threads);
 
 #ifdef __cplusplus
 }

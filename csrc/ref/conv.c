@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../core/internal.h"
+#include "../gemm/gemm_bf16_internal.h"
 
 /* Column tile budget in elements (256 KiB of float): a tile and the GEMM's packed blocks fit
  * the L2 of one core together. Whole images when they fit, else bands of output rows. */
@@ -74,6 +75,7 @@ typedef struct {
     int64_t rows, tiles, nb;   /* output rows per tile, tiles per image, images per unit */
     int64_t ucols;             /* most columns of one unit */
     int dwt;                   /* backward: weight gradient accumulated transposed */
+    int dw_rows;               /* backward, stride 1 (WIDE, COLS): patches from padded pixel rows */
     int implicit_ok;           /* forward, stride 1: workspace for the implicit path (xpad, offsets) */
     int dx_implicit_ok;        /* backward, WIDE: workspace for the implicit input gradient */
     int64_t dyp_len;           /* backward: the padded output gradient of one image and its offsets */
@@ -162,8 +164,13 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
     p->dwt = backward && p->mode == FNN_CONV_DIRECT && p->ckk < s->f;
     p->xpad_len = p->padded ? fnn_round16(s->c * p->hp * p->wp) : 0;
     p->cols_len = p->mode == FNN_CONV_DIRECT ? 0 : fnn_round16(p->ckk * p->ucols);
-    /* WIDE backward: xpad holds the image as padded pixel rows (kw more pixels) instead. */
-    if (backward && p->mode == FNN_CONV_WIDE) p->xpad_len = fnn_round16(s->c * (p->hp * p->wp + s->kw));
+    /* Backward with stride 1 (WIDE, and COLS: a first layer): the weight gradient reads each patch
+     * as kh runs of kw*c values of the image stored as padded pixel rows (image_to_rows, in xpad,
+     * kw more pixels), copied whole instead of im2row's value-by-value gather, accumulated in (u, v, ci)
+     * order. Measured on a first layer (3 -> 32 channels, 3x3, 32x32, batch 64, one Zen 4 core):
+     * weight gradient 2.8-3.0 ms instead of 3.7 (float32) and 2.9 instead of 3.5 (bf16). */
+    p->dw_rows = backward && (p->mode == FNN_CONV_WIDE || (p->mode == FNN_CONV_COLS && s->sh == 1 && s->sw == 1));
+    if (p->dw_rows) p->xpad_len = fnn_round16(s->c * (p->hp * p->wp + s->kw));
     /* Forward with stride 1 (not DIRECT): room for the implicit path whether or not this CPU
      * variant takes it (the size must not depend on it): the padded image, and the column
      * offsets (ckk int64 values) where the columns would be. */
@@ -181,7 +188,7 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
                                    : 0;
     p->ybuf_len = (p->mode == FNN_CONV_WIDE || backward) ? fnn_round16(s->f * p->ucols) : 0;
     p->dxpad_len = backward && p->padded ? p->xpad_len : 0;
-    p->dwt_len = p->dwt || (backward && p->mode == FNN_CONV_WIDE) ? fnn_round16(s->f * p->ckk) : 0;
+    p->dwt_len = p->dwt || p->dw_rows ? fnn_round16(s->f * p->ckk) : 0;
     p->thr_len = p->xpad_len + p->cols_len + p->ybuf_len + p->dxpad_len + p->dwt_len + p->dyp_len;
     /* Shapes no array could have (the sizes above would overflow): refuse them. */
     if ((double)s->c * (double)p->hp * (double)p->wp > 0x1p60 || (double)p->ckk * (double)p->ucols > 0x1p60 ||
@@ -212,6 +219,9 @@ static int fnn_conv_plan_make(int backward, const fnn_conv2d_shape *s, int n_thr
         p->groups = g < 1 ? 1 : g;
         if (outer > p->groups) outer = (int)p->groups;
         p->fixed_len = p->wt_len + (p->groups - 1) * p->part_len;
+    } else if (p->implicit_ok) {
+        /* the bf16 implicit forward's weights as k-pairs (at most f*ckk of them), whatever the dtype */
+        p->fixed_len = fnn_round16(s->f * p->ckk);
     }
     p->outer = outer;
     return FNN_OK;
@@ -294,6 +304,49 @@ static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, in
 #include "conv_tmpl.h"
 #undef FNN_DOUBLE
 
+/* ---- the bf16 instance's implicit path: pairs kept in the float workspace ---------------- */
+
+/* a[o*kq + cp*kk + t] (kq = ceil(C/2)*kk) = the bf16 pair of e(o, 2cp, t) (low half) and
+ * e(o, 2cp+1, t) (high half, 0 past channel C-1), e(o, ch, t) = w[o*so + ch*sc + (flip ? kk-1-t : t)]:
+ * the A rows of fnn_gemm_rows_bf16 in the tap order of pad_pairs' planes. */
+static void fnn_conv_pack_pairs(int64_t M, int64_t C, int64_t kk, const float *w, int64_t so, int64_t sc, int flip,
+                                uint32_t *a) {
+    const int64_t cp = (C + 1) / 2, kq = cp * kk;
+    for (int64_t o = 0; o < M; o++)
+        for (int64_t q = 0; q < cp; q++)
+            for (int64_t t = 0; t < kk; t++) {
+                const float *e = w + o * so + 2 * q * sc + (flip ? kk - 1 - t : t);
+                const uint32_t hi = 2 * q + 1 < C ? fnn_bf16_from_f32(e[sc]) : 0;
+                a[o * kq + q * kk + t] = fnn_bf16_from_f32(e[0]) | hi << 16;
+            }
+}
+
+/* The image xi (c, h, w) as padded pixel rows of bf16 values (image_to_rows' layout, half the bytes):
+ * xr[(r*wp + q)*c + ci] = bf16(xpad[ci, r, q]), kw zero pixels past the plane. */
+static void fnn_conv_image_to_rows16(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const float *xi,
+                                     uint16_t *xr) {
+    const int64_t c = s->c, wp = p->wp;
+    memset(xr, 0, (size_t)((p->hp * wp + s->kw) * c) * sizeof(*xr));
+    for (int64_t ci = 0; ci < c; ci++)
+        for (int64_t r = 0; r < s->h; r++) {
+            const float *src = xi + (ci * s->h + r) * s->w;
+            uint16_t *dst = xr + ((r + s->pad_t) * wp + s->pad_l) * c + ci;
+            for (int64_t q = 0; q < s->w; q++) dst[q * c] = fnn_bf16_from_f32(src[q]);
+        }
+}
+
+/* fnn_gemm_rows_bf16 on pairs stored in float buffers (the template's pointers). */
+static inline int fnn_conv_rows_bf16(int flags, int64_t m, int64_t kq, const float *a, int64_t lda, const float *b,
+                                     const int64_t *boff, int64_t b2, int nr0, int nr1, const float *bias, float *c,
+                                     int64_t ldc, int64_t c2) {
+    return fnn_gemm_rows_bf16(flags, m, kq, (const uint32_t *)(const void *)a, lda, (const uint32_t *)(const void *)b,
+                              boff, b2, nr0, nr1, bias, c, ldc, c2);
+}
+
+#define FNN_CONV_BF16
+#include "conv_tmpl.h"
+#undef FNN_CONV_BF16
+
 int fnn_conv2d_fwd_f32(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
                        float *y, float *ws, int64_t ws_len, int n_threads) {
     return conv2d_fwd_f32(flags, s, x, w, b, y, ws, ws_len, n_threads);
@@ -310,4 +363,12 @@ int fnn_conv2d_bwd_f64(int flags, const fnn_conv2d_shape *s, const double *x, co
                        const double *dy, double *dw, double *db, double *dx, double *ws, int64_t ws_len,
                        int n_threads) {
     return conv2d_bwd_f64(flags, s, x, w, y, dy, dw, db, dx, ws, ws_len, n_threads);
+}
+int fnn_conv2d_fwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *b,
+                        float *y, float *ws, int64_t ws_len, int n_threads) {
+    return conv2d_fwd_bf16(flags, s, x, w, b, y, ws, ws_len, n_threads);
+}
+int fnn_conv2d_bwd_bf16(int flags, const fnn_conv2d_shape *s, const float *x, const float *w, const float *y,
+                        const float *dy, float *dw, float *db, float *dx, float *ws, int64_t ws_len, int n_threads) {
+    return conv2d_bwd_bf16(flags, s, x, w, y, dy, dw, db, dx, ws, ws_len, n_threads);
 }

@@ -1,5 +1,11 @@
-/* 2-D convolution (im2col + GEMM); included once per type by conv.c, which defines the plan. */
+/* 2-D convolution (im2col + GEMM); included once per type by conv.c, which defines the plan, and
+ * once more as float with FNN_CONV_BF16: the "mixed_bfloat16" convolution, whose products go
+ * through fnn_gemm_bf16 (operands rounded to bf16 while packed, float32 sums), names suffixed _bf16. */
 #include "tmpl_types.h"
+#ifdef FNN_CONV_BF16
+#undef FNN_
+#define FNN_(name) name##_bf16
+#endif
 
 #undef FNN_CONV_GEMM
 #undef FNN_CW_PICK
@@ -9,6 +15,7 @@
 #undef FNN_dy_to_wide
 #undef FNN_dy_rows
 #undef FNN_rows_real
+#undef FNN_pad_pairs
 #undef FNN_CONV_U
 #undef FNN_CONV_ROWS
 #undef FNN_CONV_ROWS_WIDTH
@@ -17,6 +24,12 @@
 #define FNN_CONV_ROWS fnn_gemm_rows_f64
 #define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_f64
 #define FNN_CONV_U uint64_t
+#elif defined(FNN_CONV_BF16)
+#define FNN_CONV_GEMM fnn_gemm_bf16
+/* the implicit paths read bf16 pairs (fnn_conv_pack_pairs, pad_pairs) kept in the float buffers */
+#define FNN_CONV_ROWS fnn_conv_rows_bf16
+#define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_bf16
+#define FNN_CONV_U uint32_t
 #else
 #define FNN_CONV_GEMM fnn_gemm_f32
 #define FNN_CONV_ROWS fnn_gemm_rows_f32
@@ -274,6 +287,8 @@ static void FNN_(image_to_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *
 #define FNN_dy_to_wide FNN_CW_PICK(dy_to_wide)
 #define FNN_dy_rows FNN_CW_PICK(dy_rows)
 #define FNN_rows_real FNN_CW_PICK(rows_real)
+#undef FNN_pad_pairs
+#define FNN_pad_pairs FNN_CW_PICK(pad_pairs)
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
@@ -294,6 +309,38 @@ static FNN_(conv_scratch) FNN_(scratch_at)(const fnn_conv_plan *p, FNN_T *base) 
     return sc;
 }
 
+/* Planes of the padded image the implicit kernel reads, and its k per filter: the channels, or for
+ * bf16 the channel pairs (pad_pairs: channels 2p and 2p+1 of a pixel are one k-pair, so the
+ * kernel loads pairs without shuffles; an odd channel count pairs the last one with zero). */
+static inline int64_t FNN_(implicit_planes)(const fnn_conv2d_shape *s) {
+#ifdef FNN_CONV_BF16
+    return (s->c + 1) / 2;
+#else
+    return s->c;
+#endif
+}
+
+static inline int64_t FNN_(implicit_k)(const fnn_conv2d_shape *s) {
+    return FNN_(implicit_planes)(s) * s->kh * s->kw;
+}
+
+/* The padded image of the implicit path: xi (or, with mi, xi masked by mi > 0) in plain or pair planes. */
+static void FNN_(pad_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *xi, const FNN_T *mi,
+                               FNN_T *xp) {
+#ifdef FNN_CONV_BF16
+    FNN_pad_pairs(s, p, xi, mi, (uint32_t *)(void *)xp);
+#else
+    FNN_(pad_image_masked)(s, p, xi, mi, xp);
+#endif
+}
+
+/* Whether the forward takes the implicit path: stride 1 where the CPU variant has the gathered-rows
+ * kernel and the workspace is aligned for its int64 offsets (every part of it starts a multiple of
+ * 16 elements from ws, so ws's alignment decides). */
+static inline int FNN_(fwd_implicit)(const fnn_conv_plan *p, const FNN_T *ws) {
+    return p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 && (uintptr_t)(const void *)ws % sizeof(int64_t) == 0;
+}
+
 /* One group of output columns of the implicit forward (see conv_fwd_implicit): nonzero on error. */
 static int FNN_(conv_rows_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int gflags, const FNN_T *w,
                                  const FNN_T *b, const int64_t *boff, const FNN_T *xp, FNN_T *yi, int64_t i1,
@@ -311,7 +358,8 @@ static int FNN_(conv_rows_group)(const fnn_conv2d_shape *s, const fnn_conv_plan 
         nr1 = ow - j0 - vw < 0 ? 0 : ow - j0 - vw < vw ? ow - j0 - vw : vw;
         b2 = c2 = vw;
     }
-    return FNN_CONV_ROWS(gflags, s->f, p->ckk, w, p->ckk, xp + r * wp + j0, boff, b2, (int)nr0, (int)nr1, b,
+    const int64_t k = FNN_(implicit_k)(s);
+    return FNN_CONV_ROWS(gflags, s->f, k, w, k, xp + r * wp + j0, boff, b2, (int)nr0, (int)nr1, b,
                          yi + r * ow + j0, p->hw, c2) != FNN_OK;
 }
 
@@ -343,7 +391,7 @@ static int FNN_(conv_implicit_rows)(const fnn_conv2d_shape *s, const fnn_conv_pl
 /* boff[(ci, u, v)] = the offset of tap (ci, u, v) in the padded planes. */
 static void FNN_(conv_tap_offsets)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t *boff) {
     const int64_t wp = p->wp, plane = p->hp * wp;
-    for (int64_t ci = 0; ci < s->c; ci++)
+    for (int64_t ci = 0; ci < FNN_(implicit_planes)(s); ci++)
         for (int64_t r = 0; r < s->kh; r++)
             for (int64_t v = 0; v < s->kw; v++) boff[(ci * s->kh + r) * s->kw + v] = ci * plane + r * wp + v;
 }
@@ -366,7 +414,7 @@ static int FNN_(conv_fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_pla
     }
     for (int64_t img = a; img < e; img++) {
         if (sc->padded_img != img) {
-            FNN_(pad_image)(s, p, x + img * in_img, sc->xpad);
+            FNN_(pad_implicit)(s, p, x + img * in_img, NULL, sc->xpad);
             sc->padded_img = img;
         }
         if (FNN_(conv_implicit_rows)(s, p, gflags, w, b, boff, sc->xpad, y + img * out_img, i0, i1, nt))
@@ -391,7 +439,7 @@ static int FNN_(conv_dx_shape)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
 static int FNN_(conv_dx_implicit)(const fnn_conv2d_shape *s2, const fnn_conv_plan *p2, const FNN_T *wf,
                                   const int64_t *boff2, const FNN_T *dyi, const FNN_T *yi, FNN_T *dyp, FNN_T *dxi,
                                   int nt) {
-    FNN_(pad_image_masked)(s2, p2, dyi, yi, dyp);
+    FNN_(pad_implicit)(s2, p2, dyi, yi, dyp);
     return FNN_(conv_implicit_rows)(s2, p2, 0, wf, NULL, boff2, dyp, dxi, 0, p2->oh, nt) ? FNN_ERR_ARG : FNN_OK;
 }
 
@@ -402,7 +450,7 @@ static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
                                const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
     /* (the column offsets are int64 values in the workspace: only where it is aligned for them) */
-    if (p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 && (uintptr_t)(void *)sc->cols % sizeof(int64_t) == 0)
+    if (FNN_(fwd_implicit)(p, sc->cols))
         return FNN_(conv_fwd_implicit)(s, p, gflags, x, w, b, y, u, sc, nt);
     if (p->tiles == 1 && p->nb > 1) {       /* WIDE: nb whole images side by side in one GEMM */
         const int64_t a = u * p->nb, e = a + p->nb < s->n ? a + p->nb : s->n;
@@ -458,8 +506,16 @@ static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
     if (status != FNN_OK) return status;
     const int gflags = FNN_BIAS_ROW | (flags & FNN_EPI_RELU);
     const int64_t units = fnn_conv_fwd_units(s, &p);
+    FNN_T *thr0 = ws ? ws + p.fixed_len : NULL;
+#ifdef FNN_CONV_BF16
+    if (FNN_(fwd_implicit)(&p, ws)) {     /* the weights as pairs, once per call (the plan's fixed part) */
+        const int64_t kk = s->kh * s->kw;
+        fnn_conv_pack_pairs(s->f, s->c, kk, w, s->c * kk, kk, 0, (uint32_t *)(void *)ws);
+        w = ws;
+    }
+#endif
     if (p.outer <= 1) {
-        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws : NULL);
+        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? thr0 : NULL);
         const int gnt = fnn_conv_gemm_threads(s, &p, nt);
         for (int64_t u = 0; u < units && status == FNN_OK; u++)
             status = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, u, &sc, gnt);
@@ -472,7 +528,7 @@ static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
         tid = omp_get_thread_num();
         nth = omp_get_num_threads();
 #endif
-        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? ws + tid * p.thr_len : NULL);
+        FNN_(conv_scratch) sc = FNN_(scratch_at)(&p, p.thr_len ? thr0 + tid * p.thr_len : NULL);
         int mine = FNN_OK;
         for (int64_t u = units * tid / nth; u < units * (tid + 1) / nth && mine == FNN_OK; u++)
             mine = FNN_(conv_fwd_unit)(s, &p, gflags, x, w, b, y, u, &sc, 1);
@@ -496,14 +552,52 @@ static void FNN_(wide_dx_image)(const fnn_conv2d_shape *s, const fnn_conv_plan *
     if (p->padded) FNN_(crop_image)(s, p, dxpad, dxi);
 }
 
+/* Whether the weight gradient may read bf16 patches (see conv_bwd_group's q16). */
+static inline int FNN_(dw_bf16)(const fnn_conv2d_shape *s, const fnn_conv_plan *p) {
+#ifdef FNN_CONV_BF16
+    return p->dw_rows && s->c % 2 == 0;
+#else
+    (void)s;
+    (void)p;
+    return 0;
+#endif
+}
+
+/* The image as padded pixel rows (image_to_rows), in bf16 when q16. */
+static void FNN_(pixel_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int q16, const FNN_T *xi, FNN_T *xr) {
+#ifdef FNN_CONV_BF16
+    if (q16) {
+        fnn_conv_image_to_rows16(s, p, xi, (uint16_t *)(void *)xr);
+        return;
+    }
+#endif
+    (void)q16;
+    FNN_(image_to_rows)(s, p, xi, xr);
+}
+
+/* The patch rows of output rows [i0, i1) (rows_real, leading dimension ld values); with q16 of bf16
+ * pixel rows: an even channel count makes every run whole 32-bit pairs, copied by rows_real as the
+ * values of an image of c/2 channels (bit copies). */
+static void FNN_(patches)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int q16, const FNN_T *xr, int64_t i0,
+                          int64_t i1, FNN_T *rows, int64_t ld) {
+    if (q16) {
+        fnn_conv2d_shape h = *s;
+        h.c = s->c / 2;
+        FNN_rows_real(&h, p, xr, i0, i1, rows, ld / 2);
+        return;
+    }
+    FNN_rows_real(s, p, xr, i0, i1, rows, ld);
+}
+
 /* acc (+)= g bm^T over n columns: the weight gradient of one unit, as (f, ckk) or, with p->dwt,
  * as (ckk, f); WIDE and COLS: acc (+)= g bm with bm the transposed columns (rows_wide, im2row), a
  * product whose long k is the rows of bm, read in place (no transposing pack). beta = 0 for the
  * group's first unit. */
 static int FNN_(conv_dw_gemm)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, int64_t n, const FNN_T *g,
-                              int64_t ldg, const FNN_T *bm, int64_t ldb, FNN_T *acc, FNN_T beta, int nt) {
-    if (p->mode != FNN_CONV_DIRECT) /* bm: the transposed columns (n, ckk); WIDE: acc in (u, v, ci) order */
-        return FNN_CONV_GEMM(0, s->f, p->ckk, n, 1, beta, g, ldg, bm, p->ckk, NULL, acc, p->ckk, nt);
+                              int64_t ldg, const FNN_T *bm, int64_t ldb, FNN_T *acc, FNN_T beta, int bflags,
+                              int nt) {
+    if (p->mode != FNN_CONV_DIRECT) /* bm: the transposed columns (n, ckk); dw_rows: acc in (u, v, ci) order */
+        return FNN_CONV_GEMM(bflags, s->f, p->ckk, n, 1, beta, g, ldg, bm, p->ckk, NULL, acc, p->ckk, nt);
     if (p->dwt)
         return FNN_CONV_GEMM(FNN_TRANS_B, p->ckk, s->f, n, 1, beta, bm, ldb, g, ldg, NULL, acc, s->f, nt);
     return FNN_CONV_GEMM(FNN_TRANS_B, s->f, p->ckk, n, 1, beta, g, ldg, bm, ldb, NULL, acc, p->ckk, nt);
@@ -517,7 +611,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                                 const FNN_T *x, const FNN_T *y, const FNN_T *wt, const FNN_T *dy, FNN_T *dwg,
                                 FNN_T *dbg, FNN_T *dx, const FNN_(conv_scratch) *sc, int dx_impl, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk, f = s->f;
-    FNN_T *acc = p->dwt || p->mode == FNN_CONV_WIDE ? sc->dwt : dwg;
+    FNN_T *acc = p->dwt || p->dw_rows ? sc->dwt : dwg;
     FNN_T beta = 0;
     int st = FNN_OK;
     /* dx_impl: wt holds the flipped weights of conv_dx_shape, dx comes from conv_dx_implicit */
@@ -535,6 +629,9 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
      * gradient over the real output columns only, not the wp - ow padding columns of each row
      * (zeros of dy in the wide form; 11% of the product at 16 x 16 with 3 x 3 taps). */
     const int real = p->mode == FNN_CONV_WIDE && (!dx || dx_impl);
+    /* bf16 with an even channel count: the patches (rows_real's) as bf16, converted once while the
+     * image is laid out as pixel rows, copied at half the bytes and packed without conversion */
+    const int q16 = FNN_(dw_bf16)(s, p) && (real || p->mode == FNN_CONV_COLS);
     if (p->mode == FNN_CONV_WIDE && p->tiles == 1) {
         const int64_t seg = p->oh * p->wp;
         for (int64_t b0 = a; b0 < e && st == FNN_OK; b0 += p->nb) {
@@ -542,10 +639,10 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             /* without the wide input gradient: the real output columns only (seg_r of seg per image) */
             const int64_t seg_r = real ? p->hw : seg, ld_r = nbk * seg_r;
             for (int64_t j = 0; j < nbk; j++) {
-                FNN_(image_to_rows)(s, p, x + (b0 + j) * in_img, sc->xpad);
+                FNN_(pixel_rows)(s, p, q16, x + (b0 + j) * in_img, sc->xpad);
                 const FNN_T *dyj = dy + (b0 + j) * out_img, *yj = y ? y + (b0 + j) * out_img : NULL;
                 if (real) {
-                    FNN_rows_real(s, p, sc->xpad, 0, p->oh, sc->cols + j * seg_r * ckk, ckk);
+                    FNN_(patches)(s, p, q16, sc->xpad, 0, p->oh, sc->cols + j * seg_r * ckk / (q16 ? 2 : 1), ckk);
                     FNN_dy_rows(s, p, dyj, yj, 0, p->oh, sc->ybuf + j * seg_r, ld_r);
                 } else {
                     FNN_rows_wide(s, p, sc->xpad, 0, p->oh, sc->cols + j * seg * ckk, ckk);
@@ -554,7 +651,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 if (dbg)
                     for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(sc->ybuf + o * ld_r + j * seg_r, seg_r);
             }
-            st = FNN_(conv_dw_gemm)(s, p, ld_r, sc->ybuf, ld_r, sc->cols, ckk, acc, beta, nt);
+            st = FNN_(conv_dw_gemm)(s, p, ld_r, sc->ybuf, ld_r, sc->cols, ckk, acc, beta, q16 ? FNN_B_BF16 : 0, nt);
             beta = 1;
             if (st != FNN_OK || !dx) continue;
             if (dx_impl) {
@@ -574,8 +671,8 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
             const FNN_T *xi = x + img * in_img, *dyi = dy + img * out_img, *yi = y ? y + img * out_img : NULL;
             FNN_T *dxi = dx ? dx + img * in_img : NULL;
             FNN_T *dxs = dx_impl ? NULL : dxi;     /* where the tiles add their input gradient */
-            if (p->mode == FNN_CONV_WIDE) {
-                FNN_(image_to_rows)(s, p, xi, sc->xpad);
+            if (p->dw_rows) {
+                FNN_(pixel_rows)(s, p, q16, xi, sc->xpad);
                 if (p->padded && dxs) dxs = sc->dxpad;
             }
             if (dxs && p->mode != FNN_CONV_DIRECT)
@@ -585,12 +682,12 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 const int64_t n = (i1 - i0) * p->pitch;
                 const FNN_T *bm = xi + i0 * p->ow;      /* DIRECT: the image is the column matrix */
                 int64_t ldb = p->hw;
-                if (p->mode == FNN_CONV_COLS) {
+                if (p->mode == FNN_CONV_COLS && !p->dw_rows) {
                     FNN_(im2row)(s, p, xi, i0, i1, sc->cols);
                     bm = sc->cols;
                     ldb = ckk;
-                } else if (real) {
-                    FNN_rows_real(s, p, sc->xpad, i0, i1, sc->cols, ckk);
+                } else if (real || p->mode == FNN_CONV_COLS) {
+                    FNN_(patches)(s, p, q16, sc->xpad, i0, i1, sc->cols, ckk);
                     bm = sc->cols;
                     ldb = ckk;
                 } else if (p->mode == FNN_CONV_WIDE) {
@@ -613,7 +710,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 }
                 if (dbg)
                     for (int64_t o = 0; o < f; o++) dbg[o] += FNN_(conv_sum)(g + o * ldg, nr);
-                st = FNN_(conv_dw_gemm)(s, p, nr, g, ldg, bm, ldb, acc, beta, nt);
+                st = FNN_(conv_dw_gemm)(s, p, nr, g, ldg, bm, ldb, acc, beta, q16 ? FNN_B_BF16 : 0, nt);
                 beta = 1;
                 if (st != FNN_OK || !dxs) continue;
                 if (p->mode == FNN_CONV_DIRECT) {
@@ -633,7 +730,7 @@ static int FNN_(conv_bwd_group)(const fnn_conv2d_shape *s, const fnn_conv_plan *
                 FNN_(crop_image)(s, p, sc->dxpad, dxi);
         }
     }
-    if (st == FNN_OK && p->mode == FNN_CONV_WIDE) {
+    if (st == FNN_OK && p->dw_rows) {
         const int64_t kk = s->kh * s->kw;
         for (int64_t o = 0; o < f; o++)
             for (int64_t ci = 0; ci < s->c; ci++)
@@ -671,6 +768,11 @@ static int FNN_(conv2d_bwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
     const int dx_impl = dx && p.dx_implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 &&
                         (uintptr_t)(void *)ws % sizeof(int64_t) == 0;
     const int64_t kk = s->kh * s->kw;
+#ifdef FNN_CONV_BF16
+    if (dx_impl)    /* flipped and transposed as pairs of filters (the channels of the dx convolution) */
+        fnn_conv_pack_pairs(s->c, s->f, kk, w, kk, s->c * kk, 1, (uint32_t *)(void *)wt);
+    else
+#endif
     if (dx_impl)
         for (int64_t o = 0; o < s->f; o++)
             for (int64_t ci = 0; ci < s->c; ci++)

@@ -151,3 +151,42 @@ FNN_CW_TARGET FNN_SHORT_COPIES static void FNN_CAT(FNN_(dy_rows), FNN_CW_SUFFIX)
             FNN_CW_COPY(out + o * ld, dyi + at, n);
     }
 }
+
+#ifdef FNN_CONV_BF16
+/* xp (ceil(c/2) planes of hp x wp) = the image xi (c, h, w) zero-padded as bf16 channel pairs:
+ * element (cp, r, q) holds channel 2cp in its low half and 2cp+1 (0 past the last channel) in its
+ * high half, the k-pairs fnn_gemm_rows_bf16 loads without shuffles. With mi, xi where mi > 0, else
+ * 0 (the ReLU backward mask of an output gradient). The conversion is fused into the padding copy. */
+FNN_CW_TARGET static void FNN_CAT(FNN_(pad_pairs), FNN_CW_SUFFIX)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
+                                                                  const float *restrict xi, const float *restrict mi,
+                                                                  uint32_t *restrict xp) {
+    const int64_t wp = p->wp, h = s->h, w = s->w, hw = h * w, plane = p->hp * wp;
+    for (int64_t cp = 0; cp < (s->c + 1) / 2; cp++) {
+        uint32_t *d = xp + cp * plane;
+        const int two = 2 * cp + 1 < s->c;
+        const float *x0 = xi + 2 * cp * hw, *x1 = x0 + (two ? hw : 0);
+        const float *m0 = mi ? mi + 2 * cp * hw : NULL, *m1 = m0 && two ? m0 + hw : m0;
+        memset(d, 0, (size_t)(s->pad_t * wp) * sizeof(*d));
+        d += s->pad_t * wp;
+        for (int64_t r = 0; r < h; r++, d += wp) {
+            uint32_t *dr = d + s->pad_l;
+            const float *a = x0 + r * w, *b = x1 + r * w;
+            for (int64_t j = 0; j < s->pad_l; j++) d[j] = 0;
+            /* branch-free loops per case, so that they vectorise */
+            if (m0) {
+                const float *ma = m0 + r * w, *mb = m1 + r * w;
+                for (int64_t j = 0; j < w; j++)
+                    dr[j] = fnn_bf16_from_f32(ma[j] > 0 ? a[j] : 0.0f) |
+                            (uint32_t)fnn_bf16_from_f32(two && mb[j] > 0 ? b[j] : 0.0f) << 16;
+            } else if (two) {
+                for (int64_t j = 0; j < w; j++)
+                    dr[j] = fnn_bf16_from_f32(a[j]) | (uint32_t)fnn_bf16_from_f32(b[j]) << 16;
+            } else {
+                for (int64_t j = 0; j < w; j++) dr[j] = fnn_bf16_from_f32(a[j]);
+            }
+            for (int64_t j = s->pad_l + w; j < wp; j++) d[j] = 0;
+        }
+        memset(d, 0, (size_t)(s->pad_b * wp) * sizeof(*d));
+    }
+}
+#endif

@@ -38,7 +38,8 @@ def bf16_weight(w, prev=None):
     prev (an earlier result for this weight) is given: the bf16 bits (uint16) of a 2-D W (Dense:
     x @ W and dy @ W.T read it, the latter transposed while packed: measured 5-10 % slower than a
     transposed copy, which costs more than that to make every step), else W rounded to bf16 values
-    in float32 (Conv2D, which computes in float32 on rounded operands)."""
+    in float32 (Conv2D: its kernels also read W transposed and flipped in float32; the bf16 GEMM
+    rounds the already rounded values exactly)."""
     if w.ndim == 2:
         q = prev if prev is not None else np.empty(w.shape, dtype=np.uint16)
         _core.f32_to_bf16(w.reshape(-1), q.reshape(-1), get_num_threads())
@@ -158,16 +159,18 @@ def conv2d_workspace(x_shape, w_shape, stride, padding, backward=False):
     return _core.conv2d_workspace(backward, tuple(x_shape), tuple(w_shape), stride, padding, get_num_threads())
 
 
-def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
-    """out = conv2d(x, w) + b (cross-correlation), ReLU fused into the GEMM epilogue when asked."""
-    _core.conv2d_fwd(x, w, b, out, stride, padding, relu, ws, get_num_threads())
+def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None, bf16=False):
+    """out = conv2d(x, w) + b (cross-correlation), ReLU fused into the GEMM epilogue when asked;
+    bf16: x and w rounded to bf16 (while the bf16 GEMM packs them), float32 sums."""
+    _core.conv2d_fwd(x, w, b, out, stride, padding, relu, ws, get_num_threads(), bf16)
     return out
 
 
-def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None):
+def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None, bf16=False):
     """dw, db (may be None) and dx (skipped when None) from dy = dL/d(conv output); with relu, dy is
-    the gradient of the ReLU output y (the forward's out) and is masked by y > 0 first."""
-    _core.conv2d_bwd(x, w, y, dy, dw, db, dx, stride, padding, relu, ws, get_num_threads())
+    the gradient of the ReLU output y (the forward's out) and is masked by y > 0 first. bf16: the
+    products of dw and dx on x, w and the (masked) dy rounded to bf16; db the float32 sum of dy."""
+    _core.conv2d_bwd(x, w, y, dy, dw, db, dx, stride, padding, relu, ws, get_num_threads(), bf16)
     return dx
 
 

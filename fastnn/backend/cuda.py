@@ -336,7 +336,8 @@ def _conv_buffers(ws, g, f, backward):
     return cols, yt, dcols
 
 
-def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
+def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None, bf16=False):
+    """bf16: the columns rounded in place (x rounded; w is bf16_weight's), then the float32 GEMM."""
     g, f = _conv_geometry(x.shape, w.shape, stride, padding)
     if g[0] == 0:
         return out
@@ -345,13 +346,16 @@ def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
     cols, yt, _ = _conv_buffers(ws, g, f, False)
     geo = _device_ints(g)
     _launch("im2col", x.dtype, cols.size, geo, x, cols)
+    if bf16:
+        round_bf16(cols, cols)
     _gemm(w.reshape(f, -1), cols, yt)
     hw = g[10] * g[11]
     _launch("conv_out", x.dtype, out.size, _i(g[0]), _i(f), _i(hw), yt, _p(b), np.int32(int(relu)), out)
     return out
 
 
-def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None):
+def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None, bf16=False):
+    """bf16: db from the float32 (masked) dy, then it and the columns rounded in place for the GEMMs."""
     g, f = _conv_geometry(x.shape, w.shape, stride, padding)
     if g[0] == 0:
         dw[...] = 0
@@ -365,9 +369,12 @@ def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=Non
     hw = g[10] * g[11]
     _launch("conv_grad_in", x.dtype, gt.size, _i(g[0]), _i(f), _i(hw), dy, _p(y if relu else None), gt)
     _launch("im2col", x.dtype, cols.size, geo, x, cols)
-    _gemm(gt, cols, dw.reshape(f, -1), trans_b=True)
     if db is not None:
         _col_sum(gt.T, db)
+    if bf16:
+        round_bf16(cols, cols)
+        round_bf16(gt, gt)
+    _gemm(gt, cols, dw.reshape(f, -1), trans_b=True)
     if dx is not None:
         _gemm(w.reshape(f, -1), gt, dcols, trans_a=True)
         _launch("col2im", x.dtype, dx.size, geo, dcols, dx)

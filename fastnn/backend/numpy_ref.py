@@ -231,7 +231,9 @@ def _windows(x, kh, kw, sh, sw):
     return win[:, :, ::sh, ::sw]
 
 
-def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
+def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None, bf16=False):
+    if bf16:
+        x, w = round_bf16(x, np.empty_like(x)), round_bf16(w, np.empty_like(w))
     pt, pb, pl, pr = padding
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     win = _windows(xp, w.shape[2], w.shape[3], *stride)
@@ -240,15 +242,17 @@ def conv2d_fwd(x, w, b, out, stride, padding, relu=False, ws=None):
     return out
 
 
-def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None):
+def conv2d_bwd(x, w, dy, dw, db, dx, stride, padding, y=None, relu=False, ws=None, bf16=False):
     (sh, sw), (pt, pb, pl, pr) = stride, padding
     if relu:
         dy = np.where(y > 0, dy, 0)
+    if db is not None:      # float32 sums of dy, also under bf16 (as linear_bwd)
+        db[...] = dy.sum(axis=(0, 2, 3))
+    if bf16:
+        x, w, dy = (round_bf16(v, np.empty_like(v)) for v in (x, w, dy))
     kh, kw = w.shape[2], w.shape[3]
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     dw[...] = np.einsum("nfhw,nchwpq->fcpq", dy, _windows(xp, kh, kw, sh, sw))
-    if db is not None:
-        db[...] = dy.sum(axis=(0, 2, 3))
     if dx is not None:
         oh, ow = dy.shape[2], dy.shape[3]
         dxp = np.zeros_like(xp)

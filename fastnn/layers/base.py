@@ -231,11 +231,6 @@ class Layer:
             self._bf16 = (_params_version[0], self.params[0], cache)
         return cache
 
-    def _bf16_round(self, x, key: str):
-        """x rounded to bf16 values (float32) in the planned buffer ``key``: the input of a kernel
-        that computes in float32 on rounded operands (same numerics as the bf16 GEMM)."""
-        return self.backend.round_bf16(x, self._buf(key, x.shape))
-
     def _buf(self, key: str, shape: tuple, dtype=None):
         """An output/gradient buffer (of the layer's dtype unless given): reused between training
         steps inside fit, fresh otherwise (so arrays returned to users and concurrent predict

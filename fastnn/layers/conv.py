@@ -176,13 +176,11 @@ class Conv2D(Layer):
         if logits and act == "sigmoid":
             act = "linear"
         y = self._buf("y", (x.shape[0],) + self.output_shape)
-        w = self.params[0]
-        if self.mixed:
-            # "mixed_bfloat16": the float32 convolution on operands rounded to bf16 (exact products,
-            # float32 sums: the numerics of the bf16 GEMM); the rounded x is what backward uses.
-            w, x = self._bf16_weight(), self._bf16_round(x, "xq")
+        # "mixed_bfloat16": the backend's bf16 convolution (x rounded while its columns are packed)
+        # on the weights rounded once per step.
+        w = self._bf16_weight() if self.mixed else self.params[0]
         be.conv2d_fwd(x, w, self.params[1] if self.use_bias else None, y, self.stride, self._pads,
-                      relu=act == "relu", ws=self._workspace(x.shape[0], False))
+                      relu=act == "relu", ws=self._workspace(x.shape[0], False), bf16=self.mixed)
         if act == "softmax":
             _channel_softmax(be, y, y)
         elif act not in ("linear", "relu"):
@@ -202,12 +200,10 @@ class Conv2D(Layer):
             dz = activation_grad(be, act, y, dy, self._buf("dz", dy.shape), self.alpha)
         dx = self._buf("dx", x.shape) if need_dx else None
         relu = act == "relu" and not self._relu_premasked
-        w = self.params[0]
-        if self.mixed:      # x was rounded by the forward; the bias gradient sums the rounded dz too
-            w, dz = self._bf16_weight(), self._bf16_round(dz, "dzq")
+        w = self._bf16_weight() if self.mixed else self.params[0]
         be.conv2d_bwd(x, w, dz, self.grads[0], self.grads[1] if self.use_bias else None, dx,
                       self.stride, self._pads, y=y if relu else None, relu=relu,
-                      ws=self._workspace(x.shape[0], True))
+                      ws=self._workspace(x.shape[0], True), bf16=self.mixed)
         return dx
 
 

@@ -118,6 +118,53 @@ static void pack_trans(int W, int64_t w, int64_t kc, int s16, const void *src, i
     }
 }
 
+#if defined(__GNUC__)
+#define FNN_INLINE static inline __attribute__((always_inline))
+#else
+#define FNN_INLINE static inline
+#endif
+
+/* The epilogue of a tile: rows 0..mr-1 (mr <= R) of acc (V vectors each; vector 1 at co1 past
+ * vector 0 in C, lanes m0 and m1) = act(alpha acc + beta C + bias) stored into C. The loops run to
+ * the constant R, fully unrolled, so that acc is indexed by constants and stays in registers. */
+FNN_INLINE void store_tile(const int R, const int V, __m512 acc[][2], int mr, float *c, int64_t ldc, int64_t co1,
+                           __mmask16 m0, __mmask16 m1, const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    /* epi's fields in locals: the stores into C could alias it, which would reload them per row */
+    const int flags = epi->flags, scale = epi->alpha != 1.0f;
+    const __m512 alpha = _mm512_set1_ps(epi->alpha), beta = _mm512_set1_ps(epi->beta), zero = _mm512_setzero_ps();
+    __m512 bias0 = zero, bias1 = zero;
+    if (bias && !(flags & FNN_GEMM_E_BIASROW)) {
+        bias0 = _mm512_maskz_loadu_ps(m0, bias);
+        if (V > 1)
+            bias1 = _mm512_maskz_loadu_ps(m1, bias + co1);
+    }
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+        if (i >= mr)
+            break;
+        float *ci = c + i * ldc;
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++) {
+            const __mmask16 mv = v ? m1 : m0;
+            __m512 r = acc[i][v];
+            if (scale)
+                r = _mm512_mul_ps(alpha, r);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mv, ci + (v ? co1 : 0)), r);
+            if (bias) {
+                if (flags & FNN_GEMM_E_BIASROW)
+                    r = _mm512_add_ps(r, _mm512_set1_ps(bias[i]));
+                else
+                    r = _mm512_add_ps(r, v ? bias1 : bias0);
+            }
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm512_max_ps(r, zero);
+            _mm512_mask_storeu_ps(ci + (v ? co1 : 0), mv, r);
+        }
+    }
+}
+
 static void ukr(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int mr, int nr,
                 const fnn_gemm_epi_f32 *epi, const float *bias)
 {
@@ -125,6 +172,14 @@ static void ukr(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int6
 #pragma GCC unroll 14
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    /* C comes from L3 or memory (a 3072 x 512 weight gradient is 6 MiB): fetch it while computing */
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) {
+        if (i < mr) {
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + i * ldc + nr - 1), _MM_HINT_T0);
+        }
+    }
     for (int64_t q = 0; q < kq; q++) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + q * NR);
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + q * NR + 16);
@@ -135,41 +190,68 @@ static void ukr(int64_t kq, const uint32_t *a, const uint32_t *b, float *c, int6
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
         }
     }
-    const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
-    const int flags = epi->flags;
-    const __m512 alpha = _mm512_set1_ps(epi->alpha), beta = _mm512_set1_ps(epi->beta), zero = _mm512_setzero_ps();
-    __m512 bias0 = zero, bias1 = zero;
-    if (bias && !(flags & FNN_GEMM_E_BIASROW)) {
-        bias0 = _mm512_maskz_loadu_ps(m0, bias);
-        bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    store_tile(MR, 2, acc, mr, c, ldc, 16, lanes(nr), lanes(nr - 16), epi, bias);
+}
+
+/* Gathered rows (the convolution's implicit im2col, csrc/ref/conv_tmpl.h): B read in place as
+ * k-pair rows, pair q of column j at b[boff[q] + j] (j < nr0) and b[boff[q] + b2 + j] (j < nr1,
+ * to c + c2), A rows of pairs at a[i*a_rs + q]. The pairs of the image need no shuffle: the
+ * convolution stores channels 2p and 2p+1 of a pixel as one pair. R rows and V vectors are
+ * compile-time constants of each instance; every element takes the same instructions in all. */
+FNN_INLINE void kern_rows(const int R, const int V, int64_t kq, const uint32_t *restrict a, int64_t a_rs,
+                          const uint32_t *restrict b, const int64_t *restrict boff, int64_t b2, float *restrict c,
+                          int64_t ldc, int64_t c2, int nr0, int nr1, const fnn_gemm_epi_f32 *epi,
+                          const float *restrict bias)
+{
+    const __mmask16 m0 = lanes(nr0), m1 = lanes(nr1);
+    __m512 acc[MR][2];
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++)
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    /* The outputs are rows of y not written yet (not in cache): start fetching them now, so that
+     * the epilogue's stores do not wait for them one by one (a first layer has a short k). */
+#pragma GCC unroll 14
+    for (int i = 0; i < R; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + (V > 1 ? c2 + nr1 : nr0) - 1), _MM_HINT_T0);
     }
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + i * ldc;
-        __m512 v0 = acc[i][0], v1 = acc[i][1];
-        if (epi->alpha != 1.0f) {
-            v0 = _mm512_mul_ps(alpha, v0);
-            v1 = _mm512_mul_ps(alpha, v1);
+    for (int64_t q = 0; q < kq; q++) {
+        const __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, b + boff[q]);
+        const __m512bh b1 = V > 1 ? (__m512bh)_mm512_maskz_loadu_epi32(m1, b + boff[q] + b2) : b0;
+#pragma GCC unroll 14
+        for (int i = 0; i < R; i++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * a_rs + q]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+            if (V > 1)
+                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
         }
-        if (!(flags & FNN_GEMM_E_BETA0)) {
-            v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, ci), v0);
-            v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, ci + 16), v1);
-        }
-        if (bias) {
-            if (flags & FNN_GEMM_E_BIASROW) {
-                v0 = _mm512_add_ps(v0, _mm512_set1_ps(bias[i]));
-                v1 = _mm512_add_ps(v1, _mm512_set1_ps(bias[i]));
-            } else {
-                v0 = _mm512_add_ps(v0, bias0);
-                v1 = _mm512_add_ps(v1, bias1);
-            }
-        }
-        if (flags & FNN_GEMM_E_RELU) {
-            v0 = _mm512_max_ps(v0, zero);
-            v1 = _mm512_max_ps(v1, zero);
-        }
-        _mm512_mask_storeu_ps(ci, m0, v0);
-        _mm512_mask_storeu_ps(ci + 16, m1, v1);
     }
+    store_tile(R, V, acc, R, c, ldc, c2, m0, m1, epi, bias);
+}
+
+#define FNN_KG(R, V)                                                                                       \
+    static void kg_##R##_##V(int64_t kq, const uint32_t *a, int64_t a_rs, const uint32_t *b, const int64_t *boff, \
+                             int64_t b2, float *c, int64_t ldc, int64_t c2, int nr0, int nr1,                \
+                             const fnn_gemm_epi_f32 *e, const float *bias)                                   \
+    {                                                                                                        \
+        kern_rows(R, V, kq, a, a_rs, b, boff, b2, c, ldc, c2, nr0, nr1, e, bias);                             \
+    }
+#define FNN_KG2(R) FNN_KG(R, 1) FNN_KG(R, 2)
+FNN_KG2(1) FNN_KG2(2) FNN_KG2(3) FNN_KG2(4) FNN_KG2(5) FNN_KG2(6) FNN_KG2(7)
+FNN_KG2(8) FNN_KG2(9) FNN_KG2(10) FNN_KG2(11) FNN_KG2(12) FNN_KG2(13) FNN_KG2(14)
+
+typedef void (*kg_fn)(int64_t, const uint32_t *, int64_t, const uint32_t *, const int64_t *, int64_t, float *,
+                      int64_t, int64_t, int, int, const fnn_gemm_epi_f32 *, const float *);
+#define FNN_KGN(V)                                                                                         \
+    { kg_1_##V, kg_2_##V, kg_3_##V, kg_4_##V, kg_5_##V, kg_6_##V, kg_7_##V, kg_8_##V, kg_9_##V, kg_10_##V, \
+      kg_11_##V, kg_12_##V, kg_13_##V, kg_14_##V }
+static const kg_fn kg[2][MR] = {FNN_KGN(1), FNN_KGN(2)};
+
+static void ukg(int64_t kq, const uint32_t *a, int64_t a_rs, const uint32_t *b, const int64_t *boff, int64_t b2,
+                float *c, int64_t ldc, int64_t c2, int mr, int nr0, int nr1, const fnn_gemm_epi_f32 *epi,
+                const float *bias)
+{
+    kg[nr1 > 0][mr - 1](kq, a, a_rs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias);
 }
 
 static void convert(int64_t n, const float *x, void *yv)
@@ -196,5 +278,5 @@ static void round_f32(int64_t n, const float *x, void *yv)
 const fnn_gemm_desc_bf16 fnn_gemm_desc_avx512bf16 = {
     .mr = MR, .nr = NR, .mc = 14 * 12, .kc = 512, .nc = 512,
     .ukr = ukr, .pack_copy = pack_copy, .pack_trans = pack_trans, .thread_init = NULL, .convert = convert,
-    .round = round_f32,
+    .round = round_f32, .ukg = ukg,
 };
