@@ -446,15 +446,13 @@ int fnn_gemm_rows_bf16(int flags, int64_t m, int64_t kq, const uint32_t *a, int6
                        int64_t c2)
 {
     const fnn_gemm_desc_bf16 *d = bf16_desc();
-    if (d == NULL || d->ukg == NULL || (flags & ~(FNN_BIAS_ROW | FNN_EPI_RELU)) || m < 0 || kq < 1 || nr0 < 1 ||
-        nr0 > d->nr / 2 || nr1 < 0 || nr1 > d->nr / 2 || (nr1 > 0 && c2 < nr0) || !a || !b || !boff || !c ||
-        lda < kq)
+    if (d == NULL || d->ukg == NULL || fnn_gemm_rows_bad(flags, m, kq, d->nr / 2, nr0, nr1, c2, a, lda, b, boff, c))
         return FNN_ERR_ARG;
     const int bias_row = (flags & FNN_BIAS_ROW) != 0;
     fnn_gemm_epi_f32 epi;
     epi.alpha = 1;
     epi.beta = 0;
-    epi.flags = FNN_GEMM_E_BETA0 | ((flags & FNN_EPI_RELU) ? FNN_GEMM_E_RELU : 0) | (bias_row ? FNN_GEMM_E_BIASROW : 0);
+    epi.flags = fnn_gemm_rows_epi_flags(flags);
     for (int64_t i = 0; i < m; i += d->mr) {
         const int mr = (int)((m - i < d->mr) ? m - i : d->mr);
         d->ukg(kq, a + i * lda, lda, b, boff, b2, c + i * ldc, ldc, c2, mr, nr0, nr1, &epi,

@@ -24,6 +24,22 @@
 #define FNN_GEMM_E_RELU 2    /* last KC block: max(0, .) after the bias */
 #define FNN_GEMM_E_BIASROW 4 /* bias[i] per row of the tile (else bias[j] per column) */
 
+/* The gathered-rows products (fnn_gemm_rows_*: the convolution's implicit im2col), float and
+ * bf16 alike: whether the arguments are invalid (half_nr = the kernel's NR / 2, the most columns
+ * of one vector), and the epilogue flags of their single pass (no beta, bias and ReLU). */
+static inline int fnn_gemm_rows_bad(int flags, int64_t m, int64_t k, int half_nr, int nr0, int nr1, int64_t c2,
+                                    const void *a, int64_t lda, const void *b, const int64_t *boff, const void *c)
+{
+    return (flags & ~(FNN_BIAS_ROW | FNN_EPI_RELU)) || m < 0 || k < 1 || nr0 < 1 || nr0 > half_nr || nr1 < 0 ||
+           nr1 > half_nr || (nr1 > 0 && c2 < nr0) || !a || !b || !boff || !c || lda < k;
+}
+
+static inline int fnn_gemm_rows_epi_flags(int flags)
+{
+    return FNN_GEMM_E_BETA0 | ((flags & FNN_EPI_RELU) ? FNN_GEMM_E_RELU : 0) |
+           ((flags & FNN_BIAS_ROW) ? FNN_GEMM_E_BIASROW : 0);
+}
+
 /* The microkernel contract.
  *   a: packed A micro-panel, k rows of MR values (op(A)[i, p] at a[p*MR + i]), zero padded;
  *   b: packed B micro-panel, k rows of NR values (op(B)[p, j] at b[p*NR + j]), zero padded;

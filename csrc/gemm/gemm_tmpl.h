@@ -427,14 +427,13 @@ static int FNN_NAME(gemm_rows)(const FNN_DESC *d, int flags, int64_t m, int64_t 
                                const FNN_T *b, const int64_t *boff, int64_t b2, int nr0, int nr1, const FNN_T *bias,
                                FNN_T *c, int64_t ldc, int64_t c2)
 {
-    if (!d->ukg || (flags & ~(FNN_BIAS_ROW | FNN_EPI_RELU)) || m < 0 || k < 1 || nr0 < 1 || nr0 > d->nr / 2 ||
-        nr1 < 0 || nr1 > d->nr / 2 || (nr1 > 0 && c2 < nr0) || !a || !b || !boff || !c || lda < k)
+    if (!d->ukg || fnn_gemm_rows_bad(flags, m, k, d->nr / 2, nr0, nr1, c2, a, lda, b, boff, c))
         return FNN_ERR_ARG;
     const int bias_row = (flags & FNN_BIAS_ROW) != 0;
     FNN_EPI epi;
     epi.alpha = 1;
     epi.beta = 0;
-    epi.flags = FNN_GEMM_E_BETA0 | ((flags & FNN_EPI_RELU) ? FNN_GEMM_E_RELU : 0) | (bias_row ? FNN_GEMM_E_BIASROW : 0);
+    epi.flags = fnn_gemm_rows_epi_flags(flags);
     for (int64_t i = 0; i < m; i += d->mr) {
         const int mr = (int)((m - i < d->mr) ? m - i : d->mr);
         d->ukg(k, a + i * lda, lda, 1, b, boff, b2, c + i * ldc, ldc, c2, mr, nr0, nr1, &epi,

@@ -299,6 +299,21 @@ static inline void fnn_conv_valid_cols(const fnn_conv2d_shape *s, int64_t ow, in
 #define FNN_CAT_(a, b) a##b
 #define FNN_CAT(a, b) FNN_CAT_(a, b)
 
+/* The image xi (c, h, w) as padded pixel rows: xr[(r*wp + q)*c + ci] = CVT(xpad[ci, r, q]), and
+ * kw zero pixels past the plane; one body for the float, double and bf16 (uint16_t) rows. */
+#define FNN_IMAGE_TO_ROWS(NAME, TS, TD, CVT)                                                                 \
+    static void NAME(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const TS *restrict xi, TD *restrict xr) { \
+        const int64_t c = s->c, wp = p->wp;                                                                  \
+        memset(xr, 0, (size_t)((p->hp * wp + s->kw) * c) * sizeof(TD));                                      \
+        for (int64_t ci = 0; ci < c; ci++)                                                                   \
+            for (int64_t r = 0; r < s->h; r++) {                                                             \
+                const TS *src = xi + (ci * s->h + r) * s->w;                                                 \
+                TD *dst = xr + ((r + s->pad_t) * wp + s->pad_l) * c + ci;                                    \
+                for (int64_t q = 0; q < s->w; q++) dst[q * c] = CVT(src[q]);                                 \
+            }                                                                                                \
+    }
+#define FNN_SAME_VALUE(v) (v)
+
 #include "conv_tmpl.h"
 #define FNN_DOUBLE
 #include "conv_tmpl.h"
@@ -321,19 +336,8 @@ static void fnn_conv_pack_pairs(int64_t M, int64_t C, int64_t kk, const float *w
             }
 }
 
-/* The image xi (c, h, w) as padded pixel rows of bf16 values (image_to_rows' layout, half the bytes):
- * xr[(r*wp + q)*c + ci] = bf16(xpad[ci, r, q]), kw zero pixels past the plane. */
-static void fnn_conv_image_to_rows16(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const float *xi,
-                                     uint16_t *xr) {
-    const int64_t c = s->c, wp = p->wp;
-    memset(xr, 0, (size_t)((p->hp * wp + s->kw) * c) * sizeof(*xr));
-    for (int64_t ci = 0; ci < c; ci++)
-        for (int64_t r = 0; r < s->h; r++) {
-            const float *src = xi + (ci * s->h + r) * s->w;
-            uint16_t *dst = xr + ((r + s->pad_t) * wp + s->pad_l) * c + ci;
-            for (int64_t q = 0; q < s->w; q++) dst[q * c] = fnn_bf16_from_f32(src[q]);
-        }
-}
+/* The image as padded pixel rows of bf16 values (image_to_rows' layout, half the bytes). */
+FNN_IMAGE_TO_ROWS(fnn_conv_image_to_rows16, float, uint16_t, fnn_bf16_from_f32)
 
 /* fnn_gemm_rows_bf16 on pairs stored in float buffers (the template's pointers). */
 static inline int fnn_conv_rows_bf16(int flags, int64_t m, int64_t kq, const float *a, int64_t lda, const float *b,

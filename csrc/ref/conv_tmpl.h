@@ -245,17 +245,7 @@ static void FNN_(im2col_wide)(const fnn_conv2d_shape *s, const fnn_conv_plan *p,
 
 /* The image xi (c, h, w) as padded pixel rows: xr[(r*wp + q)*c + ci] = xpad[ci, r, q], with
  * kw zero pixels past the plane (the last wide columns' taps reach hp*wp + kw - 2). */
-static void FNN_(image_to_rows)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *restrict xi,
-                                FNN_T *restrict xr) {
-    const int64_t c = s->c, wp = p->wp;
-    memset(xr, 0, (size_t)((p->hp * wp + s->kw) * c) * sizeof(FNN_T));
-    for (int64_t ci = 0; ci < c; ci++)
-        for (int64_t r = 0; r < s->h; r++) {
-            const FNN_T *src = xi + (ci * s->h + r) * s->w;
-            FNN_T *dst = xr + ((r + s->pad_t) * wp + s->pad_l) * c + ci;
-            for (int64_t q = 0; q < s->w; q++) dst[q * c] = src[q];
-        }
-}
+FNN_IMAGE_TO_ROWS(FNN_(image_to_rows), FNN_T, FNN_T, FNN_SAME_VALUE)
 
 /* The wide-mode copies and col2im, compiled per instruction set (conv_wide_tmpl.h) and picked
  * at each call through fnn_arch_get (FNN_CW_PICK). */
