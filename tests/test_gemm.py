@@ -21,6 +21,8 @@ SIZES = (1, 2, 7, 15, 17, 31, 33, 63, 65, 129)
 SHAPES = [(s, s, s) for s in SIZES] + [
     (1, 65, 33), (65, 1, 33), (33, 65, 1), (1, 1, 129), (129, 1, 1), (1, 129, 1), (2, 63, 17),
     (15, 31, 129), (63, 2, 65), (129, 17, 7), (17, 129, 31), (31, 15, 63), (7, 33, 300), (33, 7, 513),
+    # one or two rows (the GEMV kernels' whole strips and their remainders)
+    (1, 200, 97), (2, 100, 129), (1, 96, 40), (2, 64, 17), (1, 300, 3),
 ]
 TRANS = [(False, False), (True, False), (False, True), (True, True)]
 TRANS_IDS = ["NN", "TN", "NT", "TT"]
@@ -157,7 +159,8 @@ def test_gemm_empty_output(arch, dtype):
         _core.gemm(np.ones((m, 4), dtype), np.ones((4, n), dtype), out)
 
 
-@pytest.mark.parametrize("m, n, k", [(97, 131, 300), (37, 67, 1023), (1023, 33, 65), (65, 1023, 40), (37, 41, 1000)])
+@pytest.mark.parametrize("m, n, k", [(97, 131, 300), (37, 67, 1023), (1023, 33, 65), (65, 1023, 40), (37, 41, 1000),
+                                     (1, 1000, 300), (2, 777, 129)])
 def test_gemm_bit_identical_across_threads(arch, dtype, m, n, k, rng):
     for (ta, tb), epi in zip(TRANS, EPILOGUES[1:]):
         case = Case(rng, dtype, m, n, k, ta, tb, *epi)

@@ -149,9 +149,92 @@ static void ukr_f32_6x16(int64_t k, const float *a, const float *b, float *c, in
     kern_f32(MR_F32, 2, 0, k, a, 1, MR_F32, b, 0, c, ldc, mr, nr, epi, bias);
 }
 
+/* One or two rows (inference, batch 1): a GEMV limited by reading B from L2 or memory, so
+ * strips are wide (NRW_F32 columns for two rows, NRW1_F32 for one: 8 or 12 accumulators):
+ * each B row is read as consecutive cache lines, which the prefetchers follow, instead of two
+ * lines then a jump of ldb, and enough FMA chains are independent to hide their latency (the
+ * 6 x 16 kernel has two per row). Whole strips only: the rest of a row goes through kern_f32.
+ * Same per-element arithmetic as kern_f32. */
+#define NRW_F32 32
+#define NRW1_F32 96
+#ifndef FNN_PF_ROW
+#define FNN_PF_ROW 4
+#endif
+FNN_INLINE void kern_row_f32(const int R, const int NV, int64_t k, const float *restrict a, const int64_t a_rs,
+                             const int64_t a_cs, const float *restrict b, const int64_t ldb, float *restrict c,
+                             int64_t ldc, const fnn_gemm_epi_f32 *epi, const float *restrict bias)
+{
+    __m256 acc[2][12];
+#pragma GCC unroll 12
+    for (int v = 0; v < NV; v++)
+        acc[0][v] = acc[1][v] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; p++) {
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; v += 2)
+            _mm_prefetch((const char *)(b + FNN_PF_ROW * ldb + 8 * v), _MM_HINT_T0);
+        const __m256 a0 = _mm256_broadcast_ss(a);
+        const __m256 a1 = R > 1 ? _mm256_broadcast_ss(a + a_rs) : a0;
+#pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) {
+            const __m256 bv = _mm256_loadu_ps(b + 8 * v);
+            acc[0][v] = _mm256_fmadd_ps(a0, bv, acc[0][v]);
+            if (R > 1)
+                acc[1][v] = _mm256_fmadd_ps(a1, bv, acc[1][v]);
+        }
+        a += a_cs;
+        b += ldb;
+    }
+    const __m256 alpha = _mm256_set1_ps(epi->alpha), beta = _mm256_set1_ps(epi->beta);
+    const __m256 zero = _mm256_setzero_ps();
+    const int flags = epi->flags;
+    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++) {
+        float *ci = c + i * ldc;
+#pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) {
+            __m256 r = _mm256_mul_ps(alpha, acc[i][v]);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm256_fmadd_ps(beta, _mm256_loadu_ps(ci + 8 * v), r);
+            if (bias_row)
+                r = _mm256_add_ps(r, _mm256_set1_ps(bias[i]));
+            else if (bias)
+                r = _mm256_add_ps(r, _mm256_loadu_ps(bias + 8 * v));
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm256_max_ps(zero, r);
+            _mm256_storeu_ps(ci + 8 * v, r);
+        }
+    }
+}
+
 static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, int64_t ldb,
                     float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
 {
+    if (mr <= 2 && nr > NR_F32) {
+        /* whole strips of 96 (one row) or 32 columns, then kern_f32 on the last 16 or fewer */
+        const int64_t bias_step = bias && !(epi->flags & FNN_GEMM_E_BIASROW);
+        while (nr >= 32) {
+            const int w = (mr == 1 && nr >= NRW1_F32) ? NRW1_F32 : 32;
+            if (w == NRW1_F32)
+                kern_row_f32(1, 12, k, a, a_rs, a_cs, b, ldb, c, ldc, epi, bias);
+            else if (mr == 1)
+                kern_row_f32(1, 4, k, a, a_rs, a_cs, b, ldb, c, ldc, epi, bias);
+            else
+                kern_row_f32(2, 4, k, a, a_rs, a_cs, b, ldb, c, ldc, epi, bias);
+            b += w;
+            c += w;
+            bias += bias_step * w;
+            nr -= w;
+        }
+        for (; nr > 0; nr -= NR_F32, b += NR_F32, c += NR_F32, bias += bias_step * NR_F32) {
+            const int w = nr < NR_F32 ? nr : NR_F32;
+            if (mr == 1)
+                kern_f32(1, w > 8 ? 2 : 1, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, w, epi, bias);
+            else
+                kern_f32(2, w > 8 ? 2 : 1, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, w, epi, bias);
+        }
+        return;
+    }
 #define FNN_KD_F32(V)                                                                              \
     switch (mr) {                                                                                  \
     case 1: kern_f32(1, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
@@ -457,7 +540,8 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
 /* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
  * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
-    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, ukd_f32, 0,
+    MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, ukd_f32, NRW_F32,
+    0, 0, 0, 0, NRW1_F32,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64, ukd_f64, 0,
