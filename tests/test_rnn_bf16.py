@@ -10,6 +10,7 @@ bf16 amount. Teacher-forced, each output is a float64 sum of the same rounded te
 float32 accumulation's: k 2^-24 of the sum of |terms|."""
 from __future__ import annotations
 
+import ctypes
 import time
 
 import cuda_emu
@@ -269,6 +270,35 @@ def test_float64_and_table_reject_bf16(rng):
     from fastnn.backend import cuda as cuda_backend
     with pytest.raises(ValueError, match="float32"):
         cuda_backend.recurrent_fwd("lstm", x, wx, wh, bx, bh, y, ws, False, bf16=True)
+
+
+def test_c_entries_reject_bf16_for_float64_tables_and_unknown_flags(rng):
+    """The C entries themselves (the bindings check first): FNN_RNN_BF16 on the float64 entries and on
+    the table entries, and an unknown flag bit, give FNN_ERR_ARG before the output is written."""
+    lib = ctypes.CDLL(_core.__file__)
+    i64, vp = ctypes.c_int64, ctypes.c_void_p
+    n, t, f, h = 2, 3, 4, 5
+
+    def call(entry, dtype, flags):
+        x, wx, wh, bx, bh = (v.astype(dtype) for v in _inputs(rng, "lstm", n, t, f, h))
+        ws = np.zeros(_core.recurrent_workspace(1, n, t, f, h)[0], dtype)
+        y = np.full((n, h), 7, dtype)
+        fn = getattr(lib, entry)
+        fn.argtypes = [ctypes.c_int, i64, i64, i64, i64] + [vp] * 7 + [ctypes.c_int]
+        st = fn(flags, n, t, f, h, *(a.ctypes.data for a in (x, wx, wh, bx, bh, y, ws)), 1)
+        return st, np.all(y == 7)
+
+    assert call("fnn_lstm_fwd_f32", np.float32, 2) == (0, False)          # FNN_RNN_BF16 = 2, accepted
+    assert call("fnn_lstm_fwd_f64", np.float64, 2) == (-1, True)
+    assert call("fnn_lstm_fwd_f32", np.float32, 4) == (-1, True)
+    table = lib.fnn_recurrent_table_fwd_f32
+    table.argtypes = [ctypes.c_int] * 2 + [i64] * 4 + [vp, vp, i64, vp, vp, vp, vp, ctypes.c_int]
+    idx = np.zeros((n, t), np.int64)
+    p, wh, bh = np.zeros((3, 4 * h), np.float32), np.zeros((h, 4 * h), np.float32), np.zeros(4 * h, np.float32)
+    y, ws = np.full((n, h), 7, np.float32), np.zeros(_core.recurrent_workspace(1, n, t, 0, h)[0], np.float32)
+    ptr = [a.ctypes.data for a in (idx, p)] + [4 * h] + [a.ctypes.data for a in (wh, bh, y, ws)]
+    assert table(1, 2, n, t, h, 3, *ptr, 1) == -1 and np.all(y == 7)
+    assert table(1, 0, n, t, h, 3, *ptr, 1) == 0
 
 
 def _seq_model(dtype, cells=("lstm", "gru", "rnn")):
