@@ -105,6 +105,7 @@ cdef extern from "fastnn.h" nogil:
 
 cdef extern from "fastnn.h" nogil:
     int FNN_RNN_SEQ
+    int FNN_RNN_BF16
     int64_t fnn_rnn_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
     int64_t fnn_rnn_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)
     int64_t fnn_lstm_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h)

@@ -31,6 +31,13 @@ cdef int64_t _bwd_workspace(int cell, int64_t n, int64_t t, int64_t f, int64_t h
     return c.fnn_gru_bwd_workspace(n, t, f, h)
 
 
+cdef int _flags(str name, bint seq, bint bf16, bint f64) except -1:
+    """The C flags; bf16 ("mixed_bfloat16") is a float32 policy."""
+    if bf16 and f64:
+        raise ValueError(f"{name}: bf16 (mixed_bfloat16) takes float32 arrays, got float64")
+    return (c.FNN_RNN_SEQ if seq else 0) | (c.FNN_RNN_BF16 if bf16 else 0)
+
+
 def recurrent_workspace(int cell, int64_t n, int64_t t, int64_t f, int64_t h):
     """(forward, backward) workspace sizes in elements for inputs (n, t, f) and h units."""
     _cell_gates(cell)
@@ -56,11 +63,14 @@ cdef void _check_weights(int cell, int64_t f, int64_t h, tuple wx, tuple wh, Py_
 
 def recurrent_fwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] wx, const floating[:, ::1] wh,
                   const floating[::1] bx, const floating[::1] bh, floating[:, ::1] y, floating[::1] ws,
-                  bint seq=False, int n_threads=1):
-    """y = the layer output (n, t*h) or (n, h); ws keeps what recurrent_bwd needs."""
+                  bint seq=False, int n_threads=1, bint bf16=False):
+    """y = the layer output (n, t*h) or (n, h); ws keeps what recurrent_bwd needs. bf16: the
+    products x W_x and h_{t-1} W_h on inputs rounded to bfloat16 (float32 only; pass the same to
+    recurrent_bwd)."""
     cdef int64_t n = x.shape[0], t = x.shape[1], f = x.shape[2], h = wh.shape[0]
     name = _CELL_NAMES[cell] if 0 <= cell <= 2 else "recurrent"
     _check_weights(cell, f, h, (wx.shape[0], wx.shape[1]), (wh.shape[0], wh.shape[1]), bx.shape[0], bh.shape[0])
+    cdef int flags = _flags(name, seq, bf16, floating is double)
     if t < 1:
         raise ValueError(f"{name}: expected at least one time step, got input shape ({n}, {t}, {f})")
     if y.shape[0] != n or y.shape[1] != (t * h if seq else h):
@@ -75,7 +85,7 @@ def recurrent_fwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
         return
     cdef _op o
     o.kind, o.f64, o.code, o.n_threads = _OP_RECURRENT, floating is double, cell, n_threads
-    o.flags = c.FNN_RNN_SEQ if seq else 0
+    o.flags = flags
     o.m, o.t, o.n, o.h = n, t, f, h
     o.a = &x[0, 0, 0] if f > 0 else NULL
     o.b = &wx[0, 0] if f > 0 else NULL
@@ -86,14 +96,16 @@ def recurrent_fwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
 def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] wx, const floating[:, ::1] wh,
                   const floating[::1] ws, const floating[:, ::1] dy, floating[:, ::1] dwx, floating[:, ::1] dwh,
                   floating[::1] dbx, floating[::1] dbh, floating[:, :, ::1] dx, floating[::1] bws,
-                  bint seq=False, int n_threads=1):
+                  bint seq=False, int n_threads=1, bint bf16=False):
     """Gradients of sum(dy * y) for the forward that filled ws: dW_x, dW_h, db_x, db_h and,
-    unless dx is None, dx (n, t, f)."""
+    unless dx is None, dx (n, t, f). bf16 as the forward's: the products dG W_x^T, dG W_h^T and
+    the weight gradients on bf16-rounded inputs; the bias gradients float32 sums."""
     _no_capture("recurrent_bwd")
     cdef int64_t n = x.shape[0], t = x.shape[1], f = x.shape[2], h = wh.shape[0]
     name = _CELL_NAMES[cell] if 0 <= cell <= 2 else "recurrent"
     _check_weights(cell, f, h, (wx.shape[0], wx.shape[1]), (wh.shape[0], wh.shape[1]), dbx.shape[0],
                    dbh.shape[0])
+    cdef int flags = _flags(name, seq, bf16, floating is double)
     if (dwx.shape[0], dwx.shape[1]) != (wx.shape[0], wx.shape[1]):
         raise ValueError(f"{name}: dW_x has shape ({dwx.shape[0]}, {dwx.shape[1]}), expected "
                          f"({wx.shape[0]}, {wx.shape[1]})")
@@ -115,7 +127,6 @@ def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
         raise ValueError(f"{name}: forward workspace has {ws.shape[0]} elements, needs {need_f}")
     if bws.shape[0] < need_b:
         raise ValueError(f"{name}: backward workspace has {bws.shape[0]} elements, needs {need_b}")
-    cdef int flags = c.FNN_RNN_SEQ if seq else 0
     cdef const floating *px = &x[0, 0, 0] if n > 0 and f > 0 else NULL
     cdef const floating *pwx = &wx[0, 0] if f > 0 else NULL
     cdef floating *pdwx = &dwx[0, 0] if f > 0 else NULL

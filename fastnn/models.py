@@ -39,9 +39,12 @@ def training_plan(layers):
                if hasattr(layers[i], "_fuse_relu") and type(layers[i + 1]).__name__ == "ReLU"]
     # Embedding -> SimpleRNN/LSTM/GRU: where it pays (recurrent.table_pays), the indices pass
     # through the Embedding and the recurrent layer gathers its input projections from the table
-    # E W_x + b_x (the same bits per row) and computes the Embedding's gradient.
+    # E W_x + b_x (the same bits per row) and computes the Embedding's gradient. Not under
+    # "mixed_bfloat16": dW_x = E^T dP would round the table gradient's sums of the gate gradients
+    # instead of the gate gradients of each step.
     emb_rnn = [i for i in range(len(layers) - 1)
-               if hasattr(layers[i], "_fused_into") and hasattr(layers[i + 1], "_embedded")]
+               if hasattr(layers[i], "_fused_into") and hasattr(layers[i + 1], "_embedded")
+               and not layers[i + 1].mixed]
     for layer in layers:
         layer._plan = True
     for i in emb_rnn:

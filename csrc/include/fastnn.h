@@ -225,8 +225,15 @@ int fnn_avgpool2d_bwd_f64(const fnn_pool2d_shape *s, const double *dy, double *d
  * a copy at another address; a ws that no forward filled gives FNN_ERR_ARG); bws is scratch of fnn_<cell>_bwd_workspace(...) elements. The workspace functions return
  * an element count, or FNN_ERR_ARG for invalid sizes. Backward overwrites dW_x, dW_h, db_x,
  * db_h (and dx unless NULL) with the gradients of sum(dy * y). Results do not depend on
- * n_threads. */
+ * n_threads.
+ * FNN_RNN_BF16 ("mixed_bfloat16", float32 entries only; FNN_ERR_ARG for f64 and the table
+ * entries): every product's inputs are rounded to bf16 with float32 sums, as fnn_gemm_bf16:
+ * x W_x and h_{t-1} W_h forward; dG W_x^T, dG W_h^T, [X | H_prev]^T dG backward, dG (the gate
+ * pre-activation gradients) rounded after the gate kernel. The gate math, the states and the
+ * bias gradients (sums of the unrounded dG) stay float32. Pass the same flags to forward and
+ * backward. The workspace sizes cover both paths. */
 #define FNN_RNN_SEQ 1      /* y / dy hold every step (return_sequences) */
+#define FNN_RNN_BF16 2     /* bf16 GEMM inputs, float32 accumulation (mixed_bfloat16) */
 int64_t fnn_rnn_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
 int64_t fnn_rnn_bwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);
 int64_t fnn_lstm_fwd_workspace(int64_t n, int64_t t, int64_t f, int64_t h);

@@ -27,14 +27,17 @@
  * Forward workspace (kept for backward): XH (n*t x ldxh), G (n*t x ldg; gate activations;
  * SimpleRNN h_t; a GRU adds h W_hn + b_hn as a 4th block), LSTM c_t and tanh(c_t) (n*t x ldh
  * each), GRU scratch for h W_h + b_h of one step (n x lds), W_h with padded rows where its
- * width is a multiple of 256 (see rnn_layout), a zero row.
- * Backward workspace: dG (n*t x ldg; a GRU's blocks are dr, dz, dn_h, dn_x), dL/dh and
- * LSTM dL/dc of the current step (n x ldh), W_h^T, dx rows, per-chunk bias sums, the
+ * width is a multiple of 256 (see rnn_layout) or rounded to bf16, one step's h_{t-1} rounded to bf16
+ * (FNN_RNN_BF16), a zero row.
+ * Backward workspace: dG (n*t x ldg; a GRU's blocks are dr, dz, dn_h, dn_x; rounded to bf16
+ * in place after each step's gate kernel under FNN_RNN_BF16), dL/dh and
+ * LSTM dL/dc of the current step (n x ldh), W_h^T (rounded under FNN_RNN_BF16), dx rows, per-chunk bias sums, the
  * [dW_x; dW_h] result when the two are not adjacent, a zero row.
  */
 #include <math.h>
 #include <string.h>
 #include "../core/internal.h"
+#include "../gemm/gemm_bf16_internal.h"
 
 /* Rows of about this many batch samples form one chunk of the time loop. */
 #define FNN_RNN_CHUNK_ROWS 16
@@ -50,8 +53,9 @@ typedef struct {
     int64_t lds;  /* row stride of the GRU recurrent scratch */
     int64_t ldw;  /* row stride of W_h as the per-step GEMMs read it (kx when W_h is read in place) */
     int64_t nchunks;
-    /* forward workspace, offsets in elements (o_wh -1: W_h read in place) */
-    int64_t o_xh, o_g, o_cs, o_tc, o_s, o_wh, o_zero, fwd_size;
+    int wh_pad;   /* W_h is copied to rows ldw apart (ldw != kx); else read in place unless bf16 */
+    /* forward workspace, offsets in elements */
+    int64_t o_xh, o_g, o_cs, o_tc, o_s, o_wh, o_hr, o_zero, fwd_size;
     /* backward workspace */
     int64_t o_dg, o_dh, o_dc, o_wht, o_dx, o_pb, o_dw, o_bzero, bwd_size;
 } fnn_rnn_layout;
@@ -133,7 +137,13 @@ static int rnn_layout(int cell, int64_t n, int64_t t, int64_t f, int64_t h, fnn_
      * rows rnn_ld(kx) apart (where that differs from kx), the per-step product ran 1.4x faster
      * (16 x 1024 x 256, measured). */
     L->ldw = rnn_ld(L->kx);
-    L->o_wh = L->ldw != L->kx ? rnn_take(&top, h * L->ldw) : -1;
+    L->wh_pad = L->ldw != L->kx;
+    /* The workspace functions take no flags, so the layout is the worst case of both paths:
+     * FNN_RNN_BF16 always copies W_h (rounded) and rounds each step's h_{t-1} rows into o_hr
+     * (n x ldh); the float path leaves these h (kx + ldh) + n ldh elements unused when W_h is
+     * read in place, at most a few percent of the workspace. */
+    L->o_wh = rnn_take(&top, h * L->ldw);
+    L->o_hr = rnn_take(&top, n * L->ldh);
     L->o_zero = rnn_take(&top, L->ldh);
     L->fwd_size = top + FNN_RNN_WS_SLACK;
     top = 0;

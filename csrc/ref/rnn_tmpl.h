@@ -328,11 +328,36 @@ static FNN_(rnn_bwd_rows_fn) FNN_(rnn_bwd_rows_pick)(void) {
     return FNN_RNN_CAT(FNN_(rnn_bwd_rows), _generic);
 }
 
+/* ---- FNN_RNN_BF16 ("mixed_bfloat16", float only: the entries reject it for double) -------- */
+
+/* Rows [0, m) of dst (stride ldd) = the first w values of src's rows (stride lds) rounded to
+ * bf16 (to nearest even, kept as float); dst may be src. Branch-free, so the loop vectorises. */
+static void FNN_(rnn_round_rows)(int64_t m, int64_t w, const FNN_T *src, int64_t lds, FNN_T *dst, int64_t ldd) {
+    for (int64_t i = 0; i < m; i++) {
+        const FNN_T *s = src + i * lds;
+        FNN_T *d = dst + i * ldd;
+        for (int64_t j = 0; j < w; j++) d[j] = (FNN_T)fnn_bf16_to_float(fnn_bf16_from_f32((float)s[j]));
+    }
+}
+
+/* The products over all steps (input projection, dx, weight gradients): fnn_gemm_bf16 under
+ * FNN_RNN_BF16, which rounds the float operands while packing them (its AVX512-BF16 kernel is
+ * the fast one for these large products); the same sums as the float GEMM on rounded copies. */
+static int FNN_(rnn_gemm_all)(int bf16, int flags, int64_t m, int64_t n, int64_t k, FNN_T beta, const FNN_T *a,
+                              int64_t lda, const FNN_T *b, int64_t ldb, const FNN_T *bias, FNN_T *c, int64_t ldc,
+                              int nt) {
+#ifndef FNN_DOUBLE
+    if (bf16) return fnn_gemm_bf16(flags, m, n, k, 1.0f, beta, a, lda, b, ldb, bias, c, ldc, nt);
+#endif
+    (void)bf16;
+    return FNN_GEMM(flags, m, n, k, 1, beta, a, lda, b, ldb, bias, c, ldc, nt);
+}
+
 /* ---- one chunk of batch rows [r0, r1): its rows are the block [r0*t, r1*t) of every
  * buffer, step s at rows r0*t + s*m + i (see rnn.c) --------------------------------------- */
 
 static int FNN_(rnn_fwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_fwd_rows_fn) gates, int64_t r0, int64_t r1,
-                               int seq, const FNN_T *x, const FNN_T *wx, const FNN_T *wh, const FNN_T *bx,
+                               int seq, int bf16, const FNN_T *x, const FNN_T *wx, const FNN_T *wh, const FNN_T *bx,
                                const FNN_T *bh, const FNN_(rnn_table) *tab, FNN_T *y, FNN_T *ws, int nt) {
     const int64_t T = L->t, F = L->f, H = L->h, m = r1 - r0, base = r0 * T;
     const int64_t ldg = L->ldg, ldh = L->ldh, ldxh = L->ldxh;
@@ -353,7 +378,7 @@ static int FNN_(rnn_fwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_fwd_rows_fn) ga
                 memcpy(G + (s * m + i) * ldg, tab->p + tab->idx[(r0 + i) * T + s] * tab->ldp,
                        (size_t)L->kx * sizeof(FNN_T));
     } else {
-        st = FNN_GEMM(0, m * T, L->kx, F, 1, 0, XH, ldxh, wx, L->kx, bx, G, ldg, nt);
+        st = FNN_(rnn_gemm_all)(bf16, 0, m * T, L->kx, F, 0, XH, ldxh, wx, L->kx, bx, G, ldg, nt);
         if (st != FNN_OK) return st;
     }
 
@@ -373,14 +398,25 @@ static int FNN_(rnn_fwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_fwd_rows_fn) ga
         p.ldhp = ldxh;
         /* the first step has no h_{t-1} W_h (k = 0: the GEMM adds only b_h) */
         const int64_t k = s > 0 ? H : 0;
+        /* the product's h_{t-1}: under FNN_RNN_BF16 its rounded copy (W_h was rounded once per
+         * call); the gate kernels keep reading the unrounded h_{t-1}. m rows of a small product:
+         * the float GEMM on rounded operands, the same sums as fnn_gemm_bf16's. */
+        const FNN_T *hm = hp;
+        int64_t ldhm = ldxh;
+        if (bf16 && k > 0) {
+            FNN_T *hr = ws + L->o_hr + r0 * ldh;
+            FNN_(rnn_round_rows)(m, H, hp, ldxh, hr, ldh);
+            hm = hr;
+            ldhm = ldh;
+        }
         if (L->cell == FNN_CELL_GRU) {
             /* h W_h + b_h apart from x W_x + b_x: the n block needs it on its own */
             FNN_T *sb = ws + L->o_s + r0 * L->lds;
             p.s = sb;
-            st = FNN_GEMM(0, m, 3 * H, k, 1, 0, hp, ldxh, wh, L->ldw, bh, sb, L->lds, nt);
+            st = FNN_GEMM(0, m, 3 * H, k, 1, 0, hm, ldhm, wh, L->ldw, bh, sb, L->lds, nt);
         } else {
             /* accumulated onto the input projection */
-            st = FNN_GEMM(0, m, L->kx, k, 1, 1, hp, ldxh, wh, L->ldw, bh, p.g, ldg, nt);
+            st = FNN_GEMM(0, m, L->kx, k, 1, 1, hm, ldhm, wh, L->ldw, bh, p.g, ldg, nt);
         }
         if (st != FNN_OK) return st;
         if (L->cell == FNN_CELL_LSTM) {
@@ -408,7 +444,7 @@ static int FNN_(rnn_fwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_fwd_rows_fn) ga
 }
 
 static int FNN_(rnn_bwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_bwd_rows_fn) gates, int64_t c, int64_t r0,
-                               int64_t r1, int seq, const FNN_T *wx, const FNN_T *dy, FNN_T *dx, const FNN_T *ws,
+                               int64_t r1, int seq, int bf16, const FNN_T *wx, const FNN_T *dy, FNN_T *dx, const FNN_T *ws,
                                FNN_T *bws, int nt) {
     const int64_t T = L->t, F = L->f, H = L->h, m = r1 - r0, base = r0 * T;
     const int64_t ldg = L->ldg, ldh = L->ldh, ldxh = L->ldxh;
@@ -453,6 +489,9 @@ static int FNN_(rnn_bwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_bwd_rows_fn) ga
             p.ldhp = ldxh;
         }
         gates(&p);
+        /* FNN_RNN_BF16: dG_t rounded in place for every product that reads it (the gate kernel
+         * has already added the unrounded values to the bias sums); W_h^T is rounded */
+        if (bf16) FNN_(rnn_round_rows)(m, L->kg, p.dg, ldg, p.dg, ldg);
         /* dL/dh_{t-1} = dG_t W_h^T (+ the direct part z dL/dh_t of a GRU); the h-side gate
          * gradients are the first kx columns of dG (for a GRU [dr, dz, dn_h]) */
         if (s > 0) {
@@ -466,9 +505,11 @@ static int FNN_(rnn_bwd_chunk)(const fnn_rnn_layout *L, FNN_(rnn_bwd_rows_fn) ga
     if (dx && F > 0) {
         FNN_T *dX = bws + L->o_dx + base * F;
         const int gru = L->cell == FNN_CELL_GRU;
-        int st = FNN_GEMM(FNN_TRANS_B, m * T, F, gru ? 2 * H : L->kx, 1, 0, dG, ldg, wx, L->kx, NULL, dX, F, nt);
+        int st = FNN_(rnn_gemm_all)(bf16, FNN_TRANS_B, m * T, F, gru ? 2 * H : L->kx, 0, dG, ldg, wx, L->kx, NULL,
+                                    dX, F, nt);
         if (st == FNN_OK && gru)
-            st = FNN_GEMM(FNN_TRANS_B, m * T, F, H, 1, 1, dG + 3 * H, ldg, wx + 2 * H, L->kx, NULL, dX, F, nt);
+            st = FNN_(rnn_gemm_all)(bf16, FNN_TRANS_B, m * T, F, H, 1, dG + 3 * H, ldg, wx + 2 * H, L->kx, NULL, dX,
+                                    F, nt);
         if (st != FNN_OK) return st;
         for (int64_t i = 0; i < m; i++)
             for (int64_t s = 0; s < T; s++)
@@ -507,6 +548,18 @@ static int64_t FNN_(rnn_cols_at)(int64_t kx, int64_t nblk, int64_t p, int tn) {
 
 /* ---- the layer calls ------------------------------------------------------------------- */
 
+/* The flags: FNN_RNN_SEQ, and FNN_RNN_BF16 for float only ("mixed_bfloat16" is a float32
+ * policy) and not with a table (its products, E W_x and the table's gradient, are the caller's,
+ * and a table gradient summed before its product would round other values). */
+static int FNN_(rnn_flags_check)(int flags, int table) {
+    if (flags & ~(FNN_RNN_SEQ | FNN_RNN_BF16)) return FNN_ERR_ARG;
+#ifdef FNN_DOUBLE
+    if (flags & FNN_RNN_BF16) return FNN_ERR_ARG;
+#endif
+    if (table && (flags & FNN_RNN_BF16)) return FNN_ERR_ARG;
+    return FNN_OK;
+}
+
 /* The table's sizes and indices are checked before anything is read or written. */
 static int FNN_(rnn_table_check)(const fnn_rnn_layout *L, const FNN_(rnn_table) *tab) {
     if (L->f != 0 || tab->v < 1 || tab->ldp < L->kx || (L->n > 0 && !tab->idx)) return FNN_ERR_ARG;
@@ -520,9 +573,9 @@ static int FNN_(recurrent_fwd)(int cell, int flags, int64_t n, int64_t t, int64_
                                const FNN_T *wx, const FNN_T *wh, const FNN_T *bx, const FNN_T *bh,
                                const FNN_(rnn_table) *tab, FNN_T *y, FNN_T *ws, int nt) {
     fnn_rnn_layout L;
-    if (flags & ~FNN_RNN_SEQ) return FNN_ERR_ARG;
-    int status = rnn_layout(cell, n, t, f, h, &L);
-    if (status != FNN_OK) return status;
+    int status;
+    if ((status = FNN_(rnn_flags_check)(flags, tab != NULL)) != FNN_OK) return status;
+    if ((status = rnn_layout(cell, n, t, f, h, &L)) != FNN_OK) return status;
     if (tab && (status = FNN_(rnn_table_check)(&L, tab)) != FNN_OK) return status;
     if (n == 0) return FNN_OK;
     if ((f > 0 && (!x || !wx)) || !wh || (!bx && !tab) || (tab && !tab->p) || !bh || !y || !ws) return FNN_ERR_ARG;
@@ -530,20 +583,25 @@ static int FNN_(recurrent_fwd)(int cell, int flags, int64_t n, int64_t t, int64_
     const int64_t at = rnn_align_from(ws, sizeof(FNN_T), 1);
     ws[0] = (FNN_T)at;
     ws += at;
-    const int seq = (flags & FNN_RNN_SEQ) != 0;
+    const int seq = (flags & FNN_RNN_SEQ) != 0, bf16 = (flags & FNN_RNN_BF16) != 0;
     memset(ws + L.o_zero, 0, (size_t)L.ldh * sizeof(FNN_T));
-    if (L.o_wh >= 0) {
+    if (bf16) {
+        /* rounded once per call: every step of every chunk reads it */
+        FNN_(rnn_round_rows)(h, L.kx, wh, L.kx, ws + L.o_wh, L.ldw);
+        wh = ws + L.o_wh;
+    } else if (L.wh_pad) {
         FNN_T *whp = ws + L.o_wh;
         for (int64_t r = 0; r < h; r++) memcpy(whp + r * L.ldw, wh + r * L.kx, (size_t)L.kx * sizeof(FNN_T));
         wh = whp;
     }
     const FNN_(rnn_fwd_rows_fn) gates = FNN_(rnn_fwd_rows_pick)();
     const int64_t C = L.nchunks;
-    if (C == 1) return FNN_(rnn_fwd_chunk)(&L, gates, 0, n, seq, x, wx, wh, bx, bh, tab, y, ws, nt);
+    if (C == 1) return FNN_(rnn_fwd_chunk)(&L, gates, 0, n, seq, bf16, x, wx, wh, bx, bh, tab, y, ws, nt);
     const int tn = rnn_chunk_threads(&L, nt);
 #pragma omp parallel for num_threads(tn) schedule(static) if (tn > 1)
     for (int64_t c = 0; c < C; c++) {
-        int st = FNN_(rnn_fwd_chunk)(&L, gates, n * c / C, n * (c + 1) / C, seq, x, wx, wh, bx, bh, tab, y, ws, 1);
+        int st = FNN_(rnn_fwd_chunk)(&L, gates, n * c / C, n * (c + 1) / C, seq, bf16, x, wx, wh, bx, bh, tab, y, ws,
+                                     1);
         if (st != FNN_OK) {
 #pragma omp atomic write
             status = st;
@@ -582,9 +640,9 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
                                FNN_T *dwh, FNN_T *dbx, FNN_T *dbh, FNN_T *dx, const FNN_(rnn_table) *tab, FNN_T *dp,
                                FNN_T *bws, int nt) {
     fnn_rnn_layout L;
-    if (flags & ~FNN_RNN_SEQ) return FNN_ERR_ARG;
-    int status = rnn_layout(cell, n, t, f, h, &L);
-    if (status != FNN_OK) return status;
+    int status;
+    if ((status = FNN_(rnn_flags_check)(flags, tab != NULL)) != FNN_OK) return status;
+    if ((status = rnn_layout(cell, n, t, f, h, &L)) != FNN_OK) return status;
     if (tab && (status = FNN_(rnn_table_check)(&L, tab)) != FNN_OK) return status;
     if (tab && !dp) return FNN_ERR_ARG;
     if ((f > 0 && (!wx || !dwx)) || !wh || !dwh || !dbx || !dbh) return FNN_ERR_ARG;
@@ -605,7 +663,7 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
     if (!(ws[0] >= 1 && ws[0] <= FNN_RNN_WS_SLACK)) return FNN_ERR_ARG;
     ws += (int64_t)ws[0];
     bws += rnn_align_from(bws, sizeof(FNN_T), 0);
-    const int seq = (flags & FNN_RNN_SEQ) != 0;
+    const int seq = (flags & FNN_RNN_SEQ) != 0, bf16 = (flags & FNN_RNN_BF16) != 0;
     memset(bws + L.o_bzero, 0, (size_t)L.ldh * sizeof(FNN_T));
     int64_t nblk;
     int tn = FNN_(rnn_col_threads)(kx, h * kx, nt, &nblk);
@@ -613,18 +671,20 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
         FNN_(rnn_transpose)(h, kx, FNN_(rnn_cols_at)(kx, nblk, p, tn), FNN_(rnn_cols_at)(kx, nblk, p + 1, tn), wh,
                             bws + L.o_wht);
     });
+    /* the per-step dG_t W_h^T reads W_h^T rounded (elementwise: the same bits for any split) */
+    if (bf16) FNN_(rnn_round_rows)(1, kx * h, bws + L.o_wht, 0, bws + L.o_wht, 0);
 
     /* backpropagation through time, chunk by chunk */
     const FNN_(rnn_bwd_rows_fn) gates = FNN_(rnn_bwd_rows_pick)();
     const int64_t C = L.nchunks;
     if (C == 1) {
-        status = FNN_(rnn_bwd_chunk)(&L, gates, 0, 0, n, seq, wx, dy, tab ? NULL : dx, ws, bws, nt);
+        status = FNN_(rnn_bwd_chunk)(&L, gates, 0, 0, n, seq, bf16, wx, dy, tab ? NULL : dx, ws, bws, nt);
     } else {
         const int ct = rnn_chunk_threads(&L, nt);
 #pragma omp parallel for num_threads(ct) schedule(static) if (ct > 1)
         for (int64_t c = 0; c < C; c++) {
-            int st = FNN_(rnn_bwd_chunk)(&L, gates, c, n * c / C, n * (c + 1) / C, seq, wx, dy, tab ? NULL : dx, ws,
-                                         bws, 1);
+            int st = FNN_(rnn_bwd_chunk)(&L, gates, c, n * c / C, n * (c + 1) / C, seq, bf16, wx, dy,
+                                         tab ? NULL : dx, ws, bws, 1);
             if (st != FNN_OK) {
 #pragma omp atomic write
                 status = st;
@@ -640,12 +700,15 @@ static int FNN_(recurrent_bwd)(int cell, int flags, int64_t n, int64_t t, int64_
     const int64_t rows = n * t, ldxh = L.ldxh;
     const int gru = cell == FNN_CELL_GRU;
     FNN_T *dw = (f > 0 && dwh == dwx + f * kx) ? dwx : bws + L.o_dw;
-    status = FNN_GEMM(FNN_TRANS_A, f + H, gru ? 2 * H : kx, rows, 1, 0, XH, ldxh, dG, ldg, NULL, dw, kx, nt);
+    /* (under FNN_RNN_BF16 X and H_prev are rounded while packed; dG is already rounded) */
+    status = FNN_(rnn_gemm_all)(bf16, FNN_TRANS_A, f + H, gru ? 2 * H : kx, rows, 0, XH, ldxh, dG, ldg, NULL, dw,
+                                kx, nt);
     if (status == FNN_OK && gru && f > 0)
-        status = FNN_GEMM(FNN_TRANS_A, f, H, rows, 1, 0, XH, ldxh, dG + 3 * H, ldg, NULL, dw + 2 * H, kx, nt);
+        status = FNN_(rnn_gemm_all)(bf16, FNN_TRANS_A, f, H, rows, 0, XH, ldxh, dG + 3 * H, ldg, NULL, dw + 2 * H,
+                                    kx, nt);
     if (status == FNN_OK && gru)
-        status = FNN_GEMM(FNN_TRANS_A, H, H, rows, 1, 0, XH + f, ldxh, dG + 2 * H, ldg, NULL, dw + f * kx + 2 * H,
-                          kx, nt);
+        status = FNN_(rnn_gemm_all)(bf16, FNN_TRANS_A, H, H, rows, 0, XH + f, ldxh, dG + 2 * H, ldg, NULL,
+                                    dw + f * kx + 2 * H, kx, nt);
     if (status != FNN_OK) return status;
     if (dw != dwx) {
         if (f > 0) memcpy(dwx, dw, (size_t)(f * kx) * sizeof(FNN_T));

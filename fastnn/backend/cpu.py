@@ -213,19 +213,22 @@ def recurrent_workspace(cell, n, t, f, h):
     return _core.recurrent_workspace(_CELLS[cell], n, t, f, h)
 
 
-def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
+def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences, bf16=False):
     """y = the layer output, (n, t, h) or (n, h); ws (recurrent_workspace()[0] elements) keeps
-    what recurrent_bwd needs. The whole time loop is one C call."""
+    what recurrent_bwd needs. The whole time loop is one C call. bf16 ("mixed_bfloat16", float32):
+    x W_x and each step's h_{t-1} W_h on inputs rounded to bfloat16, float32 sums."""
     _core.recurrent_fwd(_CELLS[cell], x, wx, wh, bx, bh, _rows(y, f"{cell} output"), ws, return_sequences,
-                        get_num_threads())
+                        get_num_threads(), bf16)
     return y
 
 
-def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
+def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences, bf16=False):
     """Overwrite dwx, dwh, dbx, dbh (and dx unless None) with the gradients of sum(dy * y) for
-    the forward call that filled ws; bws is scratch (recurrent_workspace()[1] elements)."""
+    the forward call that filled ws; bws is scratch (recurrent_workspace()[1] elements). bf16 as
+    the forward's: every product on bf16-rounded inputs (the gate gradients rounded after the gate
+    kernel), the bias gradients float32 sums of the unrounded gate gradients."""
     _core.recurrent_bwd(_CELLS[cell], x, wx, wh, ws, _rows(dy), dwx, dwh, dbx, dbh, dx, bws,
-                        return_sequences, get_num_threads())
+                        return_sequences, get_num_threads(), bf16)
     return dx
 
 

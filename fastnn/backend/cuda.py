@@ -413,6 +413,19 @@ def avgpool2d_bwd(dy, pool, stride, dx):
 # hs (t, n, H) the states, time-major so that h_{t-1} of every step is one contiguous block;
 # cs (t, n, H) the LSTM cells; hb (n, G*H) the recurrent product of one step.
 # Backward workspace: dax (n*t, G*H), dah (t, n, G*H), and dh, dh_prev, dc (n, H).
+# bf16 ("mixed_bfloat16", float32): the GEMMs read operands rounded into scratch buffers (x, W_x,
+# each step's h_{t-1}, W_h, and the gate gradients dax / dah, whose unrounded values give the
+# bias gradients), as numpy_ref does; the gate kernels read the unrounded states.
+
+
+def _bf(v, key, bf16):
+    """v rounded to bf16 into the scratch buffer key when bf16, else v itself."""
+    return round_bf16(v, _scratch(key, v.shape, v.dtype)) if bf16 else v
+
+
+def _bf16_check(bf16, dtype):
+    if bf16 and dtype != np.float32:
+        raise ValueError(f"recurrent: bf16 (mixed_bfloat16) takes float32 arrays, got {np.dtype(dtype).name}")
 _G = {"rnn": 1, "lstm": 4, "gru": 3}
 _K = {"rnn": 1, "lstm": 4, "gru": 4}
 _CELL = {"rnn": 0, "lstm": 1, "gru": 2}
@@ -439,11 +452,12 @@ def _fwd_parts(cell, ws, n, t, h):
     return parts
 
 
-def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
+def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences, bf16=False):
+    _bf16_check(bf16, wh.dtype)
     n, t, f = x.shape
     ax = _fwd_parts(cell, ws, n, t, wh.shape[0])["ax"]
-    linear_fwd(x.reshape(n * t, f), wx, bx, ax)
-    return _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences)
+    linear_fwd(x.reshape(n * t, f), wx, bx, ax, wq=_bf(wx, "rnn_wx", True) if bf16 else None)
+    return _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences, bf16)
 
 
 def recurrent_table_fwd(cell, idx, table, wh, bh, y, ws, return_sequences):
@@ -452,17 +466,18 @@ def recurrent_table_fwd(cell, idx, table, wh, bh, y, ws, return_sequences):
     return _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences)
 
 
-def _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences):
+def _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences, bf16=False):
     """The time loop of the forward, on the input projections already in the workspace."""
     h = wh.shape[0]
     s = _fwd_parts(cell, ws, n, t, h)
     ax, gates, hs, cs, hb = s["ax"], s["gates"], s["hs"], s["cs"], s["hb"]
     g = ax.shape[1]
+    whq = _bf(wh, "rnn_wh", bf16)
     # Two launches a step: the recurrent GEMM (none at t = 0, where h = 0) and the gate kernel,
     # which adds b_h itself.
     for step in range(t):
         if step > 0:
-            _gemm(hs[step - 1], wh, hb)
+            _gemm(_bf(hs[step - 1], "rnn_h", bf16), whq, hb)
         _launch("rnn_step_fwd", wh.dtype, n * h, np.int32(_CELL[cell]), _i(n), _i(h), ax[step:], _i(t * g),
                 _p(hb if step > 0 else None), bh, _p(hs[step - 1] if step > 0 else None),
                 _p(cs[step - 1] if cell == "lstm" and step > 0 else None), gates[step], _i(gates.shape[2]), hs[step],
@@ -471,12 +486,13 @@ def _recurrent_steps(cell, n, t, wh, bh, y, ws, return_sequences):
     return y
 
 
-def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
+def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences, bf16=False):
+    _bf16_check(bf16, wh.dtype)
     n, t, f = x.shape
-    dax = _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences)
-    _gemm(x.reshape(n * t, f), dax, dwx, trans_a=True)
+    dax = _bf(_recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences, bf16), "rnn_dax", bf16)
+    _gemm(_bf(x.reshape(n * t, f), "rnn_x", bf16), dax, dwx, trans_a=True)
     if dx is not None:
-        _gemm(dax, wx, dx.reshape(n * t, f), trans_b=True)
+        _gemm(dax, _bf(wx, "rnn_wx", bf16), dx.reshape(n * t, f), trans_b=True)
     return dx
 
 
@@ -486,10 +502,11 @@ def recurrent_table_bwd(cell, idx, wh, ws, dy, dwh, dbx, dbh, dtable, bws, retur
     return embedding_bwd(idx, dax, dtable)
 
 
-def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences):
+def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences, bf16=False):
     """Backpropagation through time: dwh, dbx, dbh, and the input projections' gradient dax
-    (n*t, G*H), returned for the input-side products."""
+    (n*t, G*H, unrounded), returned for the input-side products."""
     h = wh.shape[0]
+    whq = _bf(wh, "rnn_wh", bf16)
     dtype = wh.dtype
     s = _fwd_parts(cell, ws, n, t, h)
     gates, hs, cs = s["gates"], s["hs"], s["cs"]
@@ -509,11 +526,12 @@ def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, bws, return_sequences
                 _p(cs[step] if cell == "lstm" else None), _p(cs[step - 1] if cell == "lstm" and step > 0 else None),
                 _i(h), dh, _p(dy_t), _i(lddy), dc, dax[step:], _i(t * g), dah[step], dh_prev)
         if step > 0:
-            _gemm(dah[step], wh, dh_prev, trans_b=True, beta=1.0)
+            _gemm(_bf(dah[step], "rnn_dah_t", bf16), whq, dh_prev, trans_b=True, beta=1.0)
             dh, dh_prev = dh_prev, dh
     _col_sum(dax, dbx)
     if t > 1:
-        _gemm(hs[:t - 1].reshape((t - 1) * n, h), dah[1:].reshape((t - 1) * n, g), dwh, trans_a=True)
+        _gemm(_bf(hs[:t - 1].reshape((t - 1) * n, h), "rnn_hs", bf16),
+              _bf(dah[1:].reshape((t - 1) * n, g), "rnn_dah", bf16), dwh, trans_a=True)
     else:
         dwh[...] = 0
     _col_sum(dah.reshape(n * t, g), dbh)

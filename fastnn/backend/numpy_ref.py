@@ -307,7 +307,15 @@ def avgpool2d_bwd(dy, pool, stride, dx):
 # PyTorch's equations, batch first, zero initial state; gate blocks i, f, g, o (LSTM) and
 # r, z, n (GRU). The workspace here is numpy_ref's own: per sample and step the gate
 # activations (a GRU also keeps h W_hn + b_hn), h_t and, for an LSTM, c_t.
+# bf16 ("mixed_bfloat16"): every product's inputs rounded to bf16 (x, W_x, h_{t-1}, W_h and the
+# gate pre-activation gradients); gate math, states and bias gradients on the unrounded values.
+# Any float dtype (the tests evaluate it in float64 on the rounded operands).
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _bf(v, bf16):
+    """v rounded to bf16 values when bf16, else v itself."""
+    return round_bf16(v, np.empty_like(v)) if bf16 else v
 
 
 def _ref_states(cell, ws, n, t, h):
@@ -323,9 +331,10 @@ def recurrent_workspace(cell, n, t, f, h):
     return n * t * (kept + h + (h if cell == "lstm" else 0)), 0
 
 
-def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences):
-    return _recurrent_steps(cell, lambda s: x[:, s] @ wx + bx, x.shape[0], x.shape[1], wh, bh, y, ws,
-                            return_sequences)
+def recurrent_fwd(cell, x, wx, wh, bx, bh, y, ws, return_sequences, bf16=False):
+    xq, wxq = _bf(x, bf16), _bf(wx, bf16)
+    return _recurrent_steps(cell, lambda s: xq[:, s] @ wxq + bx, x.shape[0], x.shape[1], wh, bh, y, ws,
+                            return_sequences, bf16)
 
 
 def recurrent_table_fwd(cell, idx, table, wh, bh, y, ws, return_sequences):
@@ -333,16 +342,17 @@ def recurrent_table_fwd(cell, idx, table, wh, bh, y, ws, return_sequences):
                             return_sequences)
 
 
-def _recurrent_steps(cell, proj, n, t, wh, bh, y, ws, return_sequences):
+def _recurrent_steps(cell, proj, n, t, wh, bh, y, ws, return_sequences, bf16=False):
     """The forward; proj(s) is the input part of step s's gate pre-activations."""
     h = wh.shape[0]
+    whq = _bf(wh, bf16)
     dtype = wh.dtype
     gates, hs, cs = _ref_states(cell, ws, n, t, h)
     h_prev = np.zeros((n, h), dtype=dtype)
     c_prev = np.zeros((n, h), dtype=dtype)
     for s in range(t):
         a = proj(s)                     # input part of the gate pre-activations
-        b = h_prev @ wh + bh            # recurrent part
+        b = _bf(h_prev, bf16) @ whq + bh    # recurrent part
         if cell == "rnn":
             h_new = np.tanh(a + b)
             gates[:, s] = h_new
@@ -366,13 +376,15 @@ def _recurrent_steps(cell, proj, n, t, wh, bh, y, ws, return_sequences):
     return y
 
 
-def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences):
-    dax = _recurrent_bptt(cell, x.shape[0], x.shape[1], wh, ws, dy, dwh, dbx, dbh, return_sequences)
+def recurrent_bwd(cell, x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws, return_sequences, bf16=False):
+    dax = _bf(_recurrent_bptt(cell, x.shape[0], x.shape[1], wh, ws, dy, dwh, dbx, dbh, return_sequences, bf16),
+              bf16)
+    xq, wxq = _bf(x, bf16), _bf(wx, bf16)
     dwx[...] = 0
     for s in range(x.shape[1]):
-        dwx += x[:, s].T @ dax[:, s]
+        dwx += xq[:, s].T @ dax[:, s]
         if dx is not None:
-            dx[:, s] = dax[:, s] @ wx.T
+            dx[:, s] = dax[:, s] @ wxq.T
     return dx
 
 
@@ -381,10 +393,11 @@ def recurrent_table_bwd(cell, idx, wh, ws, dy, dwh, dbx, dbh, dtable, bws, retur
     return embedding_bwd(idx, dax, dtable)
 
 
-def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, return_sequences):
+def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, return_sequences, bf16=False):
     """Backpropagation through time, one step at a time: dwh, dbx, dbh, and the gradient of the
-    input part of the gate pre-activations (n, t, G*H), returned."""
+    input part of the gate pre-activations (n, t, G*H), returned (unrounded)."""
     h = wh.shape[0]
+    whq = _bf(wh, bf16)
     dtype = wh.dtype
     gates, hs, cs = _ref_states(cell, ws, n, t, h)
     for g in (dwh, dbx, dbh):
@@ -416,9 +429,10 @@ def _recurrent_bptt(cell, n, t, wh, ws, dy, dwh, dbx, dbh, return_sequences):
             direct = dh * z
         dax[:, s] = da_x
         dbx += da_x.sum(axis=0)
-        dwh += h_prev.T @ da_h
         dbh += da_h.sum(axis=0)
-        dh_next = da_h @ wh.T + direct
+        da_h = _bf(da_h, bf16)
+        dwh += _bf(h_prev, bf16).T @ da_h
+        dh_next = da_h @ whq.T + direct
     return dax
 
 

@@ -24,6 +24,12 @@ class _Recurrent(Layer):
     projections of all steps, then per step one recurrent GEMM and one fused gate kernel) and one
     for backpropagation through time. The forward keeps what backward needs in a workspace
     buffer planned like the layer's other buffers.
+
+    Under "mixed_bfloat16" every product takes bf16-rounded inputs with float32 sums (x W_x and
+    h_{t-1} W_h forward; dG W_x^T, dG W_h^T and the weight gradients backward, dG the gate
+    pre-activation gradients); the gate math, the states and the bias gradients stay float32.
+    The Embedding table path is not planned then (see models.training_plan): its table
+    gradient sums dG rows before the product dW_x = E^T dP, which would round other values.
     """
 
     capturable = True
@@ -80,7 +86,7 @@ class _Recurrent(Layer):
         ws = self._buf("ws", (fwd_size,))
         y = self._buf("y", (n,) + tuple(self.output_shape))
         wx, wh, bx, bh = self.params
-        be.recurrent_fwd(self.cell, x, wx, wh, bx, bh, y, ws, self.return_sequences)
+        be.recurrent_fwd(self.cell, x, wx, wh, bx, bh, y, ws, self.return_sequences, bf16=self.mixed)
         if training:
             self._remember(x, y, ws=ws)
         return y
@@ -124,7 +130,7 @@ class _Recurrent(Layer):
         dx = self._buf("dx", x.shape) if need_dx else None
         dwx, dwh, dbx, dbh = self.grads
         be.recurrent_bwd(self.cell, x, self.params[0], self.params[1], extra["ws"], dy, dwx, dwh, dbx, dbh, dx,
-                         bws, self.return_sequences)
+                         bws, self.return_sequences, bf16=self.mixed)
         return dx
 
 
