@@ -361,18 +361,20 @@ def test_cuda_backend_matches_cpu(rng, monkeypatch):
 
 
 def test_digits_lstm_reaches_float32_accuracy_within_half_a_point(capsys):
-    """The digits_lstm demo (about 3.5 s a run here). Seed 1: measured on this code (AMD EPYC Zen 1,
-    `ref` bf16 variant) float32 -> mixed_bfloat16 was 0.9822 -> 0.9756 with seed 0 (3 of the 450 test
-    samples), 0.9778 -> 0.9800, 0.9778 -> 0.9889, 0.9733 -> 0.9800 and 0.9800 -> 0.9800 with seeds 1
-    to 4: one seed's run is that noisy, and two would take twice as long."""
+    """The digits_lstm demo (about 3.5 s a run here), mean test accuracy over seeds 0 and 1.
+    Measured on this code (AMD EPYC Zen 1, `ref` bf16 variant), float32 -> mixed_bfloat16:
+    0.9822 -> 0.9756 with seed 0 (3 of the 450 test samples: one run alone misses the half
+    point), 0.9778 -> 0.9800, 0.9778 -> 0.9889, 0.9733 -> 0.9800 and 0.9800 -> 0.9800 with seeds
+    1 to 4. The first two seeds, not a chosen one."""
     from fastnn import demo
-    acc = {}
+    acc = {"float32": 0.0, "mixed_bfloat16": 0.0}
     start = time.perf_counter()
-    for dt in ("float32", "mixed_bfloat16"):
-        fnn.set_default_dtype(dt)
-        fnn.seed(1)
-        try:
-            acc[dt] = demo.digits_lstm(verbose=0)
-        finally:
-            fnn.set_default_dtype("float32")
+    for seed in (0, 1):
+        for dt in acc:
+            fnn.set_default_dtype(dt)
+            fnn.seed(seed)
+            try:
+                acc[dt] += demo.digits_lstm(verbose=0) / 2
+            finally:
+                fnn.set_default_dtype("float32")
     assert acc["mixed_bfloat16"] >= acc["float32"] - 0.005, (acc, time.perf_counter() - start)
