@@ -1,9 +1,9 @@
 """The Sequential model: building, compile/fit/evaluate/predict, weights and devices."""
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
+import weakref
 import zlib
 
 import numpy as np
@@ -24,12 +24,8 @@ METRICS = ("accuracy", "acc", "mae", "mse")
 DEVICE_DATA_MAX = 1 << 30
 
 
-@contextlib.contextmanager
-def training_plan(layers):
-    """The state of the layers during one training step: planned (reused) buffers, and, for
-    Conv2D(relu) -> MaxPool2D, the ReLU mask left to the pool, which applies it to its 4x smaller
-    gradient (by its own output > 0: the ReLU mask at each window's argmax, the only inputs it
-    sends gradient to) so the convolution skips its full-size mask. The same bits either way."""
+def _plan_links(layers) -> tuple:
+    """The fusions training_plan sets up, as index lists (relu_pool, bn_relu, emb_rnn)."""
     relu_pool = [i for i in range(len(layers) - 1)
                  if getattr(layers[i], "activation", None) == "relu" and hasattr(layers[i], "_relu_premasked")
                  and hasattr(layers[i + 1], "_mask_relu_input")]
@@ -45,25 +41,59 @@ def training_plan(layers):
     emb_rnn = [i for i in range(len(layers) - 1)
                if hasattr(layers[i], "_fused_into") and hasattr(layers[i + 1], "_embedded")
                and not layers[i + 1].mixed]
-    for layer in layers:
-        layer._plan = True
-    for i in emb_rnn:
-        layers[i]._fused_into, layers[i + 1]._embedded = layers[i + 1], layers[i]
-    for i in relu_pool:
-        layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = True
-    for i in bn_relu:
-        layers[i]._fuse_relu = layers[i + 1]._applied_before = True
-    try:
-        yield
-    finally:
+    return relu_pool, bn_relu, emb_rnn
+
+
+class training_plan:
+    """The state of the layers during one training step (a context manager): planned (reused)
+    buffers, and, for Conv2D(relu) -> MaxPool2D, the ReLU mask left to the pool, which applies it
+    to its 4x smaller gradient (by its own output > 0: the ReLU mask at each window's argmax, the
+    only inputs it sends gradient to) so the convolution skips its full-size mask. The same bits
+    either way. ``part``: this process's part of a data-parallel step (``_Part``), or None.
+
+    Entered once per step: a class (not a generator) and links cached per layer list and
+    precision policy, because small models take tens of microseconds a step."""
+
+    _links: dict = {}
+
+    __slots__ = ("layers", "part", "links")
+
+    def __init__(self, layers, part=None):
+        self.layers, self.part = layers, part
+        # Keyed by identity; the weak references make sure the ids still name these layers.
+        key = tuple((id(layer), getattr(layer, "mixed", None)) for layer in layers)
+        links = training_plan._links.get(key)
+        if links is None or any(ref() is not layer for ref, layer in zip(links[0], layers)):
+            if len(training_plan._links) > 64:
+                training_plan._links.clear()
+            links = training_plan._links[key] = ([weakref.ref(layer) for layer in layers], *_plan_links(layers))
+        self.links = links
+
+    def __enter__(self):
+        layers, (_, relu_pool, bn_relu, emb_rnn) = self.layers, self.links
+        for layer in layers:
+            layer._plan = True
+            layer._part = self.part
+        for i in emb_rnn:
+            layers[i]._fused_into, layers[i + 1]._embedded = layers[i + 1], layers[i]
+        for i in relu_pool:
+            layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = True
+        for i in bn_relu:
+            layers[i]._fuse_relu = layers[i + 1]._applied_before = True
+        return self
+
+    def __exit__(self, *exc):
+        layers, (_, relu_pool, bn_relu, emb_rnn) = self.layers, self.links
         for layer in layers:
             layer._plan = False
+            layer._part = None
         for i in relu_pool:
             layers[i]._relu_premasked = layers[i + 1]._mask_relu_input = False
         for i in bn_relu:
             layers[i]._fuse_relu = layers[i + 1]._applied_before = False
         for i in emb_rnn:
             layers[i]._fused_into = layers[i + 1]._embedded = None
+        return False
 
 
 class _Part:
@@ -78,21 +108,6 @@ class _Part:
 
     def allreduce(self, buf) -> None:
         self.comm.allreduce(buf)
-
-
-@contextlib.contextmanager
-def _parts(layers, part):
-    """Give the layers their part of a data-parallel step (nothing to do outside one)."""
-    if part is None:
-        yield
-        return
-    for layer in layers:
-        layer._part = part
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer._part = None
 
 
 class Sequential:
@@ -382,7 +397,7 @@ class Sequential:
         layers = self.layers
         first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
         out = metric_sums = None
-        with training_plan(layers), _parts(layers, part):
+        with training_plan(layers, part):
             if part is not None and x.shape[0] == 0:
                 # An empty part (a short last global batch) still joins every collective.
                 for layer in layers:
