@@ -1,7 +1,8 @@
 """Build of fastnn's one extension module: the Cython bindings over the C kernels in csrc/.
 
 Portable by construction: the common code gets no -march flag, and each SIMD variant folder
-(csrc/x86/avx2, csrc/x86/avx512) is compiled with only its own instruction-set flags; the
+(csrc/x86/avx2, csrc/x86/avx512, avx512bf16, amx) is compiled with only its own instruction-set flags
+(amx only where the compiler accepts them, see SIMD_PROBES); the
 variant is chosen at run time by CPU detection (csrc/core/cpu.c). OpenMP is used when the
 compiler supports it, else the kernels build serial and a warning says so.
 
@@ -35,6 +36,19 @@ SIMD_FLAGS = {
                                             "-mavx2", "-mfma"],
     os.path.join("csrc", "x86", "avx512bf16"): ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
                                                 "-mavx512bf16", "-mavx2", "-mfma"],
+    # AMX also uses the AVX-512 packers and conversions of avx512bf16 (every AMX CPU has them)
+    os.path.join("csrc", "x86", "amx"): ["-mamx-tile", "-mamx-bf16", "-mavx512f", "-mavx512dq", "-mavx512bw",
+                                         "-mavx512vl", "-mavx512bf16", "-mavx2", "-mfma"],
+}
+# Folders built only when the compiler accepts their flags and intrinsics (GCC 11+, Clang 12+ for
+# AMX): the probe's source must compile, else the folder is left out, its FNN_HAVE_ macro stays
+# undefined and the dispatcher never offers the variant.
+SIMD_PROBES = {
+    os.path.join("csrc", "x86", "amx"): (
+        "#include <immintrin.h>\n"
+        "void probe(const void *cfg, void *p) { _tile_loadconfig(cfg); _tile_zero(0);\n"
+        "  _tile_loadd(1, p, 64); _tile_loadd(2, p, 64); _tile_dpbf16ps(0, 1, 2);\n"
+        "  _tile_stored(0, p, 64); _tile_release(); }\n"),
 }
 BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-Wno-unknown-pragmas"]
 SANITIZERS = ("address", "undefined")
@@ -91,6 +105,18 @@ def simd_sources():
 
 
 class BuildExt(build_ext):
+    def _compiles(self, source, flags):
+        """Whether the compiler builds source (an object file, not linked) with flags."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(source)
+            try:
+                self.compiler.compile([src], output_dir=tmp, extra_postargs=BASE_FLAGS + flags)
+                return True
+            except Exception:
+                return False
+
     def _try_flags(self, flags):
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "omp.c")
@@ -112,6 +138,11 @@ class BuildExt(build_ext):
         if X86:
             for folder, sources in simd_sources().items():
                 if not sources:
+                    continue
+                probe = SIMD_PROBES.get(folder)
+                if probe is not None and not self._compiles(probe, SIMD_FLAGS[folder]):
+                    warnings.warn(f"fastnn: the C compiler does not build {folder} ({' '.join(SIMD_FLAGS[folder])}); "
+                                  "that kernel is left out", stacklevel=1)
                     continue
                 objects += self.compiler.compile(
                     sources, output_dir=self.build_temp, include_dirs=ext.include_dirs,

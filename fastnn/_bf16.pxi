@@ -21,6 +21,12 @@ def bf16_get() -> str:
     return c.fnn_bf16_name(c.fnn_bf16_get()).decode()
 
 
+def bf16_note() -> str:
+    """"" normally; when the picked variant cannot run its own kernel, why and what runs instead
+    (amx: the OS refused the tile state, or the kernel failed its first-use self-check)."""
+    return c.fnn_bf16_note().decode()
+
+
 def bf16_forced():
     """The bf16 variant picked by FASTNN_BF16 or bf16_set, or None when it follows the float32 one
     (FASTNN_ARCH=generic or avx2 then select "ref")."""

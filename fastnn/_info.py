@@ -48,6 +48,9 @@ def config() -> dict:
         # amx, avx512bf16 or ref (rounded operands through the float32 GEMM); FASTNN_BF16 overrides
         "bf16_variant": _core.bf16_get(),
         "bf16_best_variant": _core.bf16_best(),
+        # None, or why the bf16 variant runs another kernel (amx refused by the OS or failing its
+        # first-use self-check against float64: avx512bf16 runs instead)
+        "bf16_fallback": _core.bf16_note() or None,
         "machine": platform.machine(),
         "python": platform.python_version(),
     }

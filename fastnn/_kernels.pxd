@@ -241,6 +241,7 @@ cdef extern from "fastnn.h" nogil:
     int fnn_bf16_set(int variant)
     int fnn_bf16_forced()
     const char *fnn_bf16_name(int variant)
+    const char *fnn_bf16_note()
     int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta,
                       const void *a, int64_t lda, const void *b, int64_t ldb,
                       const float *bias, float *c, int64_t ldc, int n_threads)

@@ -506,6 +506,8 @@ def main(families=None, seed: int = 0, threads: int = 2) -> int:
           f"{', '.join(_core.ARCH_NAMES[:_core.ARCH_NAMES.index(_core.arch_best()) + 1])} "
           f"(in use: {cfg['kernel_variant']}); bf16 GEMM variants: {', '.join(_bf16_variants())} "
           f"(in use: {cfg['bf16_variant']}); OpenMP {cfg['openmp']}; threads 1 and {threads}; seed {seed}")
+    if cfg["bf16_fallback"]:  # the amx cases then run the kernel that replaced it
+        print(f"bf16 fallback: {cfg['bf16_fallback']}")
     t0 = time.perf_counter()
     rows = run(families, seed, threads)
     print(format_table(rows))

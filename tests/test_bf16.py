@@ -178,6 +178,64 @@ def test_amx_kernel_skips_with_reason_here():
         _core.bf16_set("amx")
 
 
+def test_bf16_fallback_note_in_show_config():
+    note = fnn.show_config()["bf16_fallback"]
+    assert note is None or note.startswith("amx: ")
+    assert (note or "") == _core.bf16_note()
+
+
+@pytest.fixture
+def amx_kernel():
+    """The real AMX kernel (csrc/x86/amx), or a skip with the reason: it runs only on a CPU with AMX
+    (amx_bf16 and amx_tile in /proc/cpuinfo) with a build whose compiler had -mamx-bf16, once the OS
+    granted the tile state. Elsewhere the C harness tests it emulated (test_gemm.py::test_c_gemm_harness)."""
+    if _core.bf16_best() != "amx":
+        pytest.skip(f"the AMX kernel needs a CPU with AMX-BF16 (amx_bf16 in /proc/cpuinfo) and a build with "
+                    f"-mamx-bf16; this one's best bf16 variant is {_core.bf16_best()!r} (the kernel is tested "
+                    f"emulated by the C harness, test_gemm.py::test_c_gemm_harness)")
+    saved = _core.bf16_forced()
+    try:
+        _core.bf16_set("amx")
+        note = _core.bf16_note()
+        if "refused" in note:
+            pytest.skip(f"the OS refused AMX here: {note}")
+        # a failed first-use self-check is a bug in the kernel, not a property of the machine
+        assert note == "", note
+        assert fnn.show_config()["bf16_variant"] == "amx" and fnn.show_config()["bf16_fallback"] is None
+        yield
+    finally:
+        _core.bf16_set(saved)
+
+
+AMX_EDGE = [(m, n, k) for m in (3, 15, 16, 17, 32, 33) for n in (17, 31, 32, 33, 47) for k in (1, 2, 31, 32, 33)] + \
+    [(100, 70, 130), (261, 97, 1031), (67, 530, 577), (300, 545, 1100), (1024, 1024, 1024)]
+
+
+def test_amx_kernel_against_ref(amx_kernel, rng):
+    """Each edge shape (a partial 32 x 32 block in m and n, k around a 32-value tile step, two KC
+    blocks, the MC and NC edges) on the AMX kernel against the ref variant: the same rounded operands
+    and float32 sums in another order, so within the float32 accumulation bound of each other."""
+    for i, (m, n, k) in enumerate(AMX_EDGE):
+        ta, tb = i % 2 == 1, i % 4 >= 2
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        bias = rng.standard_normal(m if i % 3 == 0 else n).astype(np.float32)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        A, B = rounded(a).astype(np.float64), rounded(b).astype(np.float64)
+        scale = np.abs(A.T if ta else A) @ np.abs(B.T if tb else B) + np.abs(c0) + np.abs(bias).max()
+        outs = {}
+        for name in ("ref", "amx"):
+            _core.bf16_set(name)
+            out = c0.copy()
+            _core.gemm_bf16(a, b, out, ta, tb, 0.5, 0.75, bias, i % 3 == 0, i % 5 == 0, 2)
+            outs[name] = out
+        assert np.all(np.abs(outs["amx"] - outs["ref"]) <= 2 * (k + 4) * 2.0**-24 * scale), (m, n, k, ta, tb)
+        if m >= 3 and n > 16:   # went through the AMX kernel, not the small-shape ref path
+            one = c0.copy()
+            _core.gemm_bf16(bits16(a), bits16(b), one, ta, tb, 0.5, 0.75, bias, i % 3 == 0, i % 5 == 0, 1)
+            assert np.array_equal(one, outs["amx"]), "bf16-stored operands or 1 thread changed the bits"
+
+
 # ---- the "mixed_bfloat16" policy -------------------------------------------------------------
 
 def test_policy_names(rng):

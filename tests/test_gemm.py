@@ -292,7 +292,9 @@ def test_ops_matmul_errors():
 def test_c_gemm_harness(tmp_path):
     """csrc/gemm/test/test_gemm.c in its quick mode: every kernel variant of the C GEMM and the
     convolution's gathered-rows product against a double reference, called from C (argument
-    errors, padded leading dimensions, NaN in C with beta = 0, 1-4 threads, concurrent callers)."""
+    errors, padded leading dimensions, NaN in C with beta = 0, 1-4 threads, concurrent callers);
+    then test_amx.c: the AMX bf16 kernel with its tile instructions emulated (any CPU), through
+    the bf16 driver, on edge shapes against a double reference of the rounded operands."""
     source = Path(__file__).resolve().parents[1] / "csrc" / "gemm" / "test"
     make, cc = shutil.which("make"), shutil.which(os.environ.get("CC", "cc"))
     if not source.is_dir() or make is None or cc is None:
@@ -300,4 +302,5 @@ def test_c_gemm_harness(tmp_path):
     run = subprocess.run([make, "-C", str(source), "test", "ARGS=quick", f"BUILD={tmp_path}"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert run.stdout.count(" 0 failures") == 2, run.stdout[-4000:]
+    assert run.stdout.count(" 0 failures") == 3, run.stdout[-4000:]
+    assert "amx (emulated) ok" in run.stdout, run.stdout[-4000:]

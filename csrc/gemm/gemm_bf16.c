@@ -16,7 +16,9 @@
 #undef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200112L
 #endif
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -245,14 +247,16 @@ static void bf16_part(const bf16_args *g, int64_t i0, int64_t i1, int64_t j0, in
 {
     const fnn_gemm_desc_bf16 *d = g->d;
     const int MR = d->mr, NR = d->nr;
-    const int64_t MC = d->mc, NC = d->nc, k = g->k;
+    const int64_t MC = d->mc, NC = d->nc, k = g->k, ka = fnn_bf16_k_align(d);
+    const fnn_bf16_pack_fn pack_a_copy = d->pack_a_copy ? d->pack_a_copy : d->pack_copy;
+    const fnn_bf16_pack_fn pack_a_trans = d->pack_a_trans ? d->pack_a_trans : d->pack_trans;
     fnn_gemm_epi_f32 epi;
     epi.alpha = g->alpha;
     for (int64_t jc = j0; jc < j1; jc += NC) {
         const int64_t nc = (j1 - jc < NC) ? j1 - jc : NC;
         for (int64_t pc = 0; pc < k; pc += g->kcb) {
             const int64_t kc = (k - pc < g->kcb) ? k - pc : g->kcb;
-            const int64_t kq = (kc + 1) / 2;
+            const int64_t kq = fnn_bf16_panel_pairs(kc, ka);
             const int first = (pc == 0), last = (pc + kc == k);
             for (int64_t jr = 0; jr < nc; jr += NR) {
                 const int64_t nr = (nc - jr < NR) ? nc - jr : NR;
@@ -272,9 +276,9 @@ static void bf16_part(const bf16_args *g, int64_t i0, int64_t i1, int64_t j0, in
                     const int64_t mr = (mc - ir < MR) ? mc - ir : MR;
                     uint32_t *dst = ap + ir * kq;
                     if (g->trans_a)
-                        d->pack_copy(MR, mr, kc, g->a16, at(g->a, g->a16, pc * g->lda + ic + ir), g->lda, dst);
+                        pack_a_copy(MR, mr, kc, g->a16, at(g->a, g->a16, pc * g->lda + ic + ir), g->lda, dst);
                     else
-                        d->pack_trans(MR, mr, kc, g->a16, at(g->a, g->a16, (ic + ir) * g->lda + pc), g->lda, dst);
+                        pack_a_trans(MR, mr, kc, g->a16, at(g->a, g->a16, (ic + ir) * g->lda + pc), g->lda, dst);
                 }
                 for (int64_t ir = 0; ir < mc; ir += MR) {
                     const int mr = (int)((mc - ir < MR) ? mc - ir : MR);
@@ -336,12 +340,14 @@ static int gemm_bf16_packed(const fnn_gemm_desc_bf16 *d, int flags, int64_t m, i
                    .bias_row = (flags & FNN_BIAS_ROW) != 0, .relu = (flags & FNN_EPI_RELU) != 0, .m = m, .n = n,
                    .k = k, .alpha = alpha, .beta = beta, .a = a, .lda = lda, .b = b, .ldb = ldb, .bias = bias,
                    .c = c, .ldc = ldc};
-    /* Equal KC blocks of an even size (a k-pair never straddles two blocks), from k alone. */
+    /* Equal KC blocks of a multiple of the kernel's step (a k-pair, or an AMX tile row, never
+     * straddles two blocks), from k alone. */
+    const int64_t ka = fnn_bf16_k_align(d);
     const int64_t nb = (k + d->kc - 1) / d->kc;
     int64_t kcb = (k + nb - 1) / nb;
-    kcb = (kcb + 1) / 2 * 2;
+    kcb = (kcb + ka - 1) / ka * ka;
     g.kcb = kcb;
-    const int64_t kq = ((kcb < k ? kcb : k) + 1) / 2;
+    const int64_t kq = fnn_bf16_panel_pairs(kcb < k ? kcb : k, ka);
     int tm, tn;
     const int nt = bf16_grid(m, n, k, d->mr, d->nr, n_threads, &tm, &tn);
     const int64_t tiles_m = (m + d->mr - 1) / d->mr, tiles_n = (n + d->nr - 1) / d->nr;
@@ -376,23 +382,150 @@ static int gemm_bf16_packed(const fnn_gemm_desc_bf16 *d, int flags, int64_t m, i
                 if (i0 < i1 && j0 < j1)
                     bf16_part(&g, i0, i1, j0, j1, ws + b_elems, ws);
             }
+            if (d->thread_fini)
+                d->thread_fini();
         }
     }
     return fail ? FNN_ERR_NOMEM : FNN_OK;
 }
 
+/* ---- self-check -----------------------------------------------------------------------------
+ * A kernel that could not be run before it shipped (AMX: written and tested on an emulation of its
+ * instructions) is checked on first use against a float64 product of the same rounded operands:
+ * edge shapes (a partial tile in m, n and k, two KC blocks), both transposes, bf16-stored operands
+ * and the whole epilogue. Bound: the float32 accumulation error, (k + 4) 2^-24 times the sum of
+ * the magnitudes; a wrong tile, pair or stride is off by about 1 instead. */
+int fnn_bf16_selfcheck(const fnn_gemm_desc_bf16 *d, char *why, size_t why_len)
+{
+    static const struct {
+        int flags;
+        int64_t m, n, k;
+        float alpha, beta;
+    } cases[] = {
+        {0, 33, 47, 70, 1.0f, 0.0f},
+        {FNN_TRANS_A | FNN_EPI_RELU, 17, 40, 1, 1.0f, 0.5f},
+        {FNN_TRANS_B | FNN_BIAS_ROW, 64, 33, 31, 0.5f, 1.0f},
+        {FNN_TRANS_A | FNN_TRANS_B | FNN_B_BF16, 35, 65, 600, 1.0f, 0.0f},
+        {FNN_A_BF16 | FNN_EPI_RELU, 3, 17, 1100, 2.0f, -1.0f},
+    };
+    const int64_t len = 96 * 1100;
+    float *a = (float *)malloc(sizeof(float) * (size_t)len), *b = (float *)malloc(sizeof(float) * (size_t)len);
+    uint16_t *a16 = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)len);
+    uint16_t *b16 = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)len);
+    float *c = (float *)malloc(sizeof(float) * 96 * 96), *c0 = (float *)malloc(sizeof(float) * 96 * 96);
+    float bias[96];
+    int bad = -1;
+    if (a && b && a16 && b16 && c && c0) {
+        bad = 0;
+        uint32_t r = 0x12345678u; /* a fixed xorshift sequence: the same check in every process */
+        for (int64_t i = 0; i < len; i++) {
+            r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+            a[i] = (float)(r >> 8) / 8388608.0f - 1.0f;
+            r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+            b[i] = (float)(r >> 8) / 8388608.0f - 1.0f;
+            a16[i] = fnn_bf16_from_f32(a[i]);
+            b16[i] = fnn_bf16_from_f32(b[i]);
+        }
+        for (int i = 0; i < 96 * 96; i++)
+            c0[i] = a[i + 7];
+        for (int i = 0; i < 96; i++)
+            bias[i] = b[i + 11];
+    }
+    for (size_t t = 0; bad == 0 && t < sizeof(cases) / sizeof(cases[0]); t++) {
+        const int fl = cases[t].flags, ta = (fl & FNN_TRANS_A) != 0, tb = (fl & FNN_TRANS_B) != 0;
+        const int64_t m = cases[t].m, n = cases[t].n, k = cases[t].k, ldc = n + 3;
+        const int64_t lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2;
+        const float alpha = cases[t].alpha, beta = cases[t].beta;
+        const void *av = (fl & FNN_A_BF16) ? (const void *)a16 : (const void *)a;
+        const void *bv = (fl & FNN_B_BF16) ? (const void *)b16 : (const void *)b;
+        memcpy(c, c0, sizeof(float) * (size_t)(m * ldc));
+        if (gemm_bf16_packed(d, fl, m, n, k, alpha, beta, av, lda, bv, ldb, bias, c, ldc, 1) != FNN_OK) {
+            bad = -1;
+            break;
+        }
+        for (int64_t i = 0; i < m && !bad; i++)
+            for (int64_t j = 0; j < ldc && !bad; j++) {
+                const float got = c[i * ldc + j];
+                if (j >= n) {
+                    if (memcmp(&got, &c0[i * ldc + j], sizeof(got)) != 0)
+                        bad = 1;
+                    if (bad)
+                        snprintf(why, why_len, "case %d (%lldx%lldx%lld): wrote C[%lld,%lld] past n", (int)t,
+                                 (long long)m, (long long)n, (long long)k, (long long)i, (long long)j);
+                    continue;
+                }
+                double want;
+                if (!fnn_bf16_elem_ok(got, fl, i, j, k, alpha, beta, a16, lda, b16, ldb, c0[i * ldc + j], bias,
+                                      &want)) {
+                    bad = 1;
+                    snprintf(why, why_len, "self-check case %d (%lldx%lldx%lld, flags %d): C[%lld,%lld] = %.9g, want %.9g",
+                             (int)t, (long long)m, (long long)n, (long long)k, fl, (long long)i, (long long)j,
+                             (double)got, want);
+                }
+            }
+    }
+    if (bad < 0)
+        snprintf(why, why_len, "self-check could not run (out of memory)");
+    free(a), free(b), free(a16), free(b16), free(c), free(c0);
+    return bad;
+}
+
 /* ---- entry point --------------------------------------------------------------------------- */
+
+#ifdef FNN_HAVE_AMX
+/* The AMX kernel is used only where the OS grants the tile state and the self-check passes,
+ * decided once per process; otherwise the AVX512-BF16 kernel runs (every AMX CPU has it) and
+ * amx_note says why. */
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+static int amx_usable;
+static char amx_note[256];
+
+static void amx_decide(void)
+{
+    if (!fnn_amx_request()) {
+        snprintf(amx_note, sizeof(amx_note),
+                 "amx: the OS refused the tile state (arch_prctl ARCH_REQ_XCOMP_PERM: %s); using avx512bf16",
+                 strerror(fnn_amx_request_errno()));
+        return;
+    }
+    char why[200] = "";
+    if (fnn_bf16_selfcheck(&fnn_gemm_desc_amx, why, sizeof(why)) != 0) {
+        snprintf(amx_note, sizeof(amx_note), "amx: kernel failed its first-use %s; using avx512bf16", why);
+        return;
+    }
+    amx_usable = 1;
+}
+
+static const fnn_gemm_desc_bf16 *amx_or_fallback(void)
+{
+    pthread_once(&amx_once, amx_decide);
+    if (amx_usable)
+        return &fnn_gemm_desc_amx;
+#ifdef FNN_HAVE_AVX512BF16
+    return &fnn_gemm_desc_avx512bf16;
+#else
+    return NULL;
+#endif
+}
+#endif
+
+#ifdef FNN_BF16_TEST
+/* Test-only (the C harness, csrc/gemm/test): 1 dispatches as if the CPU picked AMX (the harness
+ * builds the emulated kernel), through the gate; 2 runs the AMX kernel whatever the gate decided
+ * and sends every shape to it, the small ones the dispatcher gives to ref included. */
+int fnn_bf16_test_mode;
+#endif
 
 static const fnn_gemm_desc_bf16 *bf16_desc(void)
 {
+#if defined(FNN_BF16_TEST) && defined(FNN_HAVE_AMX)
+    if (fnn_bf16_test_mode)
+        return fnn_bf16_test_mode == 2 ? &fnn_gemm_desc_amx : amx_or_fallback();
+#endif
 #if FNN_X86
     switch (fnn_bf16_get()) {
 #ifdef FNN_HAVE_AMX
-    case FNN_BF16_AMX:
-        if (fnn_amx_request())
-            return &fnn_gemm_desc_amx;
-        /* the OS refused the tile state: AMX CPUs also have AVX512-BF16 */
-        return &fnn_gemm_desc_avx512bf16;
+    case FNN_BF16_AMX: return amx_or_fallback();
 #endif
 #ifdef FNN_HAVE_AVX512BF16
     case FNN_BF16_AVX512: return &fnn_gemm_desc_avx512bf16;
@@ -402,6 +535,22 @@ static const fnn_gemm_desc_bf16 *bf16_desc(void)
 #else
     return NULL;
 #endif
+}
+
+const char *fnn_bf16_note(void)
+{
+#ifdef FNN_HAVE_AMX
+    int amx = fnn_bf16_get() == FNN_BF16_AMX;
+#ifdef FNN_BF16_TEST
+    amx = amx || fnn_bf16_test_mode;
+#endif
+    if (amx) {
+        (void)amx_or_fallback(); /* decides once, as the first product would */
+        if (amx_note[0] != '\0')
+            return amx_note;
+    }
+#endif
+    return "";
 }
 
 int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float beta, const void *a, int64_t lda,
@@ -428,7 +577,11 @@ int fnn_gemm_bf16(int flags, int64_t m, int64_t n, int64_t k, float alpha, float
      * tile: one or two rows (a single sample: all of B converted and packed to be used once) or
      * at most half a tile of columns (a 10-class output layer: 128 x 128 x 10 measured 6 us
      * this way against 12 us packed on Zen 4). */
-    if (d == NULL || m <= 2 || n <= d->nr / 2)
+    int small = m <= 2 || n <= (d != NULL ? d->nr / 2 : 0);
+#ifdef FNN_BF16_TEST
+    small = small && fnn_bf16_test_mode < 2;
+#endif
+    if (d == NULL || small)
         return gemm_bf16_ref(flags, m, n, k, alpha, beta, a, lda, b, ldb, bias, c, ldc, n_threads);
     return gemm_bf16_packed(d, flags, m, n, k, alpha, beta, a, lda, b, ldb, bias, c, ldc, n_threads);
 }

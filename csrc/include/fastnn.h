@@ -426,6 +426,9 @@ int fnn_bf16_get(void);
 int fnn_bf16_set(int variant);         /* FNN_ERR_ARCH when the CPU lacks it; -1: follow FASTNN_ARCH */
 int fnn_bf16_forced(void);             /* the variant picked (env or fnn_bf16_set), else -1 */
 const char *fnn_bf16_name(int variant);
+/* "" normally; when the picked variant cannot run its own kernel, why and what runs instead (AMX:
+ * the OS refused the tile state, or the kernel failed its first-use self-check: avx512bf16). */
+const char *fnn_bf16_note(void);
 
 /* flags beyond those of fnn_gemm_f32: the operand is stored as bf16 (uint16_t) instead of float */
 #define FNN_A_BF16 16

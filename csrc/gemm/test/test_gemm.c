@@ -15,26 +15,8 @@
 #include "../../include/fastnn.h"
 #include "../../core/internal.h"
 
-static int n_fail, n_checks;
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static double urand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0;
-}
-
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        if (n_fail < 30) {                                                                         \
-            printf("FAIL [%s] ", fnn_arch_name(fnn_arch_get()));                                   \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-        n_fail++;                                                                                  \
-    } while (0)
+#define FAIL_TAG() fnn_arch_name(fnn_arch_get())
+#include "test_common.h"
 
 /* Reference and comparison, written once per type by a macro-free pair of functions. */
 #define DEFINE_CHECK(T, SUF, GEMM, EPS)                                                            \
