@@ -4,6 +4,7 @@
  */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "../../gemm/gemm_internal.h"
@@ -252,6 +253,145 @@ static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const
 #undef FNN_KD_F32
 }
 
+/* ---- gathered rows (ukg, the convolution's implicit im2col) ------------------------------
+ * kern_f32's direct computation for R rows and V vectors of columns (nr0 lanes at b + boff[p],
+ * nr1 at b + boff[p] + b2, to c and c + c2), with the same per-element FMA chain and epilogue
+ * (so contiguous vectors give the direct GEMM's bits). Nothing is padded, and masked loads are
+ * slow on Zen 1, so a partial vector of n lanes is read with a plain load of 8 values that stay
+ * inside the span the call reads (every offset is from the same b, so all of b between the
+ * smallest and the largest value read lies in one array): those starting at the vector when they
+ * end at or before the furthest value read, else those ending at its last value, moved down by
+ * 8 - n lanes with one permute (in a convolution, the last taps' rows); the lanes past n hold
+ * other B values and reach no stored element. Only when neither fits (a span under 8 values)
+ * does a vector go through a zeroed buffer. Partial vectors of C are stored in 4-, 2- and
+ * 1-lane pieces; the bias, and C when beta is used, read through small buffers. */
+FNN_INLINE __m256 load_part_f32(const float *p, int n)
+{
+    float t[8] = {0};
+    for (int j = 0; j < n; j++)
+        t[j] = p[j];
+    return _mm256_loadu_ps(t);
+}
+
+FNN_INLINE void store_part_f32(float *p, __m256 v, int n)
+{
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(p, x);
+        x = _mm256_extractf128_ps(v, 1);
+        p += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)(void *)p, x);
+        x = _mm_movehl_ps(x, x);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        _mm_store_ss(p, x);
+}
+
+/* n lanes at p, where [lo, hi) may be read (lo <= p, p + n <= hi) */
+FNN_INLINE __m256 load_span_f32(const float *p, int n, const float *lo, const float *hi, __m256i down)
+{
+    if (p + 8 <= hi)
+        return _mm256_loadu_ps(p);
+    if (p + n - 8 >= lo)
+        return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + n - 8), down);
+    return load_part_f32(p, n);
+}
+
+FNN_INLINE void kern_rows_f32(const int R, const int V, int64_t k, const float *restrict a, const int64_t a_rs,
+                              const int64_t a_cs, const float *restrict b, const int64_t *restrict boff,
+                              const int64_t b2, float *restrict c, int64_t ldc, const int64_t c2, const int nr0,
+                              const int nr1, const fnn_gemm_epi_f32 *epi, const float *restrict bias)
+{
+    __m256 acc[MR_F32][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F32; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    /* the span the call reads, and the moves of the end-aligned loads */
+    int64_t omin = boff[0], omax = boff[0];
+    for (int64_t p = 1; p < k; p++) {
+        omin = boff[p] < omin ? boff[p] : omin;
+        omax = boff[p] > omax ? boff[p] : omax;
+    }
+    const float *lo = b + omin + (V > 1 && b2 < 0 ? b2 : 0);
+    const float *hi = b + omax + (V > 1 && b2 + nr1 > nr0 ? b2 + nr1 : nr0);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i down0 = _mm256_add_epi32(iota, _mm256_set1_epi32(8 - nr0));
+    const __m256i down1 = _mm256_add_epi32(iota, _mm256_set1_epi32(8 - nr1));
+    for (int64_t p = 0; p < k; p++) {
+        const float *bp = b + boff[p];
+        const __m256 b0 = nr0 == 8 ? _mm256_loadu_ps(bp) : load_span_f32(bp, nr0, lo, hi, down0);
+        __m256 b1 = _mm256_setzero_ps();
+        if (V > 1)
+            b1 = nr1 == 8 ? _mm256_loadu_ps(bp + b2) : load_span_f32(bp + b2, nr1, lo, hi, down1);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const __m256 ai = _mm256_broadcast_ss(a + i * a_rs);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            if (V > 1)
+                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += a_cs;
+    }
+
+    const __m256 alpha = _mm256_set1_ps(epi->alpha), beta = _mm256_set1_ps(epi->beta);
+    const __m256 zero = _mm256_setzero_ps();
+    const int flags = epi->flags;
+    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
+    __m256 bc[2] = {zero, zero};
+    if (bias && !bias_row) {
+        bc[0] = nr0 == 8 ? _mm256_loadu_ps(bias) : load_part_f32(bias, nr0);
+        if (V > 1)
+            bc[1] = nr1 == 8 ? _mm256_loadu_ps(bias + c2) : load_part_f32(bias + c2, nr1);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) {
+            const int n = v ? nr1 : nr0;
+            float *ci = c + i * ldc + (v ? c2 : 0);
+            __m256 r = _mm256_mul_ps(alpha, acc[i][v]);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm256_fmadd_ps(beta, n == 8 ? _mm256_loadu_ps(ci) : load_part_f32(ci, n), r);
+            if (bias_row)
+                r = _mm256_add_ps(r, _mm256_set1_ps(bias[i]));
+            else if (bias)
+                r = _mm256_add_ps(r, bc[v]);
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm256_max_ps(zero, r); /* max(0, NaN) = NaN */
+            if (n == 8)
+                _mm256_storeu_ps(ci, r);
+            else
+                store_part_f32(ci, r, n);
+        }
+}
+
+static void ukg_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, const int64_t *boff,
+                    int64_t b2, float *c, int64_t ldc, int64_t c2, int mr, int nr0, int nr1,
+                    const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+#define FNN_KG_F32(V)                                                                              \
+    switch (mr) {                                                                                  \
+    case 1: kern_rows_f32(1, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 2: kern_rows_f32(2, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 3: kern_rows_f32(3, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 4: kern_rows_f32(4, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 5: kern_rows_f32(5, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    default: kern_rows_f32(6, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    }
+    if (nr1 > 0) {
+        FNN_KG_F32(2)
+    } else {
+        FNN_KG_F32(1)
+    }
+#undef FNN_KG_F32
+}
+
 /* ---- double: 6 x 8 (same structure, 4 lanes per ymm) ------------------------------------ */
 #define MR_F64 6
 #define NR_F64 8
@@ -387,6 +527,128 @@ static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, cons
         FNN_KD_F64(1)
     }
 #undef FNN_KD_F64
+}
+
+/* The gathered-rows kernel for double: kern_rows_f32 with 4 lanes per vector. */
+FNN_INLINE __m256d load_part_f64(const double *p, int n)
+{
+    double t[4] = {0};
+    for (int j = 0; j < n; j++)
+        t[j] = p[j];
+    return _mm256_loadu_pd(t);
+}
+
+FNN_INLINE void store_part_f64(double *p, __m256d v, int n)
+{
+    __m128d x = _mm256_castpd256_pd128(v);
+    if (n >= 2) {
+        _mm_storeu_pd(p, x);
+        x = _mm256_extractf128_pd(v, 1);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        _mm_store_sd(p, x);
+}
+
+/* down: the 32-bit lane indices moving each double lane down by 4 - n */
+FNN_INLINE __m256d load_span_f64(const double *p, int n, const double *lo, const double *hi, __m256i down)
+{
+    if (p + 4 <= hi)
+        return _mm256_loadu_pd(p);
+    if (p + n - 4 >= lo)
+        return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(_mm256_loadu_pd(p + n - 4)), down));
+    return load_part_f64(p, n);
+}
+
+FNN_INLINE void kern_rows_f64(const int R, const int V, int64_t k, const double *restrict a, const int64_t a_rs,
+                              const int64_t a_cs, const double *restrict b, const int64_t *restrict boff,
+                              const int64_t b2, double *restrict c, int64_t ldc, const int64_t c2, const int nr0,
+                              const int nr1, const fnn_gemm_epi_f64 *epi, const double *restrict bias)
+{
+    __m256d acc[MR_F64][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR_F64; i++) {
+        acc[i][0] = _mm256_setzero_pd();
+        acc[i][1] = _mm256_setzero_pd();
+    }
+    /* the span the call reads, and the moves of the end-aligned loads */
+    int64_t omin = boff[0], omax = boff[0];
+    for (int64_t p = 1; p < k; p++) {
+        omin = boff[p] < omin ? boff[p] : omin;
+        omax = boff[p] > omax ? boff[p] : omax;
+    }
+    const double *lo = b + omin + (V > 1 && b2 < 0 ? b2 : 0);
+    const double *hi = b + omax + (V > 1 && b2 + nr1 > nr0 ? b2 + nr1 : nr0);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i down0 = _mm256_add_epi32(iota, _mm256_set1_epi32(2 * (4 - nr0)));
+    const __m256i down1 = _mm256_add_epi32(iota, _mm256_set1_epi32(2 * (4 - nr1)));
+    for (int64_t p = 0; p < k; p++) {
+        const double *bp = b + boff[p];
+        const __m256d b0 = nr0 == 4 ? _mm256_loadu_pd(bp) : load_span_f64(bp, nr0, lo, hi, down0);
+        __m256d b1 = _mm256_setzero_pd();
+        if (V > 1)
+            b1 = nr1 == 4 ? _mm256_loadu_pd(bp + b2) : load_span_f64(bp + b2, nr1, lo, hi, down1);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const __m256d ai = _mm256_broadcast_sd(a + i * a_rs);
+            acc[i][0] = _mm256_fmadd_pd(ai, b0, acc[i][0]);
+            if (V > 1)
+                acc[i][1] = _mm256_fmadd_pd(ai, b1, acc[i][1]);
+        }
+        a += a_cs;
+    }
+
+    const __m256d alpha = _mm256_set1_pd(epi->alpha), beta = _mm256_set1_pd(epi->beta);
+    const __m256d zero = _mm256_setzero_pd();
+    const int flags = epi->flags;
+    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
+    __m256d bc[2] = {zero, zero};
+    if (bias && !bias_row) {
+        bc[0] = nr0 == 4 ? _mm256_loadu_pd(bias) : load_part_f64(bias, nr0);
+        if (V > 1)
+            bc[1] = nr1 == 4 ? _mm256_loadu_pd(bias + c2) : load_part_f64(bias + c2, nr1);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) {
+            const int n = v ? nr1 : nr0;
+            double *ci = c + i * ldc + (v ? c2 : 0);
+            __m256d r = _mm256_mul_pd(alpha, acc[i][v]);
+            if (!(flags & FNN_GEMM_E_BETA0))
+                r = _mm256_fmadd_pd(beta, n == 4 ? _mm256_loadu_pd(ci) : load_part_f64(ci, n), r);
+            if (bias_row)
+                r = _mm256_add_pd(r, _mm256_set1_pd(bias[i]));
+            else if (bias)
+                r = _mm256_add_pd(r, bc[v]);
+            if (flags & FNN_GEMM_E_RELU)
+                r = _mm256_max_pd(zero, r); /* max(0, NaN) = NaN */
+            if (n == 4)
+                _mm256_storeu_pd(ci, r);
+            else
+                store_part_f64(ci, r, n);
+        }
+}
+
+static void ukg_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, const int64_t *boff,
+                    int64_t b2, double *c, int64_t ldc, int64_t c2, int mr, int nr0, int nr1,
+                    const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+#define FNN_KG_F32(V)                                                                              \
+    switch (mr) {                                                                                  \
+    case 1: kern_rows_f64(1, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 2: kern_rows_f64(2, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 3: kern_rows_f64(3, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 4: kern_rows_f64(4, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    case 5: kern_rows_f64(5, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    default: kern_rows_f64(6, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
+    }
+    if (nr1 > 0) {
+        FNN_KG_F32(2)
+    } else {
+        FNN_KG_F32(1)
+    }
+#undef FNN_KG_F32
 }
 
 /* ---- packing ----------------------------------------------------------------------------
@@ -537,13 +799,145 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
     pack_trans_f64(NR_F64, w, kc, src, ld, dst);
 }
 
+/* ---- dot-product kernels (ukt): C = A B^T with both operands read in place, rows of k values ----
+ * For weight gradients over a long k the packed path transposes both operands into panels and
+ * wastes most of a 6 x 16 tile on m x n of 16 x 9. Here each element of a DTM x DTN tile keeps
+ * one vector of partial sums over k (lane l sums k = l mod VL), loaded straight from the rows;
+ * the k tail (under one vector) is copied into zeroed buffers, not masked-loaded (slow on Zen 1).
+ * Each vector is then reduced by the same fixed tree (halves, then pairs, then neighbours), so
+ * an element's result does not depend on the tile or thread it falls in. 4 x 3 tiles: 12
+ * accumulators, the 3 B vectors and one A vector fill the 16 ymm registers; 7 loads per 12
+ * FMAs. Edge tiles read row 0 again in place of missing rows and drop those results. */
+#define DTM 4
+#define DTN 3
+
+static inline float dot_reduce_f32(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_shuffle_ps(x, x, 1)));
+}
+
+static inline double dot_reduce_f64(__m256d v)
+{
+    __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
+}
+
+/* one step of the dot kernel: acc[i][j] += av(i) * bv(j), the A vectors loaded one at a time */
+#define FNN_DOT_STEP(T, V, LOAD, FMA, AP, BP)                                                      \
+    do {                                                                                           \
+        const V b0_ = LOAD(BP(0)), b1_ = LOAD(BP(1)), b2_ = LOAD(BP(2));                           \
+        for (int i_ = 0; i_ < DTM; i_++) {                                                         \
+            const V a_ = LOAD(AP(i_));                                                             \
+            acc[i_][0] = FMA(a_, b0_, acc[i_][0]);                                                 \
+            acc[i_][1] = FMA(a_, b1_, acc[i_][1]);                                                 \
+            acc[i_][2] = FMA(a_, b2_, acc[i_][2]);                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* C = act(alpha * s + beta * C + bias) for the valid mr x nr part, element by element (the same
+ * scalar operations for every element of every tile) */
+#define FNN_DOT_EPI(T, FMA1)                                                                       \
+    for (int i = 0; i < mr; i++)                                                                   \
+        for (int j = 0; j < nr; j++) {                                                             \
+            T r = epi->alpha * s[i][j];                                                            \
+            T *cij = c + i * ldc + j;                                                              \
+            if (!(epi->flags & FNN_GEMM_E_BETA0))                                                  \
+                r = FMA1(epi->beta, *cij, r);                                                      \
+            if (bias)                                                                              \
+                r += (epi->flags & FNN_GEMM_E_BIASROW) ? bias[i] : bias[j];                        \
+            if ((epi->flags & FNN_GEMM_E_RELU) && r < 0)                                           \
+                r = 0; /* NaN stays NaN */                                                         \
+            *cij = r;                                                                              \
+        }
+
+static void ukt_f32(int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
+                    int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
+{
+    const float *ar[DTM], *br[DTN];
+    for (int i = 0; i < DTM; i++)
+        ar[i] = a + (i < mr ? i : 0) * lda;
+    for (int j = 0; j < DTN; j++)
+        br[j] = b + (j < nr ? j : 0) * ldb;
+    __m256 acc[DTM][DTN];
+    for (int i = 0; i < DTM; i++)
+        for (int j = 0; j < DTN; j++)
+            acc[i][j] = _mm256_setzero_ps();
+    int64_t p = 0;
+#define FNN_AP(i) (ar[i] + p)
+#define FNN_BP(j) (br[j] + p)
+    for (; p + 8 <= k; p += 8)
+        FNN_DOT_STEP(float, __m256, _mm256_loadu_ps, _mm256_fmadd_ps, FNN_AP, FNN_BP);
+#undef FNN_AP
+#undef FNN_BP
+    if (p < k) {
+        float t[DTM + DTN][8];
+        memset(t, 0, sizeof(t));
+        for (int i = 0; i < DTM; i++)
+            memcpy(t[i], ar[i] + p, sizeof(float) * (size_t)(k - p));
+        for (int j = 0; j < DTN; j++)
+            memcpy(t[DTM + j], br[j] + p, sizeof(float) * (size_t)(k - p));
+#define FNN_AP(i) (t[i])
+#define FNN_BP(j) (t[DTM + (j)])
+        FNN_DOT_STEP(float, __m256, _mm256_loadu_ps, _mm256_fmadd_ps, FNN_AP, FNN_BP);
+#undef FNN_AP
+#undef FNN_BP
+    }
+    float s[DTM][DTN];
+    for (int i = 0; i < DTM; i++)
+        for (int j = 0; j < DTN; j++)
+            s[i][j] = dot_reduce_f32(acc[i][j]);
+    FNN_DOT_EPI(float, fmaf)
+}
+
+static void ukt_f64(int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb, double *c,
+                    int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
+{
+    const double *ar[DTM], *br[DTN];
+    for (int i = 0; i < DTM; i++)
+        ar[i] = a + (i < mr ? i : 0) * lda;
+    for (int j = 0; j < DTN; j++)
+        br[j] = b + (j < nr ? j : 0) * ldb;
+    __m256d acc[DTM][DTN];
+    for (int i = 0; i < DTM; i++)
+        for (int j = 0; j < DTN; j++)
+            acc[i][j] = _mm256_setzero_pd();
+    int64_t p = 0;
+#define FNN_AP(i) (ar[i] + p)
+#define FNN_BP(j) (br[j] + p)
+    for (; p + 4 <= k; p += 4)
+        FNN_DOT_STEP(double, __m256d, _mm256_loadu_pd, _mm256_fmadd_pd, FNN_AP, FNN_BP);
+#undef FNN_AP
+#undef FNN_BP
+    if (p < k) {
+        double t[DTM + DTN][4];
+        memset(t, 0, sizeof(t));
+        for (int i = 0; i < DTM; i++)
+            memcpy(t[i], ar[i] + p, sizeof(double) * (size_t)(k - p));
+        for (int j = 0; j < DTN; j++)
+            memcpy(t[DTM + j], br[j] + p, sizeof(double) * (size_t)(k - p));
+#define FNN_AP(i) (t[i])
+#define FNN_BP(j) (t[DTM + (j)])
+        FNN_DOT_STEP(double, __m256d, _mm256_loadu_pd, _mm256_fmadd_pd, FNN_AP, FNN_BP);
+#undef FNN_AP
+#undef FNN_BP
+    }
+    double s[DTM][DTN];
+    for (int i = 0; i < DTM; i++)
+        for (int j = 0; j < DTN; j++)
+            s[i][j] = dot_reduce_f64(acc[i][j]);
+    FNN_DOT_EPI(double, fma)
+}
+
 /* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
  * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
     MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, ukd_f32, NRW_F32,
-    0, 0, 0, 0, NRW1_F32,
+    ukt_f32, DTM, DTN, ukg_f32, NRW1_F32,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64, ukd_f64, 0,
+    ukt_f64, DTM, DTN, ukg_f64, 0,
 };
 #endif
