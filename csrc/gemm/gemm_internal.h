@@ -120,6 +120,11 @@ typedef struct {
     int dt_m, dt_n;                              /* ukt tile: dt_m x dt_n */
     fnn_gemm_ukg_f32 ukg;                        /* NULL: no gathered-rows path */
     int nr_wide1;                                /* ukd accepts nr <= nr_wide1 when mr == 1 */
+    /* When the implicit forward convolution takes ukg (fnn_gemm_rows_take_*): k of at least
+     * rows_min_k taps, and with rows_vs_wide only where a row of ow outputs takes fewer kernel
+     * lanes than the wide columns' ow + kw - 1 (0, 0: wherever there is a ukg). */
+    int rows_min_k, rows_vs_wide;
+    int64_t dot_min_k; /* ukt only from this k (and the driver's FNN_GEMM_DOT_MIN_K) */
 } fnn_gemm_desc_f32;
 
 typedef struct {
@@ -134,6 +139,8 @@ typedef struct {
     int dt_m, dt_n;
     fnn_gemm_ukg_f64 ukg;
     int nr_wide1;
+    int rows_min_k, rows_vs_wide;
+    int64_t dot_min_k;
 } fnn_gemm_desc_f64;
 
 extern const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32;

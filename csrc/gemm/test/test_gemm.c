@@ -216,6 +216,28 @@ static void test_rows(void)
     }
 }
 
+/* The implicit convolution's rule (fnn_gemm_rows_take_*): never without a kernel; on AVX2 only from
+ * 27 taps and where a row of outputs takes fewer lanes than the wide columns (ow + 2 for 3 x 3). */
+static void test_rows_take(void)
+{
+    const int arch = fnn_arch_get();
+    for (int t = 0; t < 2; t++) {
+        int (*take)(int64_t, int64_t, int64_t) = t ? fnn_gemm_rows_take_f32 : fnn_gemm_rows_take_f64;
+        const int vw = t ? fnn_gemm_rows_width_f32() : fnn_gemm_rows_width_f64();
+        static const int64_t ows[] = {4, 7, 8, 14, 16, 28, 32};
+        for (size_t i = 0; i < sizeof ows / sizeof ows[0]; i++)
+            for (int64_t k = 9; k <= 288; k += 9) {
+                const int64_t ow = ows[i], lanes = vw <= 0 ? 0 : ow <= vw ? vw : (ow + vw - 1) / vw * vw;
+                int want = vw > 0;
+                if (arch == FNN_ARCH_AVX2)
+                    want = k >= 27 && lanes < ow + 2;
+                n_checks++;
+                if (take(ow, ow + 2, k) != want)
+                    FAIL("rows_take(%d) ow=%lld k=%lld: %d, want %d", t, (long long)ow, (long long)k, !want, want);
+            }
+    }
+}
+
 static void check_both(int flags, int64_t m, int64_t n, int64_t k, double alpha, double beta,
                        int64_t pa, int64_t pb, int64_t pc, int use_bias, int nan_c)
 {
@@ -307,6 +329,10 @@ static void test_variant(int quick)
         check_both(t, 300, 200, 1, 1.0, 0.0, 0, 0, 0, 1, 1);
         check_both(t | FNN_BIAS_ROW | FNN_EPI_RELU, 130, 77, 1023, 1.0, 0.0, 1, 1, 1, 1, 1);
         check_both(t, 1023, 65, 129, 1.0, 2.0, 0, 0, 0, 0, 0);
+        /* either side of AVX2's dot-path threshold (k = 512; A B^T, small C), with a k tail */
+        check_both(t | FNN_BIAS_ROW, 16, 9, 511, 1.0, 0.0, 0, 1, 0, 1, 1);
+        check_both(t | FNN_EPI_RELU, 18, 7, 512, 1.0, 0.5, 1, 0, 2, 1, 0);
+        check_both(t, 13, 11, 787, 0.5, 0.0, 0, 0, 0, 0, 1);
         if (!quick) {
             check_both(t, 129, 1023, 17, 1.0, 0.0, 0, 0, 0, 1, 1);
             check_both(t, 257, 260, 1023, 0.5, 0.25, 2, 2, 2, 1, 0);
@@ -410,6 +436,7 @@ int main(int argc, char **argv)
         int before = n_fail;
         test_variant(quick);
         test_rows();
+        test_rows_take();
         test_concurrent();
         printf("%-8s %s\n", fnn_arch_name(arch), n_fail == before ? "ok" : "FAILED");
     }

@@ -292,13 +292,18 @@ FNN_INLINE void store_part_f32(float *p, __m256 v, int n)
         _mm_store_ss(p, x);
 }
 
+/* Lane indices 8 - n .. 15 - n at fnn_lane_iota + 8 - n: the permute moving lanes down by 8 - n
+ * (loaded where needed: kept in registers, these vectors would push accumulators out). */
+static const int32_t fnn_lane_iota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
 /* n lanes at p, where [lo, hi) may be read (lo <= p, p + n <= hi) */
-FNN_INLINE __m256 load_span_f32(const float *p, int n, const float *lo, const float *hi, __m256i down)
+FNN_INLINE __m256 load_span_f32(const float *p, int n, const float *lo, const float *hi)
 {
     if (p + 8 <= hi)
         return _mm256_loadu_ps(p);
     if (p + n - 8 >= lo)
-        return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + n - 8), down);
+        return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + n - 8),
+                                        _mm256_loadu_si256((const __m256i *)(const void *)(fnn_lane_iota + 8 - n)));
     return load_part_f32(p, n);
 }
 
@@ -313,7 +318,7 @@ FNN_INLINE void kern_rows_f32(const int R, const int V, int64_t k, const float *
         acc[i][0] = _mm256_setzero_ps();
         acc[i][1] = _mm256_setzero_ps();
     }
-    /* the span the call reads, and the moves of the end-aligned loads */
+    /* the span the call reads */
     int64_t omin = boff[0], omax = boff[0];
     for (int64_t p = 1; p < k; p++) {
         omin = boff[p] < omin ? boff[p] : omin;
@@ -321,15 +326,12 @@ FNN_INLINE void kern_rows_f32(const int R, const int V, int64_t k, const float *
     }
     const float *lo = b + omin + (V > 1 && b2 < 0 ? b2 : 0);
     const float *hi = b + omax + (V > 1 && b2 + nr1 > nr0 ? b2 + nr1 : nr0);
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i down0 = _mm256_add_epi32(iota, _mm256_set1_epi32(8 - nr0));
-    const __m256i down1 = _mm256_add_epi32(iota, _mm256_set1_epi32(8 - nr1));
     for (int64_t p = 0; p < k; p++) {
         const float *bp = b + boff[p];
-        const __m256 b0 = nr0 == 8 ? _mm256_loadu_ps(bp) : load_span_f32(bp, nr0, lo, hi, down0);
+        const __m256 b0 = nr0 == 8 ? _mm256_loadu_ps(bp) : load_span_f32(bp, nr0, lo, hi);
         __m256 b1 = _mm256_setzero_ps();
         if (V > 1)
-            b1 = nr1 == 8 ? _mm256_loadu_ps(bp + b2) : load_span_f32(bp + b2, nr1, lo, hi, down1);
+            b1 = nr1 == 8 ? _mm256_loadu_ps(bp + b2) : load_span_f32(bp + b2, nr1, lo, hi);
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             const __m256 ai = _mm256_broadcast_ss(a + i * a_rs);
@@ -352,6 +354,7 @@ FNN_INLINE void kern_rows_f32(const int R, const int V, int64_t k, const float *
     }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++)
+#pragma GCC unroll 2
         for (int v = 0; v < V; v++) {
             const int n = v ? nr1 : nr0;
             float *ci = c + i * ldc + (v ? c2 : 0);
@@ -551,13 +554,15 @@ FNN_INLINE void store_part_f64(double *p, __m256d v, int n)
         _mm_store_sd(p, x);
 }
 
-/* down: the 32-bit lane indices moving each double lane down by 4 - n */
-FNN_INLINE __m256d load_span_f64(const double *p, int n, const double *lo, const double *hi, __m256i down)
+/* as load_span_f32: the permute moves 32-bit lanes down by 2 (4 - n), each double lane by 4 - n */
+FNN_INLINE __m256d load_span_f64(const double *p, int n, const double *lo, const double *hi)
 {
     if (p + 4 <= hi)
         return _mm256_loadu_pd(p);
     if (p + n - 4 >= lo)
-        return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(_mm256_loadu_pd(p + n - 4)), down));
+        return _mm256_castps_pd(_mm256_permutevar8x32_ps(
+            _mm256_castpd_ps(_mm256_loadu_pd(p + n - 4)),
+            _mm256_loadu_si256((const __m256i *)(const void *)(fnn_lane_iota + 2 * (4 - n)))));
     return load_part_f64(p, n);
 }
 
@@ -572,7 +577,7 @@ FNN_INLINE void kern_rows_f64(const int R, const int V, int64_t k, const double 
         acc[i][0] = _mm256_setzero_pd();
         acc[i][1] = _mm256_setzero_pd();
     }
-    /* the span the call reads, and the moves of the end-aligned loads */
+    /* the span the call reads */
     int64_t omin = boff[0], omax = boff[0];
     for (int64_t p = 1; p < k; p++) {
         omin = boff[p] < omin ? boff[p] : omin;
@@ -580,15 +585,12 @@ FNN_INLINE void kern_rows_f64(const int R, const int V, int64_t k, const double 
     }
     const double *lo = b + omin + (V > 1 && b2 < 0 ? b2 : 0);
     const double *hi = b + omax + (V > 1 && b2 + nr1 > nr0 ? b2 + nr1 : nr0);
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i down0 = _mm256_add_epi32(iota, _mm256_set1_epi32(2 * (4 - nr0)));
-    const __m256i down1 = _mm256_add_epi32(iota, _mm256_set1_epi32(2 * (4 - nr1)));
     for (int64_t p = 0; p < k; p++) {
         const double *bp = b + boff[p];
-        const __m256d b0 = nr0 == 4 ? _mm256_loadu_pd(bp) : load_span_f64(bp, nr0, lo, hi, down0);
+        const __m256d b0 = nr0 == 4 ? _mm256_loadu_pd(bp) : load_span_f64(bp, nr0, lo, hi);
         __m256d b1 = _mm256_setzero_pd();
         if (V > 1)
-            b1 = nr1 == 4 ? _mm256_loadu_pd(bp + b2) : load_span_f64(bp + b2, nr1, lo, hi, down1);
+            b1 = nr1 == 4 ? _mm256_loadu_pd(bp + b2) : load_span_f64(bp + b2, nr1, lo, hi);
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             const __m256d ai = _mm256_broadcast_sd(a + i * a_rs);
@@ -611,6 +613,7 @@ FNN_INLINE void kern_rows_f64(const int R, const int V, int64_t k, const double 
     }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++)
+#pragma GCC unroll 2
         for (int v = 0; v < V; v++) {
             const int n = v ? nr1 : nr0;
             double *ci = c + i * ldc + (v ? c2 : 0);
@@ -930,14 +933,30 @@ static void ukt_f64(int64_t k, const double *a, int64_t lda, const double *b, in
     FNN_DOT_EPI(double, fma)
 }
 
+/* The implicit forward convolution (fnn_gemm_rows_take_*) takes ukg only where it measured faster
+ * than the wide columns + GEMM (batch 64, 3x3, one Zen 1 core, float): with output rows of whole
+ * vectors, which the wide path fills to ow / (ow + 2) (16 x 16: 5.2 -> 4.6 ms at 16 -> 32
+ * channels, 19.4 -> 16.8 ms at 32 -> 64; 8 x 8, 64 -> 64: 10.5 -> 8.4), not where a row leaves
+ * as many lanes idle (14 x 14, 32 -> 32: 8.0 -> 8.2; 28 x 28, 4 -> 16: 2.45 -> 2.75), nor over
+ * a few taps, where the per-call work is too short (1 channel, 32 x 32: 2.16 -> 2.31; 3
+ * channels: 4.48 -> 4.31). The input gradient's implicit path needs no such limit (measured
+ * faster at 14 x 14 too: the backward of 16 -> 32 channels, 11.9 -> 10.1-11.4 ms at 2 threads). */
+#define ROWS_MIN_K 27
+
+/* The dot path (gemm_tmpl.h's rule) only from k = 512: each tile's k tail, reductions and scalar
+ * epilogue cost a few hundred cycles. Measured against packing (float, one Zen 1 core):
+ * 16 x 9 over 784: 19.6 -> 5.6 us; 32 x 27 over 1024: 79 -> 43; 32 x 64 over 784: 103 -> 83;
+ * but 64 x 32 over 256: 31 -> 33, 32 x 32 over 200: even, 45 x 45 over 33: 5.6 -> 22. */
+#define DOT_MIN_K 512
+
 /* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
  * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
     MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, ukd_f32, NRW_F32,
-    ukt_f32, DTM, DTN, ukg_f32, NRW1_F32,
+    ukt_f32, DTM, DTN, ukg_f32, NRW1_F32, ROWS_MIN_K, 1, DOT_MIN_K,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64, ukd_f64, 0,
-    ukt_f64, DTM, DTN, ukg_f64, 0,
+    ukt_f64, DTM, DTN, ukg_f64, 0, ROWS_MIN_K, 1, DOT_MIN_K,
 };
 #endif
