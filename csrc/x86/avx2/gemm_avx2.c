@@ -299,9 +299,9 @@ static const int32_t fnn_lane_iota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 
 /* n lanes at p, where [lo, hi) may be read (lo <= p, p + n <= hi) */
 FNN_INLINE __m256 load_span_f32(const float *p, int n, const float *lo, const float *hi)
 {
-    if (p + 8 <= hi)
+    if (hi - p >= 8) /* (differences of pointers into the array: no pointer leaves it) */
         return _mm256_loadu_ps(p);
-    if (p + n - 8 >= lo)
+    if (p - lo >= 8 - n)
         return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + n - 8),
                                         _mm256_loadu_si256((const __m256i *)(const void *)(fnn_lane_iota + 8 - n)));
     return load_part_f32(p, n);
@@ -557,9 +557,9 @@ FNN_INLINE void store_part_f64(double *p, __m256d v, int n)
 /* as load_span_f32: the permute moves 32-bit lanes down by 2 (4 - n), each double lane by 4 - n */
 FNN_INLINE __m256d load_span_f64(const double *p, int n, const double *lo, const double *hi)
 {
-    if (p + 4 <= hi)
+    if (hi - p >= 4)
         return _mm256_loadu_pd(p);
-    if (p + n - 4 >= lo)
+    if (p - lo >= 4 - n)
         return _mm256_castps_pd(_mm256_permutevar8x32_ps(
             _mm256_castpd_ps(_mm256_loadu_pd(p + n - 4)),
             _mm256_loadu_si256((const __m256i *)(const void *)(fnn_lane_iota + 2 * (4 - n)))));
