@@ -307,93 +307,35 @@ FNN_INLINE __m256 load_span_f32(const float *p, int n, const float *lo, const fl
     return load_part_f32(p, n);
 }
 
-FNN_INLINE void kern_rows_f32(const int R, const int V, int64_t k, const float *restrict a, const int64_t a_rs,
-                              const int64_t a_cs, const float *restrict b, const int64_t *restrict boff,
-                              const int64_t b2, float *restrict c, int64_t ldc, const int64_t c2, const int nr0,
-                              const int nr1, const fnn_gemm_epi_f32 *epi, const float *restrict bias)
-{
-    __m256 acc[MR_F32][2];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_F32; i++) {
-        acc[i][0] = _mm256_setzero_ps();
-        acc[i][1] = _mm256_setzero_ps();
-    }
-    /* the span the call reads */
-    int64_t omin = boff[0], omax = boff[0];
-    for (int64_t p = 1; p < k; p++) {
-        omin = boff[p] < omin ? boff[p] : omin;
-        omax = boff[p] > omax ? boff[p] : omax;
-    }
-    const float *lo = b + omin + (V > 1 && b2 < 0 ? b2 : 0);
-    const float *hi = b + omax + (V > 1 && b2 + nr1 > nr0 ? b2 + nr1 : nr0);
-    for (int64_t p = 0; p < k; p++) {
-        const float *bp = b + boff[p];
-        const __m256 b0 = nr0 == 8 ? _mm256_loadu_ps(bp) : load_span_f32(bp, nr0, lo, hi);
-        __m256 b1 = _mm256_setzero_ps();
-        if (V > 1)
-            b1 = nr1 == 8 ? _mm256_loadu_ps(bp + b2) : load_span_f32(bp + b2, nr1, lo, hi);
-#pragma GCC unroll 8
-        for (int i = 0; i < R; i++) {
-            const __m256 ai = _mm256_broadcast_ss(a + i * a_rs);
-            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-            if (V > 1)
-                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-        }
-        a += a_cs;
-    }
-
-    const __m256 alpha = _mm256_set1_ps(epi->alpha), beta = _mm256_set1_ps(epi->beta);
-    const __m256 zero = _mm256_setzero_ps();
-    const int flags = epi->flags;
-    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
-    __m256 bc[2] = {zero, zero};
-    if (bias && !bias_row) {
-        bc[0] = nr0 == 8 ? _mm256_loadu_ps(bias) : load_part_f32(bias, nr0);
-        if (V > 1)
-            bc[1] = nr1 == 8 ? _mm256_loadu_ps(bias + c2) : load_part_f32(bias + c2, nr1);
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 2
-        for (int v = 0; v < V; v++) {
-            const int n = v ? nr1 : nr0;
-            float *ci = c + i * ldc + (v ? c2 : 0);
-            __m256 r = _mm256_mul_ps(alpha, acc[i][v]);
-            if (!(flags & FNN_GEMM_E_BETA0))
-                r = _mm256_fmadd_ps(beta, n == 8 ? _mm256_loadu_ps(ci) : load_part_f32(ci, n), r);
-            if (bias_row)
-                r = _mm256_add_ps(r, _mm256_set1_ps(bias[i]));
-            else if (bias)
-                r = _mm256_add_ps(r, bc[v]);
-            if (flags & FNN_GEMM_E_RELU)
-                r = _mm256_max_ps(zero, r); /* max(0, NaN) = NaN */
-            if (n == 8)
-                _mm256_storeu_ps(ci, r);
-            else
-                store_part_f32(ci, r, n);
-        }
-}
-
-static void ukg_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b, const int64_t *boff,
-                    int64_t b2, float *c, int64_t ldc, int64_t c2, int mr, int nr0, int nr1,
-                    const fnn_gemm_epi_f32 *epi, const float *bias)
-{
-#define FNN_KG_F32(V)                                                                              \
-    switch (mr) {                                                                                  \
-    case 1: kern_rows_f32(1, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 2: kern_rows_f32(2, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 3: kern_rows_f32(3, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 4: kern_rows_f32(4, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 5: kern_rows_f32(5, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    default: kern_rows_f32(6, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    }
-    if (nr1 > 0) {
-        FNN_KG_F32(2)
-    } else {
-        FNN_KG_F32(1)
-    }
-#undef FNN_KG_F32
-}
+#define FNN_RT float
+#define FNN_RV __m256
+#define FNN_RL 8
+#define FNN_RMR MR_F32
+#define FNN_RS(x) x##_f32
+#define FNN_RZERO _mm256_setzero_ps
+#define FNN_RLOADU _mm256_loadu_ps
+#define FNN_RSTOREU _mm256_storeu_ps
+#define FNN_RBCAST _mm256_broadcast_ss
+#define FNN_RSET1 _mm256_set1_ps
+#define FNN_RFMA _mm256_fmadd_ps
+#define FNN_RMUL _mm256_mul_ps
+#define FNN_RADD _mm256_add_ps
+#define FNN_RMAX _mm256_max_ps
+#include "gemm_avx2_rows.h"
+#undef FNN_RT
+#undef FNN_RV
+#undef FNN_RL
+#undef FNN_RMR
+#undef FNN_RS
+#undef FNN_RZERO
+#undef FNN_RLOADU
+#undef FNN_RSTOREU
+#undef FNN_RBCAST
+#undef FNN_RSET1
+#undef FNN_RFMA
+#undef FNN_RMUL
+#undef FNN_RADD
+#undef FNN_RMAX
 
 /* ---- double: 6 x 8 (same structure, 4 lanes per ymm) ------------------------------------ */
 #define MR_F64 6
@@ -566,93 +508,35 @@ FNN_INLINE __m256d load_span_f64(const double *p, int n, const double *lo, const
     return load_part_f64(p, n);
 }
 
-FNN_INLINE void kern_rows_f64(const int R, const int V, int64_t k, const double *restrict a, const int64_t a_rs,
-                              const int64_t a_cs, const double *restrict b, const int64_t *restrict boff,
-                              const int64_t b2, double *restrict c, int64_t ldc, const int64_t c2, const int nr0,
-                              const int nr1, const fnn_gemm_epi_f64 *epi, const double *restrict bias)
-{
-    __m256d acc[MR_F64][2];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR_F64; i++) {
-        acc[i][0] = _mm256_setzero_pd();
-        acc[i][1] = _mm256_setzero_pd();
-    }
-    /* the span the call reads */
-    int64_t omin = boff[0], omax = boff[0];
-    for (int64_t p = 1; p < k; p++) {
-        omin = boff[p] < omin ? boff[p] : omin;
-        omax = boff[p] > omax ? boff[p] : omax;
-    }
-    const double *lo = b + omin + (V > 1 && b2 < 0 ? b2 : 0);
-    const double *hi = b + omax + (V > 1 && b2 + nr1 > nr0 ? b2 + nr1 : nr0);
-    for (int64_t p = 0; p < k; p++) {
-        const double *bp = b + boff[p];
-        const __m256d b0 = nr0 == 4 ? _mm256_loadu_pd(bp) : load_span_f64(bp, nr0, lo, hi);
-        __m256d b1 = _mm256_setzero_pd();
-        if (V > 1)
-            b1 = nr1 == 4 ? _mm256_loadu_pd(bp + b2) : load_span_f64(bp + b2, nr1, lo, hi);
-#pragma GCC unroll 8
-        for (int i = 0; i < R; i++) {
-            const __m256d ai = _mm256_broadcast_sd(a + i * a_rs);
-            acc[i][0] = _mm256_fmadd_pd(ai, b0, acc[i][0]);
-            if (V > 1)
-                acc[i][1] = _mm256_fmadd_pd(ai, b1, acc[i][1]);
-        }
-        a += a_cs;
-    }
-
-    const __m256d alpha = _mm256_set1_pd(epi->alpha), beta = _mm256_set1_pd(epi->beta);
-    const __m256d zero = _mm256_setzero_pd();
-    const int flags = epi->flags;
-    const int bias_row = bias && (flags & FNN_GEMM_E_BIASROW);
-    __m256d bc[2] = {zero, zero};
-    if (bias && !bias_row) {
-        bc[0] = nr0 == 4 ? _mm256_loadu_pd(bias) : load_part_f64(bias, nr0);
-        if (V > 1)
-            bc[1] = nr1 == 4 ? _mm256_loadu_pd(bias + c2) : load_part_f64(bias + c2, nr1);
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 2
-        for (int v = 0; v < V; v++) {
-            const int n = v ? nr1 : nr0;
-            double *ci = c + i * ldc + (v ? c2 : 0);
-            __m256d r = _mm256_mul_pd(alpha, acc[i][v]);
-            if (!(flags & FNN_GEMM_E_BETA0))
-                r = _mm256_fmadd_pd(beta, n == 4 ? _mm256_loadu_pd(ci) : load_part_f64(ci, n), r);
-            if (bias_row)
-                r = _mm256_add_pd(r, _mm256_set1_pd(bias[i]));
-            else if (bias)
-                r = _mm256_add_pd(r, bc[v]);
-            if (flags & FNN_GEMM_E_RELU)
-                r = _mm256_max_pd(zero, r); /* max(0, NaN) = NaN */
-            if (n == 4)
-                _mm256_storeu_pd(ci, r);
-            else
-                store_part_f64(ci, r, n);
-        }
-}
-
-static void ukg_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, const int64_t *boff,
-                    int64_t b2, double *c, int64_t ldc, int64_t c2, int mr, int nr0, int nr1,
-                    const fnn_gemm_epi_f64 *epi, const double *bias)
-{
-#define FNN_KG_F32(V)                                                                              \
-    switch (mr) {                                                                                  \
-    case 1: kern_rows_f64(1, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 2: kern_rows_f64(2, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 3: kern_rows_f64(3, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 4: kern_rows_f64(4, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    case 5: kern_rows_f64(5, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    default: kern_rows_f64(6, V, k, a, a_rs, a_cs, b, boff, b2, c, ldc, c2, nr0, nr1, epi, bias); break; \
-    }
-    if (nr1 > 0) {
-        FNN_KG_F32(2)
-    } else {
-        FNN_KG_F32(1)
-    }
-#undef FNN_KG_F32
-}
+#define FNN_RT double
+#define FNN_RV __m256d
+#define FNN_RL 4
+#define FNN_RMR MR_F64
+#define FNN_RS(x) x##_f64
+#define FNN_RZERO _mm256_setzero_pd
+#define FNN_RLOADU _mm256_loadu_pd
+#define FNN_RSTOREU _mm256_storeu_pd
+#define FNN_RBCAST _mm256_broadcast_sd
+#define FNN_RSET1 _mm256_set1_pd
+#define FNN_RFMA _mm256_fmadd_pd
+#define FNN_RMUL _mm256_mul_pd
+#define FNN_RADD _mm256_add_pd
+#define FNN_RMAX _mm256_max_pd
+#include "gemm_avx2_rows.h"
+#undef FNN_RT
+#undef FNN_RV
+#undef FNN_RL
+#undef FNN_RMR
+#undef FNN_RS
+#undef FNN_RZERO
+#undef FNN_RLOADU
+#undef FNN_RSTOREU
+#undef FNN_RBCAST
+#undef FNN_RSET1
+#undef FNN_RFMA
+#undef FNN_RMUL
+#undef FNN_RADD
+#undef FNN_RMAX
 
 /* ---- packing ----------------------------------------------------------------------------
  * Vector packers for the full panels (w == W) that dominate; the edge panels and the kc tail
@@ -855,83 +739,44 @@ static inline double dot_reduce_f64(__m256d v)
             *cij = r;                                                                              \
         }
 
-static void ukt_f32(int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
-                    int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
-{
-    const float *ar[DTM], *br[DTN];
-    for (int i = 0; i < DTM; i++)
-        ar[i] = a + (i < mr ? i : 0) * lda;
-    for (int j = 0; j < DTN; j++)
-        br[j] = b + (j < nr ? j : 0) * ldb;
-    __m256 acc[DTM][DTN];
-    for (int i = 0; i < DTM; i++)
-        for (int j = 0; j < DTN; j++)
-            acc[i][j] = _mm256_setzero_ps();
-    int64_t p = 0;
-#define FNN_AP(i) (ar[i] + p)
-#define FNN_BP(j) (br[j] + p)
-    for (; p + 8 <= k; p += 8)
-        FNN_DOT_STEP(float, __m256, _mm256_loadu_ps, _mm256_fmadd_ps, FNN_AP, FNN_BP);
-#undef FNN_AP
-#undef FNN_BP
-    if (p < k) {
-        float t[DTM + DTN][8];
-        memset(t, 0, sizeof(t));
-        for (int i = 0; i < DTM; i++)
-            memcpy(t[i], ar[i] + p, sizeof(float) * (size_t)(k - p));
-        for (int j = 0; j < DTN; j++)
-            memcpy(t[DTM + j], br[j] + p, sizeof(float) * (size_t)(k - p));
-#define FNN_AP(i) (t[i])
-#define FNN_BP(j) (t[DTM + (j)])
-        FNN_DOT_STEP(float, __m256, _mm256_loadu_ps, _mm256_fmadd_ps, FNN_AP, FNN_BP);
-#undef FNN_AP
-#undef FNN_BP
-    }
-    float s[DTM][DTN];
-    for (int i = 0; i < DTM; i++)
-        for (int j = 0; j < DTN; j++)
-            s[i][j] = dot_reduce_f32(acc[i][j]);
-    FNN_DOT_EPI(float, fmaf)
+/* The dot kernels of both types (rows of A at ar[i] + p, of B at br[j] + p; the k tail from t). */
+#define FNN_DOT_AP(i) (ar[i] + p)
+#define FNN_DOT_BP(j) (br[j] + p)
+#define FNN_DOT_TA(i) (t[i])
+#define FNN_DOT_TB(j) (t[DTM + (j)])
+#define FNN_DEFINE_UKT(T, SUF, V, VL, ZERO, LOADU, FMA, REDUCE, FMA1)                                \
+static void ukt_##SUF(int64_t k, const T *a, int64_t lda, const T *b, int64_t ldb, T *c, int64_t ldc, \
+                    int mr, int nr, const fnn_gemm_epi_##SUF *epi, const T *bias)                    \
+{                                                                                                    \
+    const T *ar[DTM], *br[DTN];                                                                      \
+    for (int i = 0; i < DTM; i++)                                                                    \
+        ar[i] = a + (i < mr ? i : 0) * lda;                                                          \
+    for (int j = 0; j < DTN; j++)                                                                    \
+        br[j] = b + (j < nr ? j : 0) * ldb;                                                          \
+    V acc[DTM][DTN];                                                                                 \
+    for (int i = 0; i < DTM; i++)                                                                    \
+        for (int j = 0; j < DTN; j++)                                                                \
+            acc[i][j] = ZERO();                                                                      \
+    int64_t p = 0;                                                                                   \
+    for (; p + VL <= k; p += VL)                                                                     \
+        FNN_DOT_STEP(T, V, LOADU, FMA, FNN_DOT_AP, FNN_DOT_BP);                                      \
+    if (p < k) {                                                                                     \
+        T t[DTM + DTN][VL];                                                                          \
+        memset(t, 0, sizeof(t));                                                                     \
+        for (int i = 0; i < DTM; i++)                                                                \
+            memcpy(t[i], ar[i] + p, sizeof(T) * (size_t)(k - p));                                    \
+        for (int j = 0; j < DTN; j++)                                                                \
+            memcpy(t[DTM + j], br[j] + p, sizeof(T) * (size_t)(k - p));                              \
+        FNN_DOT_STEP(T, V, LOADU, FMA, FNN_DOT_TA, FNN_DOT_TB);                                      \
+    }                                                                                                \
+    T s[DTM][DTN];                                                                                   \
+    for (int i = 0; i < DTM; i++)                                                                    \
+        for (int j = 0; j < DTN; j++)                                                                \
+            s[i][j] = REDUCE(acc[i][j]);                                                             \
+    FNN_DOT_EPI(T, FMA1)                                                                             \
 }
-
-static void ukt_f64(int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb, double *c,
-                    int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
-{
-    const double *ar[DTM], *br[DTN];
-    for (int i = 0; i < DTM; i++)
-        ar[i] = a + (i < mr ? i : 0) * lda;
-    for (int j = 0; j < DTN; j++)
-        br[j] = b + (j < nr ? j : 0) * ldb;
-    __m256d acc[DTM][DTN];
-    for (int i = 0; i < DTM; i++)
-        for (int j = 0; j < DTN; j++)
-            acc[i][j] = _mm256_setzero_pd();
-    int64_t p = 0;
-#define FNN_AP(i) (ar[i] + p)
-#define FNN_BP(j) (br[j] + p)
-    for (; p + 4 <= k; p += 4)
-        FNN_DOT_STEP(double, __m256d, _mm256_loadu_pd, _mm256_fmadd_pd, FNN_AP, FNN_BP);
-#undef FNN_AP
-#undef FNN_BP
-    if (p < k) {
-        double t[DTM + DTN][4];
-        memset(t, 0, sizeof(t));
-        for (int i = 0; i < DTM; i++)
-            memcpy(t[i], ar[i] + p, sizeof(double) * (size_t)(k - p));
-        for (int j = 0; j < DTN; j++)
-            memcpy(t[DTM + j], br[j] + p, sizeof(double) * (size_t)(k - p));
-#define FNN_AP(i) (t[i])
-#define FNN_BP(j) (t[DTM + (j)])
-        FNN_DOT_STEP(double, __m256d, _mm256_loadu_pd, _mm256_fmadd_pd, FNN_AP, FNN_BP);
-#undef FNN_AP
-#undef FNN_BP
-    }
-    double s[DTM][DTN];
-    for (int i = 0; i < DTM; i++)
-        for (int j = 0; j < DTN; j++)
-            s[i][j] = dot_reduce_f64(acc[i][j]);
-    FNN_DOT_EPI(double, fma)
-}
+FNN_DEFINE_UKT(float, f32, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, dot_reduce_f32, fmaf)
+FNN_DEFINE_UKT(double, f64, __m256d, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_fmadd_pd, dot_reduce_f64, fma)
 
 /* The implicit forward convolution (fnn_gemm_rows_take_*) takes ukg only where it measured faster
  * than the wide columns + GEMM (batch 64, 3x3, one Zen 1 core, float): with output rows of whole
