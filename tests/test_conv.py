@@ -26,14 +26,14 @@ CASES = [
     (2, 7, 5, 6, 3, (1, 3), (1, 2), (0, 1)),
     (2, 3, 7, 7, 4, (2, 3), 1, 0),               # stride 1 without padding
     (37, 3, 9, 9, 4, 3, 1, 1),                   # many image groups and blocks of images
-    # the edges of AVX2's rule for the implicit forward (fnn_gemm_rows_take): 27 taps and rows of
-    # whole vectors take it, 18 taps do not; 14 wide (16 lanes, as many as the wide columns) does
+    # the edges of AVX2's rule for the implicit forward (fnn_gemm_rows_take): 144 taps and rows of
+    # whole vectors take it, 135 taps do not; 14 wide (16 lanes, as many as the wide columns) does
     # not in float; 12 wide does in double (3 vectors of 4); 7 wide does (two rows per call)
-    (2, 3, 16, 16, 8, 3, 1, 1),
-    (2, 2, 16, 16, 8, 3, 1, 1),
-    (2, 4, 14, 14, 7, 3, 1, 1),
-    (2, 5, 12, 12, 7, 3, 1, 1),
-    (3, 4, 7, 7, 9, 3, 1, 1),
+    (2, 16, 16, 16, 8, 3, 1, 1),
+    (2, 15, 16, 16, 8, 3, 1, 1),
+    (2, 16, 14, 14, 7, 3, 1, 1),
+    (2, 17, 12, 12, 7, 3, 1, 1),
+    (3, 16, 7, 7, 9, 3, 1, 1),
 ]
 # large enough for tiles of output rows (the column buffer is capped) and, with 1x1, tiles of dy
 BIG_CASES = [

@@ -217,7 +217,7 @@ static void test_rows(void)
 }
 
 /* The implicit convolution's rule (fnn_gemm_rows_take_*): never without a kernel; on AVX2 only from
- * 27 taps and where a row of outputs takes fewer lanes than the wide columns (ow + 2 for 3 x 3). */
+ * 144 taps and where a row of outputs takes fewer lanes than the wide columns (ow + 2 for 3 x 3). */
 static void test_rows_take(void)
 {
     const int arch = fnn_arch_get();
@@ -230,7 +230,7 @@ static void test_rows_take(void)
                 const int64_t ow = ows[i], lanes = vw <= 0 ? 0 : ow <= vw ? vw : (ow + vw - 1) / vw * vw;
                 int want = vw > 0;
                 if (arch == FNN_ARCH_AVX2)
-                    want = k >= 27 && lanes < ow + 2;
+                    want = k >= 144 && lanes < ow + 2;
                 n_checks++;
                 if (take(ow, ow + 2, k) != want)
                     FAIL("rows_take(%d) ow=%lld k=%lld: %d, want %d", t, (long long)ow, (long long)k, !want, want);

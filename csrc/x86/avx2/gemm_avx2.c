@@ -783,10 +783,10 @@ FNN_DEFINE_UKT(double, f64, __m256d, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm2
  * vectors, which the wide path fills to ow / (ow + 2) (16 x 16: 5.2 -> 4.6 ms at 16 -> 32
  * channels, 19.4 -> 16.8 ms at 32 -> 64; 8 x 8, 64 -> 64: 10.5 -> 8.4), not where a row leaves
  * as many lanes idle (14 x 14, 32 -> 32: 8.0 -> 8.2; 28 x 28, 4 -> 16: 2.45 -> 2.75), nor over
- * a few taps, where the per-call work is too short (1 channel, 32 x 32: 2.16 -> 2.31; 3
- * channels: 4.48 -> 4.31). The input gradient's implicit path needs no such limit (measured
+ * fewer taps than 16 channels of 3 x 3, where the per-call work is short (1 channel, 32 x 32:
+ * 2.16 -> 2.31 ms; 3 channels: 4.48 -> 4.2-4.7 over builds, no clear gain). The input gradient's implicit path needs no such limit (measured
  * faster at 14 x 14 too: the backward of 16 -> 32 channels, 11.9 -> 10.1-11.4 ms at 2 threads). */
-#define ROWS_MIN_K 27
+#define ROWS_MIN_K 144
 
 /* The dot path (gemm_tmpl.h's rule) only from k = 512: each tile's k tail, reductions and scalar
  * epilogue cost a few hundred cycles. Measured against packing (float, one Zen 1 core):
