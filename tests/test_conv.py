@@ -26,6 +26,14 @@ CASES = [
     (2, 7, 5, 6, 3, (1, 3), (1, 2), (0, 1)),
     (2, 3, 7, 7, 4, (2, 3), 1, 0),               # stride 1 without padding
     (37, 3, 9, 9, 4, 3, 1, 1),                   # many image groups and blocks of images
+    # the edges of AVX2's rule for the implicit forward (fnn_gemm_rows_take): 144 taps and rows of
+    # whole vectors take it, 135 taps do not; 14 wide (16 lanes, as many as the wide columns) does
+    # not in float; 12 wide does in double (3 vectors of 4); 7 wide does (two rows per call)
+    (2, 16, 16, 16, 8, 3, 1, 1),
+    (2, 15, 16, 16, 8, 3, 1, 1),
+    (2, 16, 14, 14, 7, 3, 1, 1),
+    (2, 17, 12, 12, 7, 3, 1, 1),
+    (3, 16, 7, 7, 9, 3, 1, 1),
 ]
 # large enough for tiles of output rows (the column buffer is capped) and, with 1x1, tiles of dy
 BIG_CASES = [
@@ -183,7 +191,8 @@ def test_channel_softmax_sums_to_one(rng):
 @pytest.mark.parametrize("case", [(64, 16, 14, 14, 32, 3, 1, 1), (16, 1, 28, 28, 16, 3, 1, 1),
                                   (9, 3, 11, 11, 4, 3, 2, "same"), (3, 4, 40, 40, 64, 1, 1, 0),
                                   (3, 64, 40, 40, 8, 3, 1, 1), (1, 16, 14, 14, 32, 3, 1, 1),
-                                  (1, 4, 40, 40, 64, 1, 1, 0), (1, 3, 30, 30, 4, 5, 2, 2)], ids=_case_id)
+                                  (1, 4, 40, 40, 64, 1, 1, 0), (1, 3, 30, 30, 4, 5, 2, 2),
+                                  (8, 32, 16, 16, 64, 3, 1, 1), (6, 8, 7, 7, 16, 3, 1, 1)], ids=_case_id)
 def test_results_do_not_depend_on_thread_count(case, rng):
     n, c, h, w, f = case[:5]
     layer = _make(case, np.float32, "relu")

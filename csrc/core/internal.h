@@ -119,6 +119,11 @@ static inline int fnn_threads_for(int64_t work, int64_t min_per_thread, int n_th
  * arithmetic: each element the same as fnn_gemm over the gathered B. */
 int fnn_gemm_rows_width_f32(void);
 int fnn_gemm_rows_width_f64(void);
+/* Whether the implicit forward convolution (output rows of ow values, wp = ow + kw - 1 wide columns
+ * on the explicit path, k taps) takes fnn_gemm_rows_* on this CPU variant: where it has the kernel
+ * and, per variant, where the kernel is faster (the shape only, never the thread count). */
+int fnn_gemm_rows_take_f32(int64_t ow, int64_t wp, int64_t k);
+int fnn_gemm_rows_take_f64(int64_t ow, int64_t wp, int64_t k);
 int fnn_gemm_rows_f32(int flags, int64_t m, int64_t k, const float *a, int64_t lda, const float *b,
                       const int64_t *boff, int64_t b2, int nr0, int nr1, const float *bias, float *c, int64_t ldc,
                       int64_t c2);

@@ -249,6 +249,29 @@ int fnn_gemm_f64(int flags, int64_t m, int64_t n, int64_t k, double alpha, doubl
 int fnn_gemm_rows_width_f32(void) { return gemm_desc_f32()->ukg ? gemm_desc_f32()->nr / 2 : 0; }
 int fnn_gemm_rows_width_f64(void) { return gemm_desc_f64()->ukg ? gemm_desc_f64()->nr / 2 : 0; }
 
+/* Whether a stride-1 forward convolution with output rows of ow values, wp = ow + kw - 1 wide
+ * columns on the explicit path and k taps should take the gathered-rows kernel (vector width vw):
+ * a row takes ceil(ow / vw) vectors, or one when two rows share a call (ow <= vw). */
+static int rows_take(int vw, int min_k, int vs_wide, int64_t ow, int64_t wp, int64_t k)
+{
+    if (vw <= 0 || k < min_k)
+        return 0;
+    const int64_t lanes = ow <= vw ? vw : (ow + vw - 1) / vw * vw;
+    return !vs_wide || lanes < wp;
+}
+
+int fnn_gemm_rows_take_f32(int64_t ow, int64_t wp, int64_t k)
+{
+    const fnn_gemm_desc_f32 *d = gemm_desc_f32();
+    return rows_take(fnn_gemm_rows_width_f32(), d->rows_min_k, d->rows_vs_wide, ow, wp, k);
+}
+
+int fnn_gemm_rows_take_f64(int64_t ow, int64_t wp, int64_t k)
+{
+    const fnn_gemm_desc_f64 *d = gemm_desc_f64();
+    return rows_take(fnn_gemm_rows_width_f64(), d->rows_min_k, d->rows_vs_wide, ow, wp, k);
+}
+
 int fnn_gemm_rows_f32(int flags, int64_t m, int64_t k, const float *a, int64_t lda, const float *b,
                       const int64_t *boff, int64_t b2, int nr0, int nr1, const float *bias, float *c, int64_t ldc,
                       int64_t c2)

@@ -88,7 +88,8 @@ typedef void (*fnn_gemm_ukt_f64)(int64_t k, const double *a, int64_t lda, const 
  * columns, with op(B)[p, j] at b[boff[p] + j] (j < nr0, to c[i*ldc + j]) and
  * b[boff[p] + b2 + j] (j < nr1, to c[i*ldc + c2 + j]); nr0, nr1 <= NR / 2. A convolution's
  * B operand read straight from the padded image (an implicit im2col), one or two output rows
- * of it per call. */
+ * of it per call. All of b between the smallest and the largest value the call reads may be read
+ * (the offsets index one array; AVX2 reads partial vectors with whole loads inside that span). */
 typedef void (*fnn_gemm_ukg_f32)(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const float *b,
                                  const int64_t *boff, int64_t b2, float *c, int64_t ldc, int64_t c2, int mr,
                                  int nr0, int nr1, const fnn_gemm_epi_f32 *epi, const float *bias);
@@ -120,6 +121,11 @@ typedef struct {
     int dt_m, dt_n;                              /* ukt tile: dt_m x dt_n */
     fnn_gemm_ukg_f32 ukg;                        /* NULL: no gathered-rows path */
     int nr_wide1;                                /* ukd accepts nr <= nr_wide1 when mr == 1 */
+    /* When the implicit forward convolution takes ukg (fnn_gemm_rows_take_*): k of at least
+     * rows_min_k taps, and with rows_vs_wide only where a row of ow outputs takes fewer kernel
+     * lanes than the wide columns' ow + kw - 1 (0, 0: wherever there is a ukg). */
+    int rows_min_k, rows_vs_wide;
+    int64_t dot_min_k; /* ukt only from this k (and the driver's FNN_GEMM_DOT_MIN_K) */
 } fnn_gemm_desc_f32;
 
 typedef struct {
@@ -134,6 +140,8 @@ typedef struct {
     int dt_m, dt_n;
     fnn_gemm_ukg_f64 ukg;
     int nr_wide1;
+    int rows_min_k, rows_vs_wide;
+    int64_t dot_min_k;
 } fnn_gemm_desc_f64;
 
 extern const fnn_gemm_desc_f32 fnn_gemm_desc_ref_f32;

@@ -345,10 +345,12 @@ static int FNN_NAME(gemm)(const FNN_DESC *d, int flags, int64_t m, int64_t n, in
      * convolution layer: 16 x 9 over 784 pixels, 2.6x faster than packing both operands), while
      * both operands fit L2 (each row of B is read once, each row of A once per dt_n rows of B).
      * From about m x n = 32 x 144 the packed kernel's larger tiles win (measured 97 vs 107
-     * GFLOP/s); up to 32 x 64 the dot kernel is faster or equal. The choice depends on the
+     * GFLOP/s); up to 32 x 64 the dot kernel is faster or equal. A variant may ask for a longer k
+     * (dot_min_k: AVX2's kernel loads the k tail through buffers). The choice depends on the
      * shape only, never on the thread count. */
     if (d->ukt && trans_b && !trans_a && (double)m * (double)n <= FNN_GEMM_DOT_MAX_MN &&
-        k >= FNN_GEMM_DOT_MIN_K && (double)(m + n) * (double)k * sizeof(FNN_T) <= FNN_GEMM_DOT_MAX_BYTES) {
+        k >= FNN_GEMM_DOT_MIN_K && k >= d->dot_min_k &&
+        (double)(m + n) * (double)k * sizeof(FNN_T) <= FNN_GEMM_DOT_MAX_BYTES) {
         FNN_NAME(gemm_unpacked)(&g, FNN_GEMM_DOT, n_threads);
         return FNN_OK;
     }

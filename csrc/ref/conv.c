@@ -1,6 +1,6 @@
 /* 2-D convolution (NCHW) by im2col + GEMM: float and double from conv_tmpl.h.
  *
- * Forward with stride 1 where the CPU variant has the gathered-rows GEMM kernel (AVX-512): no
+ * Forward with stride 1 where the CPU variant has the gathered-rows GEMM kernel (AVX-512, AVX2): no
  * column matrix at all. The image is padded once and the GEMM reads each tap's row of the
  * columns in place through its offset in the padded image (an implicit im2col), storing each
  * output row straight into y (conv_fwd_implicit). Otherwise, and for every backward pass:

@@ -19,21 +19,25 @@
 #undef FNN_CONV_U
 #undef FNN_CONV_ROWS
 #undef FNN_CONV_ROWS_WIDTH
+#undef FNN_CONV_ROWS_TAKE
 #ifdef FNN_DOUBLE
 #define FNN_CONV_GEMM fnn_gemm_f64
 #define FNN_CONV_ROWS fnn_gemm_rows_f64
 #define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_f64
+#define FNN_CONV_ROWS_TAKE fnn_gemm_rows_take_f64
 #define FNN_CONV_U uint64_t
 #elif defined(FNN_CONV_BF16)
 #define FNN_CONV_GEMM fnn_gemm_bf16
 /* the implicit paths read bf16 pairs (fnn_conv_pack_pairs, pad_pairs) kept in the float buffers */
 #define FNN_CONV_ROWS fnn_conv_rows_bf16
 #define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_bf16
+#define FNN_CONV_ROWS_TAKE(ow, wp, k) (fnn_gemm_rows_width_bf16() > 0)
 #define FNN_CONV_U uint32_t
 #else
 #define FNN_CONV_GEMM fnn_gemm_f32
 #define FNN_CONV_ROWS fnn_gemm_rows_f32
 #define FNN_CONV_ROWS_WIDTH fnn_gemm_rows_width_f32
+#define FNN_CONV_ROWS_TAKE fnn_gemm_rows_take_f32
 #define FNN_CONV_U uint32_t
 #endif
 
@@ -325,10 +329,12 @@ static void FNN_(pad_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
 }
 
 /* Whether the forward takes the implicit path: stride 1 where the CPU variant has the gathered-rows
- * kernel and the workspace is aligned for its int64 offsets (every part of it starts a multiple of
- * 16 elements from ws, so ws's alignment decides). */
-static inline int FNN_(fwd_implicit)(const fnn_conv_plan *p, const FNN_T *ws) {
-    return p->implicit_ok && FNN_CONV_ROWS_WIDTH() > 0 && (uintptr_t)(const void *)ws % sizeof(int64_t) == 0;
+ * kernel and takes it for this shape (FNN_CONV_ROWS_TAKE: on AVX2 only where it is faster), and the
+ * workspace is aligned for its int64 offsets (every part of it starts a multiple of 16 elements
+ * from ws, so ws's alignment decides). */
+static inline int FNN_(fwd_implicit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p, const FNN_T *ws) {
+    return p->implicit_ok && FNN_CONV_ROWS_TAKE(p->ow, p->ow + s->kw - 1, FNN_(implicit_k)(s)) &&
+           (uintptr_t)(const void *)ws % sizeof(int64_t) == 0;
 }
 
 /* One group of output columns of the implicit forward (see conv_fwd_implicit): nonzero on error. */
@@ -440,7 +446,7 @@ static int FNN_(conv_fwd_unit)(const fnn_conv2d_shape *s, const fnn_conv_plan *p
                                const FNN_T *w, const FNN_T *b, FNN_T *y, int64_t u, FNN_(conv_scratch) *sc, int nt) {
     const int64_t in_img = s->c * s->h * s->w, out_img = s->f * p->hw, ckk = p->ckk;
     /* (the column offsets are int64 values in the workspace: only where it is aligned for them) */
-    if (FNN_(fwd_implicit)(p, sc->cols))
+    if (FNN_(fwd_implicit)(s, p, sc->cols))
         return FNN_(conv_fwd_implicit)(s, p, gflags, x, w, b, y, u, sc, nt);
     if (p->tiles == 1 && p->nb > 1) {       /* WIDE: nb whole images side by side in one GEMM */
         const int64_t a = u * p->nb, e = a + p->nb < s->n ? a + p->nb : s->n;
@@ -498,7 +504,7 @@ static int FNN_(conv2d_fwd)(int flags, const fnn_conv2d_shape *s, const FNN_T *x
     const int64_t units = fnn_conv_fwd_units(s, &p);
     FNN_T *thr0 = ws ? ws + p.fixed_len : NULL;
 #ifdef FNN_CONV_BF16
-    if (FNN_(fwd_implicit)(&p, ws)) {     /* the weights as pairs, once per call (the plan's fixed part) */
+    if (FNN_(fwd_implicit)(s, &p, ws)) {     /* the weights as pairs, once per call (the plan's fixed part) */
         const int64_t kk = s->kh * s->kw;
         fnn_conv_pack_pairs(s->f, s->c, kk, w, s->c * kk, kk, 0, (uint32_t *)(void *)ws);
         w = ws;

@@ -173,7 +173,12 @@ DEFINE_ROWS_CHECK(double, f64, 2.3e-16)
 static void test_rows(void)
 {
     static const int64_t ms[] = {1, 5, 12, 13, 32, 40}, ks[] = {1, 9, 144};
-    for (int vw = 8; vw <= 16; vw += 8) {                     /* the f64 and f32 vector widths */
+    /* each type at the variant's vector width (AVX-512 16 / 8, AVX2 8 / 4); without a kernel, the
+     * AVX-512 widths (the calls must be refused) */
+    const int w32 = fnn_gemm_rows_width_f32() ? fnn_gemm_rows_width_f32() : 16;
+    const int w64 = fnn_gemm_rows_width_f64() ? fnn_gemm_rows_width_f64() : 8;
+    for (int t = 0; t < 2; t++) {
+        const int vw = t ? w32 : w64;
         const int n0s[] = {1, vw - 2, vw}, n1s[] = {0, 3, vw};
         for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
             for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
@@ -182,7 +187,7 @@ static void test_rows(void)
                         const int flags = (int)((a + c + (size_t)x + (size_t)y) % 4) * 4; /* bias row/col, relu */
                         const int n0 = n0s[x], n1 = n1s[y];
                         /* contiguous; and a row pitch apart in B with a gap in C (two output rows) */
-                        if (vw == 16) {
+                        if (t) {
                             rows_check_f32(flags, ms[a], ks[c], n0, n1, n0, n0);
                             rows_check_f32(flags, ms[a], ks[c], n0, n1, n0 + 5, n0 + 2);
                         } else {
@@ -190,6 +195,28 @@ static void test_rows(void)
                             rows_check_f64(flags, ms[a], ks[c], n0, n1, n0 + 5, n0 + 2);
                         }
                     }
+    }
+}
+
+/* The implicit convolution's rule (fnn_gemm_rows_take_*): never without a kernel; on AVX2 only from
+ * 144 taps and where a row of outputs takes fewer lanes than the wide columns (ow + 2 for 3 x 3). */
+static void test_rows_take(void)
+{
+    const int arch = fnn_arch_get();
+    for (int t = 0; t < 2; t++) {
+        int (*take)(int64_t, int64_t, int64_t) = t ? fnn_gemm_rows_take_f32 : fnn_gemm_rows_take_f64;
+        const int vw = t ? fnn_gemm_rows_width_f32() : fnn_gemm_rows_width_f64();
+        static const int64_t ows[] = {4, 7, 8, 14, 16, 28, 32};
+        for (size_t i = 0; i < sizeof ows / sizeof ows[0]; i++)
+            for (int64_t k = 9; k <= 288; k += 9) {
+                const int64_t ow = ows[i], lanes = vw <= 0 ? 0 : ow <= vw ? vw : (ow + vw - 1) / vw * vw;
+                int want = vw > 0;
+                if (arch == FNN_ARCH_AVX2)
+                    want = k >= 144 && lanes < ow + 2;
+                n_checks++;
+                if (take(ow, ow + 2, k) != want)
+                    FAIL("rows_take(%d) ow=%lld k=%lld: %d, want %d", t, (long long)ow, (long long)k, !want, want);
+            }
     }
 }
 
@@ -284,6 +311,10 @@ static void test_variant(int quick)
         check_both(t, 300, 200, 1, 1.0, 0.0, 0, 0, 0, 1, 1);
         check_both(t | FNN_BIAS_ROW | FNN_EPI_RELU, 130, 77, 1023, 1.0, 0.0, 1, 1, 1, 1, 1);
         check_both(t, 1023, 65, 129, 1.0, 2.0, 0, 0, 0, 0, 0);
+        /* either side of AVX2's dot-path threshold (k = 512; A B^T, small C), with a k tail */
+        check_both(t | FNN_BIAS_ROW, 16, 9, 511, 1.0, 0.0, 0, 1, 0, 1, 1);
+        check_both(t | FNN_EPI_RELU, 18, 7, 512, 1.0, 0.5, 1, 0, 2, 1, 0);
+        check_both(t, 13, 11, 787, 0.5, 0.0, 0, 0, 0, 0, 1);
         if (!quick) {
             check_both(t, 129, 1023, 17, 1.0, 0.0, 0, 0, 0, 1, 1);
             check_both(t, 257, 260, 1023, 0.5, 0.25, 2, 2, 2, 1, 0);
@@ -387,6 +418,7 @@ int main(int argc, char **argv)
         int before = n_fail;
         test_variant(quick);
         test_rows();
+        test_rows_take();
         test_concurrent();
         printf("%-8s %s\n", fnn_arch_name(arch), n_fail == before ? "ok" : "FAILED");
     }

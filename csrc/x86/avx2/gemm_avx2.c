@@ -4,6 +4,7 @@
  */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "../../gemm/gemm_internal.h"
@@ -252,6 +253,90 @@ static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const
 #undef FNN_KD_F32
 }
 
+/* ---- gathered rows (ukg, the convolution's implicit im2col) ------------------------------
+ * kern_f32's direct computation for R rows and V vectors of columns (nr0 lanes at b + boff[p],
+ * nr1 at b + boff[p] + b2, to c and c + c2), with the same per-element FMA chain and epilogue
+ * (so contiguous vectors give the direct GEMM's bits). Nothing is padded, and masked loads are
+ * slow on Zen 1, so a partial vector of n lanes is read with a plain load of 8 values that stay
+ * inside the span the call reads (every offset is from the same b, so all of b between the
+ * smallest and the largest value read lies in one array): those starting at the vector when they
+ * end at or before the furthest value read, else those ending at its last value, moved down by
+ * 8 - n lanes with one permute (in a convolution, the last taps' rows); the lanes past n hold
+ * other B values and reach no stored element. Only when neither fits (a span under 8 values)
+ * does a vector go through a zeroed buffer. Partial vectors of C are stored in 4-, 2- and
+ * 1-lane pieces; the bias, and C when beta is used, read through small buffers. */
+FNN_INLINE __m256 load_part_f32(const float *p, int n)
+{
+    float t[8] = {0};
+    for (int j = 0; j < n; j++)
+        t[j] = p[j];
+    return _mm256_loadu_ps(t);
+}
+
+FNN_INLINE void store_part_f32(float *p, __m256 v, int n)
+{
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(p, x);
+        x = _mm256_extractf128_ps(v, 1);
+        p += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)(void *)p, x);
+        x = _mm_movehl_ps(x, x);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        _mm_store_ss(p, x);
+}
+
+/* Lane indices 8 - n .. 15 - n at fnn_lane_iota + 8 - n: the permute moving lanes down by 8 - n
+ * (loaded where needed: kept in registers, these vectors would push accumulators out). */
+static const int32_t fnn_lane_iota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+/* n lanes at p, where [lo, hi) may be read (lo <= p, p + n <= hi) */
+FNN_INLINE __m256 load_span_f32(const float *p, int n, const float *lo, const float *hi)
+{
+    if (hi - p >= 8) /* (differences of pointers into the array: no pointer leaves it) */
+        return _mm256_loadu_ps(p);
+    if (p - lo >= 8 - n)
+        return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p + n - 8),
+                                        _mm256_loadu_si256((const __m256i *)(const void *)(fnn_lane_iota + 8 - n)));
+    return load_part_f32(p, n);
+}
+
+#define FNN_RT float
+#define FNN_RV __m256
+#define FNN_RL 8
+#define FNN_RMR MR_F32
+#define FNN_RS(x) x##_f32
+#define FNN_RZERO _mm256_setzero_ps
+#define FNN_RLOADU _mm256_loadu_ps
+#define FNN_RSTOREU _mm256_storeu_ps
+#define FNN_RBCAST _mm256_broadcast_ss
+#define FNN_RSET1 _mm256_set1_ps
+#define FNN_RFMA _mm256_fmadd_ps
+#define FNN_RMUL _mm256_mul_ps
+#define FNN_RADD _mm256_add_ps
+#define FNN_RMAX _mm256_max_ps
+#include "gemm_avx2_rows.h"
+#undef FNN_RT
+#undef FNN_RV
+#undef FNN_RL
+#undef FNN_RMR
+#undef FNN_RS
+#undef FNN_RZERO
+#undef FNN_RLOADU
+#undef FNN_RSTOREU
+#undef FNN_RBCAST
+#undef FNN_RSET1
+#undef FNN_RFMA
+#undef FNN_RMUL
+#undef FNN_RADD
+#undef FNN_RMAX
+
 /* ---- double: 6 x 8 (same structure, 4 lanes per ymm) ------------------------------------ */
 #define MR_F64 6
 #define NR_F64 8
@@ -388,6 +473,70 @@ static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, cons
     }
 #undef FNN_KD_F64
 }
+
+/* The gathered-rows kernel for double: kern_rows_f32 with 4 lanes per vector. */
+FNN_INLINE __m256d load_part_f64(const double *p, int n)
+{
+    double t[4] = {0};
+    for (int j = 0; j < n; j++)
+        t[j] = p[j];
+    return _mm256_loadu_pd(t);
+}
+
+FNN_INLINE void store_part_f64(double *p, __m256d v, int n)
+{
+    __m128d x = _mm256_castpd256_pd128(v);
+    if (n >= 2) {
+        _mm_storeu_pd(p, x);
+        x = _mm256_extractf128_pd(v, 1);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        _mm_store_sd(p, x);
+}
+
+/* as load_span_f32: the permute moves 32-bit lanes down by 2 (4 - n), each double lane by 4 - n */
+FNN_INLINE __m256d load_span_f64(const double *p, int n, const double *lo, const double *hi)
+{
+    if (hi - p >= 4)
+        return _mm256_loadu_pd(p);
+    if (p - lo >= 4 - n)
+        return _mm256_castps_pd(_mm256_permutevar8x32_ps(
+            _mm256_castpd_ps(_mm256_loadu_pd(p + n - 4)),
+            _mm256_loadu_si256((const __m256i *)(const void *)(fnn_lane_iota + 2 * (4 - n)))));
+    return load_part_f64(p, n);
+}
+
+#define FNN_RT double
+#define FNN_RV __m256d
+#define FNN_RL 4
+#define FNN_RMR MR_F64
+#define FNN_RS(x) x##_f64
+#define FNN_RZERO _mm256_setzero_pd
+#define FNN_RLOADU _mm256_loadu_pd
+#define FNN_RSTOREU _mm256_storeu_pd
+#define FNN_RBCAST _mm256_broadcast_sd
+#define FNN_RSET1 _mm256_set1_pd
+#define FNN_RFMA _mm256_fmadd_pd
+#define FNN_RMUL _mm256_mul_pd
+#define FNN_RADD _mm256_add_pd
+#define FNN_RMAX _mm256_max_pd
+#include "gemm_avx2_rows.h"
+#undef FNN_RT
+#undef FNN_RV
+#undef FNN_RL
+#undef FNN_RMR
+#undef FNN_RS
+#undef FNN_RZERO
+#undef FNN_RLOADU
+#undef FNN_RSTOREU
+#undef FNN_RBCAST
+#undef FNN_RSET1
+#undef FNN_RFMA
+#undef FNN_RMUL
+#undef FNN_RADD
+#undef FNN_RMAX
 
 /* ---- packing ----------------------------------------------------------------------------
  * Vector packers for the full panels (w == W) that dominate; the edge panels and the kc tail
@@ -537,13 +686,122 @@ static void pack_b_trans_f64(int64_t w, int64_t kc, const double *src, int64_t l
     pack_trans_f64(NR_F64, w, kc, src, ld, dst);
 }
 
+/* ---- dot-product kernels (ukt): C = A B^T with both operands read in place, rows of k values ----
+ * For weight gradients over a long k the packed path transposes both operands into panels and
+ * wastes most of a 6 x 16 tile on m x n of 16 x 9. Here each element of a DTM x DTN tile keeps
+ * one vector of partial sums over k (lane l sums k = l mod VL), loaded straight from the rows;
+ * the k tail (under one vector) is copied into zeroed buffers, not masked-loaded (slow on Zen 1).
+ * Each vector is then reduced by the same fixed tree (halves, then pairs, then neighbours), so
+ * an element's result does not depend on the tile or thread it falls in. 4 x 3 tiles: 12
+ * accumulators, the 3 B vectors and one A vector fill the 16 ymm registers; 7 loads per 12
+ * FMAs. Edge tiles read row 0 again in place of missing rows and drop those results. */
+#define DTM 4
+#define DTN 3
+
+static inline float dot_reduce_f32(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_shuffle_ps(x, x, 1)));
+}
+
+static inline double dot_reduce_f64(__m256d v)
+{
+    __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
+}
+
+/* one step of the dot kernel: acc[i][j] += av(i) * bv(j), the A vectors loaded one at a time */
+#define FNN_DOT_STEP(T, V, LOAD, FMA, AP, BP)                                                      \
+    do {                                                                                           \
+        const V b0_ = LOAD(BP(0)), b1_ = LOAD(BP(1)), b2_ = LOAD(BP(2));                           \
+        for (int i_ = 0; i_ < DTM; i_++) {                                                         \
+            const V a_ = LOAD(AP(i_));                                                             \
+            acc[i_][0] = FMA(a_, b0_, acc[i_][0]);                                                 \
+            acc[i_][1] = FMA(a_, b1_, acc[i_][1]);                                                 \
+            acc[i_][2] = FMA(a_, b2_, acc[i_][2]);                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* C = act(alpha * s + beta * C + bias) for the valid mr x nr part, element by element (the same
+ * scalar operations for every element of every tile) */
+#define FNN_DOT_EPI(T, FMA1)                                                                       \
+    for (int i = 0; i < mr; i++)                                                                   \
+        for (int j = 0; j < nr; j++) {                                                             \
+            T r = epi->alpha * s[i][j];                                                            \
+            T *cij = c + i * ldc + j;                                                              \
+            if (!(epi->flags & FNN_GEMM_E_BETA0))                                                  \
+                r = FMA1(epi->beta, *cij, r);                                                      \
+            if (bias)                                                                              \
+                r += (epi->flags & FNN_GEMM_E_BIASROW) ? bias[i] : bias[j];                        \
+            if ((epi->flags & FNN_GEMM_E_RELU) && r < 0)                                           \
+                r = 0; /* NaN stays NaN */                                                         \
+            *cij = r;                                                                              \
+        }
+
+/* The dot kernels of both types (rows of A at ar[i] + p, of B at br[j] + p; the k tail from t). */
+#define FNN_DOT_AP(i) (ar[i] + p)
+#define FNN_DOT_BP(j) (br[j] + p)
+#define FNN_DOT_TA(i) (t[i])
+#define FNN_DOT_TB(j) (t[DTM + (j)])
+#define FNN_DEFINE_UKT(T, SUF, V, VL, ZERO, LOADU, FMA, REDUCE, FMA1)                                \
+static void ukt_##SUF(int64_t k, const T *a, int64_t lda, const T *b, int64_t ldb, T *c, int64_t ldc, \
+                    int mr, int nr, const fnn_gemm_epi_##SUF *epi, const T *bias)                    \
+{                                                                                                    \
+    const T *ar[DTM], *br[DTN];                                                                      \
+    for (int i = 0; i < DTM; i++)                                                                    \
+        ar[i] = a + (i < mr ? i : 0) * lda;                                                          \
+    for (int j = 0; j < DTN; j++)                                                                    \
+        br[j] = b + (j < nr ? j : 0) * ldb;                                                          \
+    V acc[DTM][DTN];                                                                                 \
+    for (int i = 0; i < DTM; i++)                                                                    \
+        for (int j = 0; j < DTN; j++)                                                                \
+            acc[i][j] = ZERO();                                                                      \
+    int64_t p = 0;                                                                                   \
+    for (; p + VL <= k; p += VL)                                                                     \
+        FNN_DOT_STEP(T, V, LOADU, FMA, FNN_DOT_AP, FNN_DOT_BP);                                      \
+    if (p < k) {                                                                                     \
+        T t[DTM + DTN][VL];                                                                          \
+        memset(t, 0, sizeof(t));                                                                     \
+        for (int i = 0; i < DTM; i++)                                                                \
+            memcpy(t[i], ar[i] + p, sizeof(T) * (size_t)(k - p));                                    \
+        for (int j = 0; j < DTN; j++)                                                                \
+            memcpy(t[DTM + j], br[j] + p, sizeof(T) * (size_t)(k - p));                              \
+        FNN_DOT_STEP(T, V, LOADU, FMA, FNN_DOT_TA, FNN_DOT_TB);                                      \
+    }                                                                                                \
+    T s[DTM][DTN];                                                                                   \
+    for (int i = 0; i < DTM; i++)                                                                    \
+        for (int j = 0; j < DTN; j++)                                                                \
+            s[i][j] = REDUCE(acc[i][j]);                                                             \
+    FNN_DOT_EPI(T, FMA1)                                                                             \
+}
+FNN_DEFINE_UKT(float, f32, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, dot_reduce_f32, fmaf)
+FNN_DEFINE_UKT(double, f64, __m256d, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_fmadd_pd, dot_reduce_f64, fma)
+
+/* The implicit forward convolution (fnn_gemm_rows_take_*) takes ukg only where it measured faster
+ * than the wide columns + GEMM (batch 64, 3x3, one Zen 1 core, float): with output rows of whole
+ * vectors, which the wide path fills to ow / (ow + 2) (16 x 16: 5.2 -> 4.6 ms at 16 -> 32
+ * channels, 19.4 -> 16.8 ms at 32 -> 64; 8 x 8, 64 -> 64: 10.5 -> 8.4), not where a row leaves
+ * as many lanes idle (14 x 14, 32 -> 32: 8.0 -> 8.2; 28 x 28, 4 -> 16: 2.45 -> 2.75), nor over
+ * fewer taps than 16 channels of 3 x 3, where the per-call work is short (1 channel, 32 x 32:
+ * 2.16 -> 2.31 ms; 3 channels: 4.48 -> 4.2-4.7 over builds, no clear gain). The input gradient's implicit path needs no such limit (measured
+ * faster at 14 x 14 too: the backward of 16 -> 32 channels, 11.9 -> 10.1-11.4 ms at 2 threads). */
+#define ROWS_MIN_K 144
+
+/* The dot path (gemm_tmpl.h's rule) only from k = 512: each tile's k tail, reductions and scalar
+ * epilogue cost a few hundred cycles. Measured against packing (float, one Zen 1 core):
+ * 16 x 9 over 784: 19.6 -> 5.6 us; 32 x 27 over 1024: 79 -> 43; 32 x 64 over 784: 103 -> 83;
+ * but 64 x 32 over 256: 31 -> 33, 32 x 32 over 200: even, 45 x 45 over 33: 5.6 -> 22. */
+#define DOT_MIN_K 512
+
 /* Blocking: kc = 256 keeps the 6 x kc A micro-panel (6 KiB float) in a 32 KiB L1 beside the
  * streaming B micro-panels; the kc x nc B block (512 KiB float) stays in a 1 MiB L2. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx2_f32 = {
     MR_F32, NR_F32, 96, 256, 512, ukr_f32_6x16, 0, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32, ukd_f32, NRW_F32,
-    0, 0, 0, 0, NRW1_F32,
+    ukt_f32, DTM, DTN, ukg_f32, NRW1_F32, ROWS_MIN_K, 1, DOT_MIN_K,
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx2_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64_6x8, 0, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64, ukd_f64, 0,
+    ukt_f64, DTM, DTN, ukg_f64, 0, ROWS_MIN_K, 1, DOT_MIN_K,
 };
 #endif

@@ -777,10 +777,10 @@ static void ukt_f64(int64_t k, const double *a, int64_t lda, const double *b, in
  * the A rows packed ahead of use. */
 const fnn_gemm_desc_f32 fnn_gemm_desc_avx512_f32 = {
     MR_F32, NR_F32, 96, 256, 512, ukr_f32, pack_a_copy_f32, pack_a_trans_f32, pack_b_copy_f32, pack_b_trans_f32,
-    ukd_f32, NRW_F32, ukt_f32, DT, DT, ukg_f32, NRW1_F32,
+    ukd_f32, NRW_F32, ukt_f32, DT, DT, ukg_f32, NRW1_F32, 0, 0, 0, /* ukg and ukt wherever the rules allow */
 };
 const fnn_gemm_desc_f64 fnn_gemm_desc_avx512_f64 = {
     MR_F64, NR_F64, 96, 256, 256, ukr_f64, pack_a_copy_f64, pack_a_trans_f64, pack_b_copy_f64, pack_b_trans_f64,
-    ukd_f64, NRW_F64, ukt_f64, DT, DT, ukg_f64, NRW1_F64,
+    ukd_f64, NRW_F64, ukt_f64, DT, DT, ukg_f64, NRW1_F64, 0, 0, 0,
 };
 #endif
