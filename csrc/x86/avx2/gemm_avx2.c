@@ -91,6 +91,18 @@ FNN_INLINE void store_f32(const __m256 acc[MR_F32][2], float *c, int64_t ldc, in
         memcpy(c + i * ldc, t + i * NR_F32, sizeof(float) * (size_t)nr);
 }
 
+/* The direct kernels' entry for mr rows (1..6) and V vectors, kern one of kern_f32 / kern_f64:
+ * each row count its own instance, so the accumulators are indexed by constants. */
+#define FNN_KD_SWITCH(kern, V)                                                                     \
+    switch (mr) {                                                                                  \
+    case 1: kern(1, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;             \
+    case 2: kern(2, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;             \
+    case 3: kern(3, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;             \
+    case 4: kern(4, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;             \
+    case 5: kern(5, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;             \
+    default: kern(6, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;            \
+    }
+
 /* R rows of the tile are computed (the rest stay zero). direct = 0: packed panels;
  * direct = 1: A and B read in place (a[i*a_rs + p*a_cs], b[p*b_rs + j]). V: B vectors per row
  * (1 when nr <= 8: the second would only multiply zeros).
@@ -212,45 +224,35 @@ static void ukd_f32(int64_t k, const float *a, int64_t a_rs, int64_t a_cs, const
                     float *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f32 *epi, const float *bias)
 {
     if (mr <= 2 && nr > NR_F32) {
-        /* whole strips of 96 (one row) or 32 columns, then kern_f32 on the last 16 or fewer */
-        const int64_t bias_step = bias && !(epi->flags & FNN_GEMM_E_BIASROW);
-        while (nr >= 32) {
-            const int w = (mr == 1 && nr >= NRW1_F32) ? NRW1_F32 : 32;
+        /* whole strips of 96 (one row) or 32 columns, then kern_f32 on the last 16 or fewer;
+         * a column bias moves with the strip (a row bias, or none, stays) */
+        const int bias_col = bias && !(epi->flags & FNN_GEMM_E_BIASROW);
+        int j = 0;
+        while (nr - j >= 32) {
+            const float *bj = bias_col ? bias + j : bias;
+            const int w = (mr == 1 && nr - j >= NRW1_F32) ? NRW1_F32 : 32;
             if (w == NRW1_F32)
-                kern_row_f32(1, 12, k, a, a_rs, a_cs, b, ldb, c, ldc, epi, bias);
+                kern_row_f32(1, 12, k, a, a_rs, a_cs, b + j, ldb, c + j, ldc, epi, bj);
             else if (mr == 1)
-                kern_row_f32(1, 4, k, a, a_rs, a_cs, b, ldb, c, ldc, epi, bias);
+                kern_row_f32(1, 4, k, a, a_rs, a_cs, b + j, ldb, c + j, ldc, epi, bj);
             else
-                kern_row_f32(2, 4, k, a, a_rs, a_cs, b, ldb, c, ldc, epi, bias);
-            b += w;
-            c += w;
-            bias += bias_step * w;
-            nr -= w;
+                kern_row_f32(2, 4, k, a, a_rs, a_cs, b + j, ldb, c + j, ldc, epi, bj);
+            j += w;
         }
-        for (; nr > 0; nr -= NR_F32, b += NR_F32, c += NR_F32, bias += bias_step * NR_F32) {
-            const int w = nr < NR_F32 ? nr : NR_F32;
+        for (; j < nr; j += NR_F32) {
+            const float *bj = bias_col ? bias + j : bias;
+            const int w = nr - j < NR_F32 ? nr - j : NR_F32;
             if (mr == 1)
-                kern_f32(1, w > 8 ? 2 : 1, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, w, epi, bias);
+                kern_f32(1, w > 8 ? 2 : 1, 1, k, a, a_rs, a_cs, b + j, ldb, c + j, ldc, mr, w, epi, bj);
             else
-                kern_f32(2, w > 8 ? 2 : 1, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, w, epi, bias);
+                kern_f32(2, w > 8 ? 2 : 1, 1, k, a, a_rs, a_cs, b + j, ldb, c + j, ldc, mr, w, epi, bj);
         }
         return;
     }
-#define FNN_KD_F32(V)                                                                              \
-    switch (mr) {                                                                                  \
-    case 1: kern_f32(1, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 2: kern_f32(2, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 3: kern_f32(3, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 4: kern_f32(4, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 5: kern_f32(5, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    default: kern_f32(6, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;        \
-    }
-    if (nr > 8) {
-        FNN_KD_F32(2)
-    } else {
-        FNN_KD_F32(1)
-    }
-#undef FNN_KD_F32
+    if (nr > 8)
+        FNN_KD_SWITCH(kern_f32, 2)
+    else
+        FNN_KD_SWITCH(kern_f32, 1)
 }
 
 /* ---- gathered rows (ukg, the convolution's implicit im2col) ------------------------------
@@ -457,21 +459,10 @@ static void ukr_f64_6x8(int64_t k, const double *a, const double *b, double *c, 
 static void ukd_f64(int64_t k, const double *a, int64_t a_rs, int64_t a_cs, const double *b, int64_t ldb,
                     double *c, int64_t ldc, int mr, int nr, const fnn_gemm_epi_f64 *epi, const double *bias)
 {
-#define FNN_KD_F64(V)                                                                              \
-    switch (mr) {                                                                                  \
-    case 1: kern_f64(1, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 2: kern_f64(2, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 3: kern_f64(3, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 4: kern_f64(4, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    case 5: kern_f64(5, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;         \
-    default: kern_f64(6, V, 1, k, a, a_rs, a_cs, b, ldb, c, ldc, mr, nr, epi, bias); break;        \
-    }
-    if (nr > 4) {
-        FNN_KD_F64(2)
-    } else {
-        FNN_KD_F64(1)
-    }
-#undef FNN_KD_F64
+    if (nr > 4)
+        FNN_KD_SWITCH(kern_f64, 2)
+    else
+        FNN_KD_SWITCH(kern_f64, 1)
 }
 
 /* The gathered-rows kernel for double: kern_rows_f32 with 4 lanes per vector. */
