@@ -98,7 +98,6 @@ def conv2d_bwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
     """dw, db (may be None) and dx (may be None) from g = dy, or g = dy * (y > 0) with relu (y is then
     the forward output); bf16 (float32 only): x, w and g rounded to bf16 for the products, float32
     sums, db the float32 sum of g (fnn_conv2d_bwd_bf16)."""
-    _no_capture("conv2d_bwd")
     _bf16_float(bf16, floating is double)
     cdef tuple xs = _shape4(x.shape), wsh = _shape4(w.shape)
     cdef c.fnn_conv2d_shape s = _conv_shape(xs, wsh, stride, padding)
@@ -118,24 +117,17 @@ def conv2d_bwd(const floating[:, :, :, ::1] x not None, const floating[:, :, :, 
         ws = _np.empty(max(need, 1), dtype=_np.float32 if floating is float else _np.float64)
     elif ws.shape[0] < need:
         raise ValueError(f"conv2d workspace: expected at least {need} elements, got {ws.shape[0]}")
-    cdef int flags = c.FNN_EPI_RELU if relu else 0
-    cdef floating *pdb = &db[0] if db is not None else NULL
-    cdef floating *pdx = &dx[0, 0, 0, 0] if dx is not None and s.n > 0 else NULL
-    cdef const floating *px = &x[0, 0, 0, 0] if s.n > 0 else NULL
-    cdef const floating *py = &y[0, 0, 0, 0] if relu and s.n > 0 else NULL
-    cdef const floating *pdy = &dy[0, 0, 0, 0] if s.n > 0 else NULL
-    cdef int status
-    with nogil:
-        if floating is float and bf16:
-            status = c.fnn_conv2d_bwd_bf16(flags, &s, px, &w[0, 0, 0, 0], py, pdy, &dw[0, 0, 0, 0], pdb, pdx,
-                                           &ws[0], ws.shape[0], n_threads)
-        elif floating is float:
-            status = c.fnn_conv2d_bwd_f32(flags, &s, px, &w[0, 0, 0, 0], py, pdy, &dw[0, 0, 0, 0], pdb, pdx,
-                                          &ws[0], ws.shape[0], n_threads)
-        else:
-            status = c.fnn_conv2d_bwd_f64(flags, &s, px, &w[0, 0, 0, 0], py, pdy, &dw[0, 0, 0, 0], pdb, pdx,
-                                          &ws[0], ws.shape[0], n_threads)
-    _check(status)
+    cdef _op o       # no samples (s.n == 0): the kernel zeroes dw and db
+    o.kind, o.f64, o.flags, o.code, o.n_threads = _OP_CONV_BWD, floating is double, \
+        c.FNN_EPI_RELU if relu else 0, bf16, n_threads
+    o.conv, o.ws_len, o.ws = s, ws.shape[0], &ws[0]
+    o.b, o.out = &w[0, 0, 0, 0], &dw[0, 0, 0, 0]
+    o.a = &x[0, 0, 0, 0] if s.n > 0 else NULL
+    o.e = &dy[0, 0, 0, 0] if s.n > 0 else NULL
+    o.d = &y[0, 0, 0, 0] if relu and s.n > 0 else NULL
+    o.c = &db[0] if db is not None else NULL
+    o.idx = &dx[0, 0, 0, 0] if dx is not None and s.n > 0 else NULL
+    _exec(&o, (x, w, y, dy, dw, db, dx, ws))
 
 
 cdef c.fnn_pool2d_shape _pool_shape(tuple xs, pool, stride, str what) except *:
@@ -179,22 +171,19 @@ def maxpool2d_fwd(const floating[:, :, :, ::1] x not None, floating[:, :, :, ::1
 def maxpool2d_bwd(const floating[:, :, :, ::1] dy not None, const int32_t[:, :, :, ::1] idx not None,
                   floating[:, :, :, ::1] dx not None, pool, stride, int n_threads=1):
     """dx = 0, then dx[plane][idx] += dy."""
-    _no_capture("maxpool2d_bwd")
     cdef c.fnn_pool2d_shape s = _pool_shape(_shape4(dx.shape), pool, stride, "maxpool2d")
     cdef tuple out = _pool_out(&s)
     _same_shape(_shape4(dy.shape), out, "maxpool2d output gradient")
     _same_shape(_shape4(idx.shape), out, "maxpool2d indices")
     if s.n == 0:
         return
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_maxpool2d_bwd_f32(&s, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], n_threads)
-        else:
-            status = c.fnn_maxpool2d_bwd_f64(&s, &dy[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], n_threads)
-    if status == c.FNN_ERR_ARG:
-        raise ValueError("maxpool2d: an index lies outside its plane")
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.pool, o.n_threads = _OP_MAXPOOL_BWD, floating is double, s, n_threads
+    o.a, o.idx, o.out = &dy[0, 0, 0, 0], <void *>&idx[0, 0, 0, 0], &dx[0, 0, 0, 0]
+    try:
+        _exec(&o, (dy, idx, dx))
+    except KernelError as err:      # the kernel checks every index against its plane
+        raise ValueError("maxpool2d: an index lies outside its plane") from err
 
 
 def avgpool2d_fwd(const floating[:, :, :, ::1] x not None, floating[:, :, :, ::1] y not None, pool, stride,
@@ -213,15 +202,11 @@ def avgpool2d_fwd(const floating[:, :, :, ::1] x not None, floating[:, :, :, ::1
 def avgpool2d_bwd(const floating[:, :, :, ::1] dy not None, floating[:, :, :, ::1] dx not None, pool, stride,
                   int n_threads=1):
     """dx = 0, then every window of dx += its dy / (kh * kw)."""
-    _no_capture("avgpool2d_bwd")
     cdef c.fnn_pool2d_shape s = _pool_shape(_shape4(dx.shape), pool, stride, "avgpool2d")
     _same_shape(_shape4(dy.shape), _pool_out(&s), "avgpool2d output gradient")
     if s.n == 0:
         return
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_avgpool2d_bwd_f32(&s, &dy[0, 0, 0, 0], &dx[0, 0, 0, 0], n_threads)
-        else:
-            status = c.fnn_avgpool2d_bwd_f64(&s, &dy[0, 0, 0, 0], &dx[0, 0, 0, 0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.pool, o.n_threads = _OP_AVGPOOL_BWD, floating is double, s, n_threads
+    o.a, o.out = &dy[0, 0, 0, 0], &dx[0, 0, 0, 0]
+    _exec(&o, (dy, dx))

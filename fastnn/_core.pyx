@@ -120,19 +120,14 @@ def gemm(const floating[:, :] a, const floating[:, :] b, floating[:, :] out, bin
 
 def bias_grad(const floating[:, ::1] dy, floating[::1] db, bint accumulate=False, int n_threads=1):
     """db (+)= dy.sum(axis=0), in a fixed order."""
-    _no_capture("bias_grad")
     _same(db.shape[0], dy.shape[1], "bias_grad db")
-    cdef int status
     if db.shape[0] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_bias_grad_f32(accumulate, dy.shape[0], dy.shape[1],
-                                         &dy[0, 0] if dy.shape[0] > 0 else NULL, &db[0], n_threads)
-        else:
-            status = c.fnn_bias_grad_f64(accumulate, dy.shape[0], dy.shape[1],
-                                         &dy[0, 0] if dy.shape[0] > 0 else NULL, &db[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.flags, o.n_threads = _OP_BIAS_GRAD, floating is double, accumulate, n_threads
+    o.m, o.n, o.out = dy.shape[0], dy.shape[1], &db[0]
+    o.a = &dy[0, 0] if dy.shape[0] > 0 else NULL
+    _exec(&o, (dy, db))
 
 
 # ---- elementwise ----------------------------------------------------------------------------
@@ -151,53 +146,42 @@ def act_fwd(int act, const floating[::1] x, floating[::1] y, double alpha=0.0, i
 
 def act_bwd(int act, const floating[::1] y, const floating[::1] dy, floating[::1] dx, double alpha=0.0,
             int n_threads=1):
-    _no_capture("act_bwd")
     _same(dy.shape[0], y.shape[0], "activation gradient")
     _same(dx.shape[0], y.shape[0], "activation input gradient")
     if act < 0 or act > 4:
         raise ValueError(f"activation: unknown code {act}")
-    cdef int status
     if y.shape[0] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_act_bwd_f32(act, y.shape[0], <float>alpha, &y[0], &dy[0], &dx[0], n_threads)
-        else:
-            status = c.fnn_act_bwd_f64(act, y.shape[0], alpha, &y[0], &dy[0], &dx[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.code, o.n, o.alpha, o.n_threads = _OP_ACT_BWD, floating is double, act, y.shape[0], alpha, n_threads
+    o.a, o.b, o.out = &y[0], &dy[0], &dx[0]
+    _exec(&o, (y, dy, dx))
 
 
 def mul(const floating[::1] a, const floating[::1] b, floating[::1] out, int n_threads=1):
-    _no_capture("mul")
     _same(b.shape[0], a.shape[0], "mul b")
     _same(out.shape[0], a.shape[0], "mul out")
-    cdef int status
     if a.shape[0] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_mul_f32(a.shape[0], &a[0], &b[0], &out[0], n_threads)
-        else:
-            status = c.fnn_mul_f64(a.shape[0], &a[0], &b[0], &out[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.n, o.n_threads = _OP_MUL, floating is double, a.shape[0], n_threads
+    o.a, o.b, o.out = &a[0], &b[0], &out[0]
+    _exec(&o, (a, b, out))
 
 
 def dropout_fwd(const floating[::1] x, floating[::1] y, floating[::1] mask, double rate, uint64_t seed,
                 uint64_t offset, int n_threads=1):
-    _no_capture("dropout_fwd")
     _same(y.shape[0], x.shape[0], "dropout output")
     _same(mask.shape[0], x.shape[0], "dropout mask")
     if not (0.0 <= rate < 1.0):
         raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
-    cdef int status
     if x.shape[0] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_dropout_fwd_f32(x.shape[0], rate, seed, offset, &x[0], &y[0], &mask[0], n_threads)
-        else:
-            status = c.fnn_dropout_fwd_f64(x.shape[0], rate, seed, offset, &x[0], &y[0], &mask[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.n, o.alpha, o.n_threads = _OP_DROPOUT, floating is double, x.shape[0], rate, n_threads
+    o.seed, o.offset = seed, offset
+    o.a, o.out, o.idx = &x[0], &y[0], &mask[0]
+    _exec(&o, (x, y, mask))
 
 
 # ---- softmax and losses ---------------------------------------------------------------------
@@ -214,19 +198,15 @@ def softmax_fwd(const floating[:, ::1] x, floating[:, ::1] y, int n_threads=1):
 
 
 def softmax_bwd(const floating[:, ::1] y, const floating[:, ::1] dy, floating[:, ::1] dx, int n_threads=1):
-    _no_capture("softmax_bwd")
     for v, w in ((dy, "softmax gradient"), (dx, "softmax input gradient")):
         _same(v.shape[0], y.shape[0], w)
         _same(v.shape[1], y.shape[1], w)
-    cdef int status
     if y.shape[0] == 0 or y.shape[1] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_softmax_bwd_f32(y.shape[0], y.shape[1], &y[0, 0], &dy[0, 0], &dx[0, 0], n_threads)
-        else:
-            status = c.fnn_softmax_bwd_f64(y.shape[0], y.shape[1], &y[0, 0], &dy[0, 0], &dx[0, 0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.m, o.n, o.n_threads = _OP_SOFTMAX_BWD, floating is double, y.shape[0], y.shape[1], n_threads
+    o.a, o.b, o.out = &y[0, 0], &dy[0, 0], &dx[0, 0]
+    _exec(&o, (y, dy, dx))
 
 
 def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const floating[:, ::1] onehot=None,
@@ -234,7 +214,6 @@ def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const
                  const floating[::1] w=None):
     """Mean over rows of w * softmax cross-entropy of logits z; fills grad = w (softmax - t) * scale
     and prob (w: per-row weights, None for 1)."""
-    _no_capture("softmax_xent")
     cdef int64_t m = z.shape[0], k = z.shape[1]
     if k < 1:
         raise ValueError("softmax cross-entropy: need at least one class")
@@ -251,30 +230,20 @@ def softmax_xent(const floating[:, ::1] z, const int64_t[::1] labels=None, const
             _same(v.shape[1], k, what)
     if w is not None:
         _same(w.shape[0], m, "loss weights")
-    cdef const floating *pw = &w[0] if w is not None and m > 0 else NULL
-    cdef floating loss = 0
-    cdef const int64_t *pl = NULL
-    cdef const floating *po = NULL
-    cdef floating *pg = NULL
-    cdef floating *pp = NULL
-    cdef int status
     if m == 0:
         return 0.0
-    if labels is not None:
-        pl = &labels[0]
-    else:
-        po = &onehot[0, 0]
-    if grad is not None:
-        pg = &grad[0, 0]
-    if prob is not None:
-        pp = &prob[0, 0]
-    with nogil:
-        if floating is float:
-            status = c.fnn_softmax_xent_f32(m, k, <float>scale, &z[0, 0], pl, po, pw, &loss, pg, pp, n_threads)
-        else:
-            status = c.fnn_softmax_xent_f64(m, k, scale, &z[0, 0], pl, po, pw, &loss, pg, pp, n_threads)
-    _check(status)
-    return float(loss)
+    cdef double loss = 0
+    cdef _op o
+    o.kind, o.f64, o.m, o.n, o.alpha, o.n_threads = _OP_XENT, floating is double, m, k, scale, n_threads
+    o.a = &z[0, 0]
+    o.b = &labels[0] if labels is not None else NULL
+    o.d = &onehot[0, 0] if onehot is not None else NULL
+    o.c = &w[0] if w is not None else NULL
+    o.out = &grad[0, 0] if grad is not None else NULL
+    o.idx = &prob[0, 0] if prob is not None else NULL
+    o.ws = _result_slot(&loss)
+    _exec(&o, (z, labels, onehot, grad, prob, w))
+    return _result(loss)
 
 
 cdef int64_t _weight_groups(int64_t n, int64_t cols, bint weighted) except -1:
@@ -288,7 +257,6 @@ def sigmoid_bce(const floating[::1] z, const floating[::1] t, floating[::1] grad
                 double scale=1.0, int n_threads=1, const floating[::1] w=None, int64_t cols=1):
     """Mean of w * sigmoid binary cross-entropy of logits z; fills grad = w (sigmoid - t) * scale and
     prob (w: one weight per sample of `cols` elements, None for 1)."""
-    _no_capture("sigmoid_bce")
     _same(t.shape[0], z.shape[0], "targets")
     if w is not None:
         _same(w.shape[0], _weight_groups(z.shape[0], cols, True), "loss weights")
@@ -297,50 +265,39 @@ def sigmoid_bce(const floating[::1] z, const floating[::1] t, floating[::1] grad
         _same(grad.shape[0], z.shape[0], "loss gradient")
     if prob is not None:
         _same(prob.shape[0], z.shape[0], "probabilities")
-    cdef floating loss = 0
-    cdef floating *pg = NULL
-    cdef floating *pp = NULL
-    cdef int status
     if z.shape[0] == 0:
         return 0.0
-    if grad is not None:
-        pg = &grad[0]
-    if prob is not None:
-        pp = &prob[0]
-    with nogil:
-        if floating is float:
-            status = c.fnn_sigmoid_bce_f32(z.shape[0], cols, <float>scale, &z[0], &t[0], pw, &loss, pg, pp,
-                                           n_threads)
-        else:
-            status = c.fnn_sigmoid_bce_f64(z.shape[0], cols, scale, &z[0], &t[0], pw, &loss, pg, pp, n_threads)
-    _check(status)
-    return float(loss)
+    cdef double loss = 0
+    cdef _op o
+    o.kind, o.f64, o.n, o.k, o.alpha, o.n_threads = _OP_BCE, floating is double, z.shape[0], cols, scale, n_threads
+    o.a, o.b, o.c = &z[0], &t[0], pw
+    o.out = &grad[0] if grad is not None else NULL
+    o.idx = &prob[0] if prob is not None else NULL
+    o.ws = _result_slot(&loss)
+    _exec(&o, (z, t, grad, prob, w))
+    return _result(loss)
 
 
 def mse(const floating[::1] y, const floating[::1] t, floating[::1] grad=None, double scale=1.0,
         int n_threads=1, const floating[::1] w=None, int64_t cols=1):
     """Mean of w * squared error; fills grad = 2 w (y - t) * scale (w as for sigmoid_bce)."""
-    _no_capture("mse")
     _same(t.shape[0], y.shape[0], "targets")
     if w is not None:
         _same(w.shape[0], _weight_groups(y.shape[0], cols, True), "loss weights")
     cdef const floating *pw = &w[0] if w is not None and w.shape[0] > 0 else NULL
     if grad is not None:
         _same(grad.shape[0], y.shape[0], "loss gradient")
-    cdef floating loss = 0
-    cdef floating *pg = NULL
-    cdef int status
     if y.shape[0] == 0:
         return 0.0
-    if grad is not None:
-        pg = &grad[0]
-    with nogil:
-        if floating is float:
-            status = c.fnn_mse_f32(y.shape[0], cols, <float>scale, &y[0], &t[0], pw, &loss, pg, n_threads)
-        else:
-            status = c.fnn_mse_f64(y.shape[0], cols, scale, &y[0], &t[0], pw, &loss, pg, n_threads)
-    _check(status)
-    return float(loss)
+    cdef double loss = 0
+    cdef _op o
+    o.kind, o.f64, o.n, o.k, o.alpha, o.n_threads = _OP_MSE, floating is double, y.shape[0], cols, scale, n_threads
+    o.a, o.b, o.c = &y[0], &t[0], pw
+    o.out = &grad[0] if grad is not None else NULL
+    o.idx = NULL
+    o.ws = _result_slot(&loss)
+    _exec(&o, (y, t, grad, w))
+    return _result(loss)
 
 
 # ---- optimizers -----------------------------------------------------------------------------

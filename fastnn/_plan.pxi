@@ -10,8 +10,10 @@
 # as much as the kernels themselves at batch 1.
 #
 # The capture flag is a C thread-local, so other threads keep running kernels while one captures.
-# Kernel functions that cannot be captured (the backward and training ones) refuse to run while
-# their thread captures, instead of running at capture time.
+# Kernel functions that cannot be captured refuse to run while their thread captures, instead of
+# running at capture time. The backward kernels of Dense-type models and the fused losses can be
+# captured too (training step plans, fastnn/_step_plan.py); a loss writes its value into one of
+# the plan's result slots (read with Plan.result) and returns NaN while captured.
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int32_t
 from libc.stdlib cimport free, realloc
@@ -36,16 +38,32 @@ cdef enum:
     _OP_MAXPOOL = 5
     _OP_AVGPOOL = 6
     _OP_RECURRENT = 7
+    _OP_BIAS_GRAD = 8                     # m rows, n columns, flags: accumulate
+    _OP_ACT_BWD = 9                       # a: y, b: dy, out: dx
+    _OP_SOFTMAX_BWD = 10
+    _OP_MUL = 11
+    _OP_XENT = 12                         # m rows, n classes, alpha scale, b labels or d one-hot,
+    #                                       c weights, out grad, idx prob, ws the double result
+    _OP_BCE = 13                          # n elements, k columns per weight; as _OP_XENT
+    _OP_MSE = 14
+    _OP_DROPOUT = 15                      # n, alpha rate, seed, offset, out y, idx mask
+    _OP_CONV_BWD = 16                     # a x, b w, d y (relu), e dy, out dw, c db, idx dx, code bf16
+    _OP_MAXPOOL_BWD = 17                  # a dy, idx argmax, out dx
+    _OP_AVGPOOL_BWD = 18                  # a dy, out dx
     _OP_BATCHNORM = 20                    # fastnn/_norm.pxi: m outer, n channels, k inner, alpha eps
     _OP_EMBED = 32                           # fastnn/_embed.pxi: m indices, k rows, n columns
     _OP_GEMM_BF16 = 40                       # fastnn/_bf16.pxi: a GEMM with bf16 inputs (float32 C)
     _OP_ROUND_BF16 = 41                      # fastnn/_bf16.pxi: n values rounded to bf16
 
 
+cdef enum:
+    _N_RESULTS = 4                        # result slots of a plan
+
 cdef struct _op:
     int kind, f64, flags, code, n_threads
     int64_t m, n, k, lda, ldb, ldc, ws_len   # GEMM sizes; n: elements (ACT), columns (SOFTMAX)
     int64_t t, h                             # RECURRENT: batch m, steps t, features n, units h
+    uint64_t seed, offset                    # a random stream's (DROPOUT; set_offset moves it)
     double alpha, beta
     const void *a
     const void *b
@@ -57,6 +75,73 @@ cdef struct _op:
     void *idx
     c.fnn_conv2d_shape conv
     c.fnn_pool2d_shape pool
+
+
+cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
+    """The training-step kinds (_OP_BIAS_GRAD.._OP_MSE); tag only selects the type."""
+    cdef const floating *a = <const floating *>o.a
+    cdef const floating *b = <const floating *>o.b
+    cdef const floating *w = <const floating *>o.c
+    cdef floating *out = <floating *>o.out
+    cdef floating *prob = <floating *>o.idx
+    cdef floating loss = 0
+    cdef int status = c.FNN_ERR_ARG
+    if o.kind == _OP_BIAS_GRAD:
+        if floating is float:
+            return c.fnn_bias_grad_f32(o.flags, o.m, o.n, a, out, o.n_threads)
+        return c.fnn_bias_grad_f64(o.flags, o.m, o.n, a, out, o.n_threads)
+    if o.kind == _OP_ACT_BWD:
+        if floating is float:
+            return c.fnn_act_bwd_f32(o.code, o.n, <float>o.alpha, a, b, out, o.n_threads)
+        return c.fnn_act_bwd_f64(o.code, o.n, o.alpha, a, b, out, o.n_threads)
+    if o.kind == _OP_SOFTMAX_BWD:
+        if floating is float:
+            return c.fnn_softmax_bwd_f32(o.m, o.n, a, b, out, o.n_threads)
+        return c.fnn_softmax_bwd_f64(o.m, o.n, a, b, out, o.n_threads)
+    if o.kind == _OP_MUL:
+        if floating is float:
+            return c.fnn_mul_f32(o.n, a, b, out, o.n_threads)
+        return c.fnn_mul_f64(o.n, a, b, out, o.n_threads)
+    if o.kind == _OP_CONV_BWD:
+        if floating is float:
+            if o.code:
+                return c.fnn_conv2d_bwd_bf16(o.flags, &o.conv, a, b, <const float *>o.d, <const float *>o.e, out,
+                                             <float *>o.c, prob, <float *>o.ws, o.ws_len, o.n_threads)
+            return c.fnn_conv2d_bwd_f32(o.flags, &o.conv, a, b, <const float *>o.d, <const float *>o.e, out,
+                                        <float *>o.c, prob, <float *>o.ws, o.ws_len, o.n_threads)
+        return c.fnn_conv2d_bwd_f64(o.flags, &o.conv, a, b, <const double *>o.d, <const double *>o.e, out,
+                                    <double *>o.c, prob, <double *>o.ws, o.ws_len, o.n_threads)
+    if o.kind == _OP_MAXPOOL_BWD:
+        if floating is float:
+            return c.fnn_maxpool2d_bwd_f32(&o.pool, a, <const int32_t *>o.idx, out, o.n_threads)
+        return c.fnn_maxpool2d_bwd_f64(&o.pool, a, <const int32_t *>o.idx, out, o.n_threads)
+    if o.kind == _OP_AVGPOOL_BWD:
+        if floating is float:
+            return c.fnn_avgpool2d_bwd_f32(&o.pool, a, out, o.n_threads)
+        return c.fnn_avgpool2d_bwd_f64(&o.pool, a, out, o.n_threads)
+    if o.kind == _OP_DROPOUT:
+        if floating is float:
+            return c.fnn_dropout_fwd_f32(o.n, o.alpha, o.seed, o.offset, a, out, prob, o.n_threads)
+        return c.fnn_dropout_fwd_f64(o.n, o.alpha, o.seed, o.offset, a, out, prob, o.n_threads)
+    if o.kind == _OP_XENT:
+        if floating is float:
+            status = c.fnn_softmax_xent_f32(o.m, o.n, <float>o.alpha, a, <const int64_t *>o.b,
+                                            <const float *>o.d, w, &loss, out, prob, o.n_threads)
+        else:
+            status = c.fnn_softmax_xent_f64(o.m, o.n, o.alpha, a, <const int64_t *>o.b, <const double *>o.d, w,
+                                            &loss, out, prob, o.n_threads)
+    elif o.kind == _OP_BCE:
+        if floating is float:
+            status = c.fnn_sigmoid_bce_f32(o.n, o.k, <float>o.alpha, a, b, w, &loss, out, prob, o.n_threads)
+        else:
+            status = c.fnn_sigmoid_bce_f64(o.n, o.k, o.alpha, a, b, w, &loss, out, prob, o.n_threads)
+    elif o.kind == _OP_MSE:
+        if floating is float:
+            status = c.fnn_mse_f32(o.n, o.k, <float>o.alpha, a, b, w, &loss, out, o.n_threads)
+        else:
+            status = c.fnn_mse_f64(o.n, o.k, o.alpha, a, b, w, &loss, out, o.n_threads)
+    (<double *>o.ws)[0] = loss
+    return status
 
 
 cdef int _run_f32(const _op *o) noexcept nogil:
@@ -141,6 +226,8 @@ cdef int _run_f64(const _op *o) noexcept nogil:
 
 
 cdef inline int _run(const _op *o) noexcept nogil:
+    if _OP_BIAS_GRAD <= o.kind <= _OP_AVGPOOL_BWD:
+        return _run_train(o, <double *>NULL) if o.f64 else _run_train(o, <float *>NULL)
     return _run_f64(o) if o.f64 else _run_f32(o)
 
 
@@ -156,11 +243,16 @@ cdef class Plan:
     cdef void *src_ptr
     cdef Py_ssize_t src_len
     cdef bytes src_format
+    cdef double results[_N_RESULTS]  # the values of result-returning kernels (losses), in call order
+    cdef int n_results
+    cdef list inputs              # bind_inputs: [(array, pointer, bytes, format), ...]
 
     def __cinit__(self):
         self.ops = NULL
         self.n_ops = self.cap = 0
         self.keep = []
+        self.n_results = 0
+        self.inputs = []
 
     def __dealloc__(self):
         free(self.ops)
@@ -192,6 +284,61 @@ cdef class Plan:
                 if status != c.FNN_OK:
                     break
         _check(status)
+
+    @property
+    def n_results(self):
+        """How many result slots the captured calls fill."""
+        return self.n_results
+
+    def result(self, int i):
+        """The value result slot i got in the last run (the i-th captured loss)."""
+        if not 0 <= i < self.n_results:
+            raise IndexError(f"plan: no result slot {i} (it has {self.n_results})")
+        return self.results[i]
+
+    def seeded_ops(self):
+        """The indices of the calls that draw from a random stream (Dropout's), in call order."""
+        return [i for i in range(self.n_ops) if self.ops[i].kind == _OP_DROPOUT]
+
+    def set_offset(self, Py_ssize_t i, uint64_t offset):
+        """Set the stream offset of seeded call i (each step draws new numbers)."""
+        if not 0 <= i < self.n_ops or self.ops[i].kind != _OP_DROPOUT:
+            raise IndexError(f"plan: call {i} draws no random numbers")
+        self.ops[i].offset = offset
+
+    def bind_inputs(self, *arrays):
+        """Name the arrays (C-contiguous, writable) the calls read as the plan's inputs, for
+        ``load``."""
+        cdef Py_buffer view
+        inputs = []
+        for a in arrays:
+            PyObject_GetBuffer(a, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+            try:
+                if view.readonly:
+                    raise ValueError("plan input buffer: expected a writable array")
+                inputs.append((a, <size_t>view.buf, view.len, view.format))
+            finally:
+                PyBuffer_Release(&view)
+        self.inputs = inputs
+
+    def load(self, *arrays):
+        """Copy each array (C-contiguous, of its bound input's size and format) into its bound
+        input, unless it is that memory already."""
+        cdef Py_buffer view
+        cdef size_t ptr
+        cdef Py_ssize_t size
+        cdef bytes fmt
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"plan: expected {len(self.inputs)} inputs, got {len(arrays)}")
+        for a, (_, ptr, size, fmt) in zip(arrays, self.inputs):
+            PyObject_GetBuffer(a, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+            try:
+                if view.len != size or view.format == NULL or strcmp(view.format, fmt) != 0:
+                    raise ValueError(f"plan: expected an input of {size} bytes of format {fmt!r}")
+                if <size_t>view.buf != ptr:
+                    memcpy(<void *>ptr, view.buf, size)
+            finally:
+                PyBuffer_Release(&view)
 
     def bind(self, src, dst):
         """Name the plan's input buffer src (a C-contiguous writable array the calls read) and
@@ -246,6 +393,23 @@ cdef int _exec(_op *o, tuple arrays) except -1:
     with nogil:
         status = _run(o)
     return _check(status)
+
+
+cdef double *_result_slot(double *local) except NULL:
+    """Where a result-returning kernel call writes its value: local when it runs now, the next
+    result slot of the plan this thread captures into otherwise."""
+    if fnn_plan_capturing == NULL:
+        return local
+    cdef Plan plan = <Plan>fnn_plan_capturing
+    if plan.n_results == _N_RESULTS:
+        raise RuntimeError(f"plan: more than {_N_RESULTS} result-returning calls")
+    plan.n_results += 1
+    return &plan.results[plan.n_results - 1]
+
+
+cdef inline object _result(double value):
+    """A result-returning binding's return value: NaN while captured (the value comes later)."""
+    return float("nan") if fnn_plan_capturing != NULL else value
 
 
 cdef inline int _no_capture(str what) except -1:

@@ -35,6 +35,11 @@ class Loss:
     def __repr__(self):
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
+    def kernel_only(self, logits: bool) -> bool:
+        """Whether ``compute`` (on logits when ``logits``) is one fused kernel call (no NumPy
+        arithmetic), so a training step plan may capture it."""
+        return False
+
     def check_targets(self, y, out_shape: tuple, dtype, where: str):
         """Validate and convert targets for outputs of shape (N,) + out_shape."""
         raise NotImplementedError
@@ -82,6 +87,9 @@ class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
     activation = "softmax"
 
+    def kernel_only(self, logits):
+        return logits or self.from_logits
+
     def check_targets(self, y, out_shape, dtype, where):
         if len(out_shape) != 1:
             fail(where, "model outputs of shape (N, K)", f"outputs (N, {', '.join(map(str, out_shape))})")
@@ -121,6 +129,9 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     activation = "softmax"
 
+    def kernel_only(self, logits):
+        return logits or self.from_logits
+
     def check_targets(self, y, out_shape, dtype, where):
         y = as_array(y, where, dtype=dtype)
         if y.ndim != 2 or (len(out_shape) == 1 and y.shape[1] != out_shape[0]):
@@ -149,6 +160,9 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
     activation = "sigmoid"
+
+    def kernel_only(self, logits):
+        return logits or self.from_logits
 
     def check_targets(self, y, out_shape, dtype, where):
         y = as_array(y, where, dtype=dtype)
@@ -183,6 +197,9 @@ class MeanSquaredError(Loss):
     """Mean of ``(y_pred - y_true)^2`` over all elements (torch ``MSELoss``)."""
 
     name = "mse"
+
+    def kernel_only(self, logits):
+        return True
 
     def check_targets(self, y, out_shape, dtype, where):
         y = as_array(y, where, dtype=dtype)

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 
-from . import _config, _interrupt, backend, losses, optimizers
+from . import _config, _interrupt, _step_plan, backend, losses, optimizers
 from . import callbacks as cbks
 from ._inference import plan_for
 from ._progress import ProgressBar
@@ -162,6 +162,7 @@ class Sequential:
         self._flat_grads_base = None
         self._grad_views: list = []
         self._grad_bufs: dict = {}
+        self._step_plans: dict = {}     # fastnn._step_plan
         for layer in layers or []:
             self.add(layer)
         if input_shape is not None:
@@ -315,7 +316,7 @@ class Sequential:
             layer._drop_buffers()
         state = dict(self.optimizer.state) if self.optimizer is not None else {}
         self.device = device
-        self._grad_bufs = {}
+        self._grad_bufs, self._step_plans = {}, {}
         if self.built:
             self._flatten_params()       # new gradient buffers on the device, views per layer
         else:
@@ -330,6 +331,7 @@ class Sequential:
         """Set the optimizer, loss and metrics ("accuracy", "mae", "mse")."""
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
+        self._step_plans = {}
         if metrics is None:
             metrics = ()
         if isinstance(metrics, str):
@@ -388,46 +390,61 @@ class Sequential:
             x = layer._forward(x, training, logits and i == last)
         return x
 
-    def _train_step(self, x, y, w=None, part=None):
+    def _forward_backward(self, x, y, w, part, fused: bool):
+        """The forward pass, loss and backward pass of a training step (inside training_plan):
+        fills the gradients; returns (loss, model output)."""
+        be = backend.get(self.device)
+        layers = self.layers
+        first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
+        out = self._forward(x, True, fused)
+        grad = self._grad_bufs.get(out.shape)
+        if grad is None:
+            grad = self._grad_bufs[out.shape] = be.empty(out.shape, dtype=self.dtype)
+        loss = self.loss.compute(be, out, y, grad, logits=fused, w=w,
+                                 **({} if part is None else {"total": part.total}))
+        d = grad
+        for i in range(len(layers) - 1, first - 1, -1):
+            d = layers[i]._backward(d, i > first)
+        return loss, out
+
+    def _train_step(self, x, y, w=None, part=None, planned=False):
         """Forward, fused loss, backward and one optimizer update on a checked batch (w: per-sample
         loss weights or None). ``part``: this process's part of a data-parallel global batch
-        (``_Part``), or None; then the returned loss and metric sums are the global batch's."""
+        (``_Part``), or None; then the returned loss and metric sums are the global batch's.
+        ``planned``: the forward, loss and backward replay a step plan (fastnn._step_plan) where
+        the model has one (x, y and w then are buffers fit reuses)."""
         be = backend.get(self.device)
         fused = self._fused()
         layers = self.layers
-        first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
         out = metric_sums = None
-        with training_plan(layers, part):
-            if part is not None and x.shape[0] == 0:
-                # An empty part (a short last global batch) still joins every collective.
-                for layer in layers:
-                    if hasattr(layer, "_skip"):
-                        layer._skip()
-                for i in range(len(layers) - 1, first - 1, -1):
-                    if hasattr(layers[i], "_skip_backward"):
-                        layers[i]._skip_backward(i > first)
-                self._flat_grads[...] = 0
-                loss, metric_sums = 0.0, dict.fromkeys(self.metrics, 0.0)
-            else:
-                out = self._forward(x, True, fused)
-                grad = self._grad_bufs.get(out.shape)
-                if grad is None:
-                    grad = self._grad_bufs[out.shape] = be.empty(out.shape, dtype=self.dtype)
-                loss = self.loss.compute(be, out, y, grad, logits=fused, w=w,
-                                         **({} if part is None else {"total": part.total}))
-                d = grad
-                for i in range(len(layers) - 1, first - 1, -1):
-                    d = layers[i]._backward(d, i > first)
-            if part is not None:
-                if metric_sums is None:
-                    metric_sums = self._metric_sums(out, y, fused)
-                sums = part.comm.allreduce_gradients(self._flat_grads_base, self._flat_grads.size,
-                                                     [loss, *metric_sums.values()])
-                loss, metric_sums = float(sums[0]), dict(zip(self.metrics, (float(v) for v in sums[1:])))
-            for layer in layers:       # weight penalties: gradient and value in one kernel pass
-                for j, reg in layer.regularized:
-                    loss = loss + be.penalty(layer.params[j], layer.grads[j], reg.l1, reg.l2)
-            self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
+        plan = _step_plan.get(self, x, y, w, part, fused) if planned and x.shape[0] else None
+        if plan is not None:
+            loss, out = plan.run(x, y, w, part)
+        else:
+            with training_plan(layers, part):
+                if part is not None and x.shape[0] == 0:
+                    # An empty part (a short last global batch) still joins every collective.
+                    first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
+                    for layer in layers:
+                        if hasattr(layer, "_skip"):
+                            layer._skip()
+                    for i in range(len(layers) - 1, first - 1, -1):
+                        if hasattr(layers[i], "_skip_backward"):
+                            layers[i]._skip_backward(i > first)
+                    self._flat_grads[...] = 0
+                    loss, metric_sums = 0.0, dict.fromkeys(self.metrics, 0.0)
+                else:
+                    loss, out = self._forward_backward(x, y, w, part, fused)
+        if part is not None:
+            if metric_sums is None:
+                metric_sums = self._metric_sums(out, y, fused)
+            sums = part.comm.allreduce_gradients(self._flat_grads_base, self._flat_grads.size,
+                                                 [loss, *metric_sums.values()])
+            loss, metric_sums = float(sums[0]), dict(zip(self.metrics, (float(v) for v in sums[1:])))
+        for layer in layers:       # weight penalties: gradient and value in one kernel pass
+            for j, reg in layer.regularized:
+                loss = loss + be.penalty(layer.params[j], layer.grads[j], reg.l1, reg.l2)
+        self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
         return loss, out, fused, metric_sums
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:
@@ -615,6 +632,7 @@ class Sequential:
         all_cbs = [history] + callbacks
         n = x.shape[0]
         be = backend.get(self.device)
+        planned = be.name == "cpu" and _step_plan.enabled()
         ranks, rank = (comm.size, comm.rank) if comm is not None else (1, 0)
         global_batch = batch_size * ranks
         # On a GPU the training set goes to the device once per fit and batches are gathered
@@ -666,7 +684,7 @@ class Sequential:
                 for cb in callbacks:
                     cb.on_train_batch_begin(batch, {"size": size})
                 part = None if comm is None else _Part(start - block, size, comm)
-                loss, out, fused, step_sums = self._train_step(xb, yb, wb, part)
+                loss, out, fused, step_sums = self._train_step(xb, yb, wb, part, planned)
                 loss_sum += loss * size
                 seen += size
                 if step_sums is None:

@@ -131,8 +131,8 @@ def test_capture_runs_nothing_and_refuses_training_kernels():
     _core.capture_begin(plan)
     try:
         _core.gemm(x, w, out)
-        with pytest.raises(RuntimeError, match="bias_grad cannot be captured"):
-            _core.bias_grad(out, np.zeros(4, np.float32))
+        with pytest.raises(RuntimeError, match="penalty cannot be captured"):
+            _core.penalty(out.reshape(-1), np.zeros(8, np.float32), 0.1, 0.1)
         with pytest.raises(RuntimeError, match="already capturing"):
             _core.capture_begin(_core.Plan())
         with pytest.raises(ValueError, match="inner dimensions"):     # still checked at capture
@@ -142,7 +142,7 @@ def test_capture_runs_nothing_and_refuses_training_kernels():
     assert len(plan) == 1 and not out.any()
     plan.run()
     np.testing.assert_array_equal(out, np.full((2, 4), 3, np.float32))
-    _core.bias_grad(out, np.zeros(4, np.float32))     # runs again once capture has ended
+    _core.penalty(out.reshape(-1), np.zeros(8, np.float32), 0.1, 0.1)     # runs once capture has ended
 
 
 def test_plan_call_checks_its_input():

@@ -203,7 +203,9 @@ def test_backward_matches_rounded_float64_teacher_forced(rng, cell, n, t, f, h, 
     wh_all = np.stack([v[1] for v in want_dg], 1)
     for have, want in ((dgx, wx_all), (dgh, wh_all)):
         assert np.all(np.abs(have - want) <= 2.0 ** -7 * np.abs(want) + 1e-6)
-        assert np.mean(have == rounded(want)) > 0.98
+        # float32 and float64 gate math round differently only near a bf16 tie: rare, so at most
+        # 2 % of the values, or two of a small array (one in 12 failed 2 % on 13 % of seeds)
+        assert np.sum(have != rounded(want)) <= max(2, 0.02 * have.size)
     for name, have, want, ref in (("db_x", got["bx"], sums[0], wx_all), ("db_h", got["bh"], sums[1], wh_all)):
         np.testing.assert_allclose(have, want, rtol=0, atol=3e-5 * np.abs(ref).sum((0, 1)).max() + 1e-6,
                                    err_msg=name)

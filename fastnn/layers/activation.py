@@ -43,6 +43,7 @@ class Activation(Layer):
 
     activation = "linear"
     capturable = True
+    train_capturable = True
 
     def __init__(self, name=None):
         super().__init__(name)

@@ -68,6 +68,10 @@ class Layer:
     #: whether ``_forward(x, training=False)`` computes only through the backend's kernel calls
     #: (no NumPy arithmetic on arrays), so an inference plan may capture it (fastnn._inference)
     capturable: bool = False
+    #: whether the training ``_forward`` and ``_backward`` compute only through kernel calls whose
+    #: arguments stay the same from step to step (no NumPy arithmetic, no per-step random seeds or
+    #: collectives), so a training step plan may capture them (fastnn._step_plan)
+    train_capturable: bool = False
     #: this process's part of the global batch in a data-parallel training step
     #: (``fastnn.distributed``): None outside one, else an object with ``offset`` (the part's
     #: first sample in the global batch), ``total`` (the global batch's samples) and

@@ -96,6 +96,11 @@ class Conv2D(Layer):
         return self.activation != "softmax"
 
     @property
+    def train_capturable(self):
+        # "mixed_bfloat16" refreshes its bf16 weight copy only after the weights changed
+        return self.activation != "softmax" and not self.mixed
+
+    @property
     def output_activation(self):
         # Sigmoid is elementwise, so a final Conv2D(sigmoid) can be fused with binary
         # cross-entropy; the channel softmax is always applied by the layer itself.

@@ -83,6 +83,10 @@ class Dropout(_RandomLayer):
     def get_config(self):
         return {"rate": self.rate, "name": self.name}
 
+    #: one dropout kernel call per training forward (when rate > 0), whose stream offset a step
+    #: plan moves each step with ``_advance`` (fastnn._step_plan)
+    train_capturable = True
+
     def _per_sample(self) -> int:
         # one counter value per element; none while the layer draws nothing (rate 0)
         return math.prod(self.input_shape) if self.rate else 0

@@ -26,6 +26,7 @@ class _Pool2D(Layer):
     window are dropped (Keras' "valid" pooling, PyTorch's default)."""
 
     capturable = True
+    train_capturable = True
 
     def __init__(self, pool_size, stride=None, name=None):
         super().__init__(name)
@@ -130,6 +131,7 @@ class _GlobalPool2D(Layer):
     kernels (max: the first maximum gets the gradient, as PyTorch's adaptive_max_pool2d)."""
 
     capturable = True
+    train_capturable = True
 
     def compute_output_shape(self, input_shape):
         c, h, w = check_4d(self, input_shape)

@@ -10,6 +10,7 @@ class Flatten(Layer):
     """Flatten ``(N, d1, d2, ...)`` to ``(N, d1 * d2 * ...)`` (NCHW order, as PyTorch)."""
 
     capturable = True
+    train_capturable = True
 
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
