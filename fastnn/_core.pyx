@@ -304,44 +304,34 @@ def mse(const floating[::1] y, const floating[::1] t, floating[::1] grad=None, d
 
 def sgd_step(floating[::1] param, const floating[::1] grad, floating[::1] buf, double lr, double momentum,
              double weight_decay, bint nesterov, bint first, int n_threads=1):
-    _no_capture("sgd_step")
     _same(grad.shape[0], param.shape[0], "sgd gradient")
     _same(buf.shape[0], param.shape[0], "sgd momentum buffer")
-    cdef int status
     if param.shape[0] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_sgd_step_f32(nesterov, first, param.shape[0], <float>lr, <float>momentum,
-                                        <float>weight_decay, &grad[0], &param[0], &buf[0], n_threads)
-        else:
-            status = c.fnn_sgd_step_f64(nesterov, first, param.shape[0], lr, momentum, weight_decay,
-                                        &grad[0], &param[0], &buf[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.flags, o.code, o.n, o.n_threads = _OP_SGD, floating is double, nesterov, first, \
+        param.shape[0], n_threads
+    o.alpha, o.beta, o.hyper[0], o.t = lr, momentum, weight_decay, 1
+    o.a, o.out, o.ws = &grad[0], &param[0], &buf[0]
+    _exec(&o, (param, grad, buf))
 
 
 def adam_step(floating[::1] param, const floating[::1] grad, floating[::1] m, floating[::1] v, int64_t t,
               double lr, double beta1, double beta2, double eps, double weight_decay, int n_threads=1,
               bint decoupled=False):
     """One Adam step (torch.optim.Adam), or AdamW's (torch.optim.AdamW) with decoupled=True."""
-    _no_capture("adam_step")
     _same(grad.shape[0], param.shape[0], "adam gradient")
     _same(m.shape[0], param.shape[0], "adam first moment")
     _same(v.shape[0], param.shape[0], "adam second moment")
     if t < 1:
         raise ValueError(f"adam: step must be >= 1, got {t}")
-    cdef int status
     if param.shape[0] == 0:
         return
-    with nogil:
-        if floating is float:
-            status = c.fnn_adam_step_f32(decoupled, t, param.shape[0], <float>lr, <float>beta1, <float>beta2,
-                                         <float>eps, <float>weight_decay, &grad[0], &param[0], &m[0], &v[0],
-                                         n_threads)
-        else:
-            status = c.fnn_adam_step_f64(decoupled, t, param.shape[0], lr, beta1, beta2, eps, weight_decay,
-                                         &grad[0], &param[0], &m[0], &v[0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.flags, o.n, o.n_threads = _OP_ADAM, floating is double, decoupled, param.shape[0], n_threads
+    o.t, o.alpha, o.beta, o.hyper[0], o.hyper[1], o.hyper[2] = t, lr, beta1, beta2, eps, weight_decay
+    o.a, o.out, o.d, o.e = &grad[0], &param[0], &m[0], &v[0]
+    _exec(&o, (param, grad, m, v))
 
 
 def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq, floating[::1] grad_avg,
@@ -349,7 +339,6 @@ def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq
                  int n_threads=1):
     """One RMSprop step (torch.optim.RMSprop); grad_avg None unless centered, buf None unless
     momentum > 0."""
-    _no_capture("rmsprop_step")
     _same(grad.shape[0], param.shape[0], "rmsprop gradient")
     _same(sq.shape[0], param.shape[0], "rmsprop square average")
     if grad_avg is not None:
@@ -358,20 +347,16 @@ def rmsprop_step(floating[::1] param, const floating[::1] grad, floating[::1] sq
         if buf is None:
             raise ValueError("rmsprop: momentum > 0 needs a momentum buffer")
         _same(buf.shape[0], param.shape[0], "rmsprop momentum buffer")
-    cdef int status
     if param.shape[0] == 0:
         return
-    cdef floating *pa = &grad_avg[0] if grad_avg is not None else NULL
-    cdef floating *pb = &buf[0] if momentum != 0 else NULL
-    with nogil:
-        if floating is float:
-            status = c.fnn_rmsprop_step_f32(pa != NULL, param.shape[0], <float>lr, <float>rho, <float>momentum,
-                                            <float>eps, <float>weight_decay, &grad[0], &param[0], &sq[0], pa, pb,
-                                            n_threads)
-        else:
-            status = c.fnn_rmsprop_step_f64(pa != NULL, param.shape[0], lr, rho, momentum, eps, weight_decay,
-                                            &grad[0], &param[0], &sq[0], pa, pb, n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.flags, o.n, o.n_threads = _OP_RMSPROP, floating is double, grad_avg is not None, \
+        param.shape[0], n_threads
+    o.t, o.alpha, o.beta, o.hyper[0], o.hyper[1], o.hyper[2] = 1, lr, rho, momentum, eps, weight_decay
+    o.a, o.out, o.ws = &grad[0], &param[0], &sq[0]
+    o.d = &grad_avg[0] if grad_avg is not None else NULL
+    o.e = &buf[0] if momentum != 0 else NULL
+    _exec(&o, (param, grad, sq, grad_avg, buf))
 
 
 def penalty(const floating[::1] w, floating[::1] grad, double l1, double l2, int n_threads=1):

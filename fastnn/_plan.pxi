@@ -38,22 +38,26 @@ cdef enum:
     _OP_MAXPOOL = 5
     _OP_AVGPOOL = 6
     _OP_RECURRENT = 7
-    _OP_BIAS_GRAD = 8                     # m rows, n columns, flags: accumulate
-    _OP_ACT_BWD = 9                       # a: y, b: dy, out: dx
-    _OP_SOFTMAX_BWD = 10
-    _OP_MUL = 11
-    _OP_XENT = 12                         # m rows, n classes, alpha scale, b labels or d one-hot,
-    #                                       c weights, out grad, idx prob, ws the double result
-    _OP_BCE = 13                          # n elements, k columns per weight; as _OP_XENT
-    _OP_MSE = 14
-    _OP_DROPOUT = 15                      # n, alpha rate, seed, offset, out y, idx mask
-    _OP_CONV_BWD = 16                     # a x, b w, d y (relu), e dy, out dw, c db, idx dx, code bf16
-    _OP_MAXPOOL_BWD = 17                  # a dy, idx argmax, out dx
-    _OP_AVGPOOL_BWD = 18                  # a dy, out dx
     _OP_BATCHNORM = 20                    # fastnn/_norm.pxi: m outer, n channels, k inner, alpha eps
     _OP_EMBED = 32                           # fastnn/_embed.pxi: m indices, k rows, n columns
     _OP_GEMM_BF16 = 40                       # fastnn/_bf16.pxi: a GEMM with bf16 inputs (float32 C)
     _OP_ROUND_BF16 = 41                      # fastnn/_bf16.pxi: n values rounded to bf16
+    # training-step kinds, one contiguous range (_run tells them apart by it)
+    _OP_BIAS_GRAD = 50                    # m rows, n columns, flags: accumulate
+    _OP_ACT_BWD = 51                      # a: y, b: dy, out: dx
+    _OP_SOFTMAX_BWD = 52
+    _OP_MUL = 53
+    _OP_XENT = 54                         # m rows, n classes, alpha scale, b labels or d one-hot,
+    #                                       c weights, out grad, idx prob, ws the double result
+    _OP_BCE = 55                          # n elements, k columns per weight; as _OP_XENT
+    _OP_MSE = 56
+    _OP_DROPOUT = 57                      # n, alpha rate, seed, offset, out y, idx mask
+    _OP_CONV_BWD = 58                     # a x, b w, d y (relu), e dy, out dw, c db, idx dx, code bf16
+    _OP_MAXPOOL_BWD = 59                  # a dy, idx argmax, out dx
+    _OP_AVGPOOL_BWD = 60                  # a dy, out dx
+    _OP_SGD = 61                          # optimizer updates: n, alpha lr, t step (set_step moves
+    _OP_ADAM = 62                         # both), a grad, out param, hyper and flags per kernel,
+    _OP_RMSPROP = 63                      # state buffers in d, e, ws (see the bindings)
 
 
 cdef enum:
@@ -65,6 +69,7 @@ cdef struct _op:
     int64_t t, h                             # RECURRENT: batch m, steps t, features n, units h
     uint64_t seed, offset                    # a random stream's (DROPOUT; set_offset moves it)
     double alpha, beta
+    double hyper[3]                          # optimizer hyper-parameters beyond alpha and beta
     const void *a
     const void *b
     const void *c                            # the bias (GEMM, CONV, RECURRENT b_x)
@@ -119,6 +124,26 @@ cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
         if floating is float:
             return c.fnn_avgpool2d_bwd_f32(&o.pool, a, out, o.n_threads)
         return c.fnn_avgpool2d_bwd_f64(&o.pool, a, out, o.n_threads)
+    if o.kind == _OP_SGD:
+        if floating is float:
+            return c.fnn_sgd_step_f32(o.flags, o.code, o.n, <float>o.alpha, <float>o.beta, <float>o.hyper[0], a,
+                                      out, <float *>o.ws, o.n_threads)
+        return c.fnn_sgd_step_f64(o.flags, o.code, o.n, o.alpha, o.beta, o.hyper[0], a, out, <double *>o.ws,
+                                  o.n_threads)
+    if o.kind == _OP_ADAM:
+        if floating is float:
+            return c.fnn_adam_step_f32(o.flags, o.t, o.n, <float>o.alpha, <float>o.beta, <float>o.hyper[0],
+                                       <float>o.hyper[1], <float>o.hyper[2], a, out, <float *>o.d, <float *>o.e,
+                                       o.n_threads)
+        return c.fnn_adam_step_f64(o.flags, o.t, o.n, o.alpha, o.beta, o.hyper[0], o.hyper[1], o.hyper[2], a, out,
+                                   <double *>o.d, <double *>o.e, o.n_threads)
+    if o.kind == _OP_RMSPROP:
+        if floating is float:
+            return c.fnn_rmsprop_step_f32(o.flags, o.n, <float>o.alpha, <float>o.beta, <float>o.hyper[0],
+                                          <float>o.hyper[1], <float>o.hyper[2], a, out, <float *>o.ws,
+                                          <float *>o.d, <float *>o.e, o.n_threads)
+        return c.fnn_rmsprop_step_f64(o.flags, o.n, o.alpha, o.beta, o.hyper[0], o.hyper[1], o.hyper[2], a, out,
+                                      <double *>o.ws, <double *>o.d, <double *>o.e, o.n_threads)
     if o.kind == _OP_DROPOUT:
         if floating is float:
             return c.fnn_dropout_fwd_f32(o.n, o.alpha, o.seed, o.offset, a, out, prob, o.n_threads)
@@ -226,7 +251,7 @@ cdef int _run_f64(const _op *o) noexcept nogil:
 
 
 cdef inline int _run(const _op *o) noexcept nogil:
-    if _OP_BIAS_GRAD <= o.kind <= _OP_AVGPOOL_BWD:
+    if _OP_BIAS_GRAD <= o.kind <= _OP_RMSPROP:
         return _run_train(o, <double *>NULL) if o.f64 else _run_train(o, <float *>NULL)
     return _run_f64(o) if o.f64 else _run_f32(o)
 
@@ -305,6 +330,14 @@ cdef class Plan:
         if not 0 <= i < self.n_ops or self.ops[i].kind != _OP_DROPOUT:
             raise IndexError(f"plan: call {i} draws no random numbers")
         self.ops[i].offset = offset
+
+    def set_step(self, Py_ssize_t i, int64_t t, double lr):
+        """Set the step number t (Adam's bias correction) and learning rate of optimizer call i."""
+        if not 0 <= i < self.n_ops or not _OP_SGD <= self.ops[i].kind <= _OP_RMSPROP:
+            raise IndexError(f"plan: call {i} is no optimizer update")
+        if t < 1:
+            raise ValueError(f"plan: expected a step >= 1, got {t}")
+        self.ops[i].t, self.ops[i].alpha = t, lr
 
     def bind_inputs(self, *arrays):
         """Name the arrays (C-contiguous, writable) the calls read as the plan's inputs, for

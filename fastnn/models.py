@@ -168,6 +168,21 @@ class Sequential:
         if input_shape is not None:
             self.build(input_shape)
 
+    def __getstate__(self):
+        # Step plans point into this model's buffers (and cannot be copied): a copy (deepcopy,
+        # pickle) captures its own.
+        return {**self.__dict__, "_step_plans": {}}
+
+    def __setstate__(self, state) -> None:
+        # A copy's layer weights are arrays of their own, no longer views into the copied flat
+        # buffer the optimizer updates: gather them into a new one (keeping the optimizer state).
+        self.__dict__.update(state)
+        if self.built:
+            opt_state = None if self.optimizer is None else self.optimizer.state
+            self._flatten_params()
+            if opt_state is not None:
+                self.optimizer.state = opt_state
+
     @property
     def dtype_policy(self) -> str:
         """"float32", "float64" or "mixed_bfloat16" (whose ``dtype`` is float32)."""
@@ -444,7 +459,7 @@ class Sequential:
         for layer in layers:       # weight penalties: gradient and value in one kernel pass
             for j, reg in layer.regularized:
                 loss = loss + be.penalty(layer.params[j], layer.grads[j], reg.l1, reg.l2)
-        self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views)
+        self.optimizer.step(be, self._flat_params, self._flat_grads, self._grad_views, planned)
         return loss, out, fused, metric_sums
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:

@@ -4,6 +4,9 @@ run layer by layer, bit for bit, for every model that is planned, and models tha
 planned must be left to the layer-by-layer step."""
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -62,9 +65,15 @@ def test_planned_fit_gives_the_bits_of_the_layers(monkeypatch, rng, loss, dtype)
     _assert_same(planned, _fit(monkeypatch, False, layers, x, y, dtype, loss=loss))
 
 
+SCHEDULE = lambda: fnn.optimizers.schedules.CosineDecay(0.05, decay_steps=20)  # noqa: E731
+
+
 @pytest.mark.parametrize("optimizer", [lambda: fnn.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+                                       lambda: fnn.optimizers.SGD(SCHEDULE(), weight_decay=0.01),
                                        lambda: fnn.optimizers.RMSprop(centered=True, clipnorm=0.5),
-                                       lambda: fnn.optimizers.AdamW(clipvalue=0.1)])
+                                       lambda: fnn.optimizers.RMSprop(SCHEDULE(), momentum=0.5),
+                                       lambda: fnn.optimizers.AdamW(clipvalue=0.1),
+                                       lambda: fnn.optimizers.Adam(SCHEDULE())])
 def test_optimizers_penalties_and_weights_after_the_plan(monkeypatch, rng, optimizer):
     x = rng.standard_normal((N, F)).astype(np.float32)
     y = rng.integers(0, 3, N)
@@ -78,15 +87,27 @@ def test_optimizers_penalties_and_weights_after_the_plan(monkeypatch, rng, optim
     _assert_same(planned, _fit(monkeypatch, False, layers, x, y, optimizer=optimizer(), **args))
 
 
+def _planned_and_not(monkeypatch, seed, body):
+    """body(model, planned) on the same fresh model with and without plans: the weights and
+    whatever body returns must be the same."""
+    runs = []
+    for planned in (True, False):
+        monkeypatch.setenv("FASTNN_STEP_PLANS", "1" if planned else "0")
+        fnn.seed(seed)
+        model = fnn.Sequential(_mlp(4, "softmax"), input_shape=(F,))
+        runs.append((body(model, planned), model.get_weights()))
+    (ra, wa), (rb, wb) = runs
+    assert ra == rb
+    for a, b in zip(wa, wb):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_threads_and_later_fits(monkeypatch, rng):
     """A plan per thread count; a second fit, set_weights and a new compile keep the bits."""
     x = rng.standard_normal((N, F)).astype(np.float32)
     y = rng.integers(0, 4, N)
-    runs = []
-    for planned in (True, False):
-        monkeypatch.setenv("FASTNN_STEP_PLANS", "1" if planned else "0")
-        fnn.seed(1)
-        model = fnn.Sequential(_mlp(4, "softmax"), input_shape=(F,))
+
+    def body(model, planned):
         model.compile("adam", "sparse_categorical_crossentropy")
         h = [model.fit(x, y, batch_size=8, epochs=1, verbose=0).history]
         fnn.set_num_threads(2)              # the conftest fixture restores the count
@@ -97,10 +118,9 @@ def test_threads_and_later_fits(monkeypatch, rng):
         model.compile(fnn.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
         assert not model._step_plans
         h.append(model.fit(x, y, batch_size=16, epochs=1, verbose=0).history)
-        runs.append((model.get_weights(), h))
-    for wa, wb in zip(runs[0][0], runs[1][0]):
-        np.testing.assert_array_equal(wa, wb)
-    assert runs[0][1] == runs[1][1]
+        return h
+
+    _planned_and_not(monkeypatch, 1, body)
 
 
 CNNS = {
@@ -125,6 +145,38 @@ def test_planned_cnn_fit_gives_the_bits_of_the_layers(monkeypatch, rng, name, dt
     planned = _fit(monkeypatch, True, CNNS[name], x, y, dtype, loss=loss, epochs=2)
     assert len(_plans(planned[0])) == 2
     _assert_same(planned, _fit(monkeypatch, False, CNNS[name], x, y, dtype, loss=loss, epochs=2))
+
+
+def test_updates_are_planned_and_follow_new_state(monkeypatch, rng):
+    """The optimizer's update is captured after its first step made the state, and captured
+    again when the state buffers are replaced (a rebuild with the same optimizer)."""
+    x = rng.standard_normal((N, F)).astype(np.float32)
+    y = rng.integers(0, 4, N)
+
+    def body(model, planned):
+        opt = fnn.optimizers.SGD(0.05, momentum=0.9)
+        model.compile(opt, "sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        assert bool(opt._plans) == planned
+        model.add(L.Dense(4, activation="softmax"))     # rebuilds: new flat buffers, new state
+        return model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+
+    _planned_and_not(monkeypatch, 2, body)
+
+
+def test_a_trained_model_can_be_copied(monkeypatch, rng):
+    x = rng.standard_normal((N, F)).astype(np.float32)
+    y = rng.integers(0, 4, N)
+    model, _ = _fit(monkeypatch, True, lambda: _mlp(4, "softmax"), x, y, loss="sparse_categorical_crossentropy")
+    # (a copy's weights were arrays of their own, not views into the buffer its optimizer updates)
+    twins = [copy.deepcopy(model), pickle.loads(pickle.dumps(model))]
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for twin in twins:
+        assert not twin._step_plans and not twin.optimizer._plans
+        twin.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        assert _plans(twin)
+        for wa, wb in zip(model.get_weights(), twin.get_weights()):
+            np.testing.assert_array_equal(wa, wb)
 
 
 def test_user_data_is_never_written(monkeypatch, rng):

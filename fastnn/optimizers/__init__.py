@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from .. import backend as _backend
+from .._config import get_num_threads
 from .._validate import fail, real
 from ..layers.base import weights_changed
 from . import schedules
@@ -33,6 +35,11 @@ class Optimizer:
                                                              lo_open=True)
         self.iterations = 0
         self.state: dict = {}
+        self._plans: dict = {}     # captured updates (step(planned=True))
+
+    def __getstate__(self):
+        # plans point into the buffers of this optimizer and its model: a copy captures its own
+        return {**self.__dict__, "_plans": {}}
 
     @property
     def learning_rate(self) -> float:
@@ -106,13 +113,45 @@ class Optimizer:
                 p[...] = flat.reshape(p.shape)
         weights_changed()     # every update in place, here or in step: folded inference plans refresh
 
-    def step(self, be, param, grad, grad_views) -> None:
-        """Clip ``grad_views`` (views into ``grad``), then update the flat ``param``."""
+    def step(self, be, param, grad, grad_views, planned: bool = False) -> None:
+        """Clip ``grad_views`` (views into ``grad``), then update the flat ``param``. ``planned``
+        (CPU arrays): the update kernel call is captured once (``_core.Plan``) and replayed with
+        this step's number and rate, which skips its Python (a few microseconds a step)."""
         self.clip(grad_views)
         lr = self.learning_rate      # the schedule at the step count before this step
         self.iterations += 1
-        self._step(be, param, grad, "", lr)
+        plan = self._plan(be, param, grad, lr) if planned else None
+        if plan is None:
+            self._step(be, param, grad, "", lr)
+        else:
+            plan.set_step(0, self.iterations, lr)
+            plan.run()
         weights_changed()
+
+    def _plan(self, be, param, grad, lr):
+        """The captured update of param from grad with the current state buffers, or None on a
+        step that creates state (SGD's first momentum step differs from the later ones)."""
+        state = self.state
+        key = (id(param), id(grad), get_num_threads(), tuple(map(id, state.values())))
+        plan = self._plans.get(key)
+        if plan is None:
+            before = dict(state)
+            plan = _core.Plan()
+            _core.capture_begin(plan)
+            try:
+                self._step(be, param, grad, "", lr)
+            finally:
+                _core.capture_end()
+            if len(state) != len(before) or any(state.get(k) is not v for k, v in before.items()):
+                state.clear()        # the state this capture made: the step itself makes it
+                state.update(before)
+                return None
+            if len(plan) != 1:
+                return None
+            if len(self._plans) >= 4:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
 
 class SGD(Optimizer):
