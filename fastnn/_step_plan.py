@@ -49,7 +49,7 @@ class StepPlan:
 
     def __init__(self, model, x, y, w, part, fused: bool):
         self.calls = _core.Plan()
-        self.grads = model._flat_grads
+        self.grads = model._flat_grads_base
         # captured on the plan's own input buffers: the caller's may be views of user data
         x, y = x.copy(), y.copy()
         w = None if w is None else w.copy()
@@ -94,8 +94,9 @@ def get(model, x, y, w, part, fused: bool):
     if not (x.flags.c_contiguous and y.flags.c_contiguous and (w is None or w.flags.c_contiguous)):
         return None
     plans = model._step_plans
+    # the gradient buffer by its base array: data-parallel fits swap the same shared one in and out
     key = (x.shape, x.dtype.char, y.shape, y.dtype.char, w is None, get_num_threads(), params_epoch(),
-           id(model._flat_grads), fused, None if part is None else (part.offset, part.total))
+           id(model._flat_grads_base), fused, None if part is None else (part.offset, part.total))
     plan = plans.get(key, False)
     if plan is False:
         if len(plans) >= PLAN_MAX_COUNT:

@@ -392,8 +392,19 @@ class Sequential:
             check_finite(x, f"{self.name}.{where} x")
         return x
 
-    def _prepare_xy(self, x, y, where: str):
-        x = self._prepare_x(x, where, finite=True)
+    def _prepare_xy(self, x, y, where: str, comm=None):
+        """Checked (x, y); with comm (a data-parallel fit, the same data on every process) each
+        process looks for NaN and infinity in its share of the samples only, and all raise if
+        any found one."""
+        x = self._prepare_x(x, where, finite=comm is None)
+        if comm is not None and comm.size > 1:
+            n = x.shape[0]
+            share = x[n * comm.rank // comm.size:n * (comm.rank + 1) // comm.size]
+            if comm.any(x.dtype.kind == "f" and not np.isfinite(share).all()):
+                check_finite(x, f"{self.name}.{where} x")
+                fail(f"{self.name}.{where} x", "finite values", "NaN or infinite values (on another process)")
+        elif comm is not None:
+            check_finite(x, f"{self.name}.{where} x")
         y = self.loss.check_targets(y, self.output_shape, self.dtype, f"{self.name}.{where} y")
         if y.shape[0] != x.shape[0]:
             fail(f"{self.name}.{where}", "as many targets as samples", f"x {x.shape} and y {y.shape}")
@@ -567,7 +578,7 @@ class Sequential:
         for cb in callbacks:
             if not isinstance(cb, cbks.Callback):
                 fail(f"{self.name}.fit(callbacks=...)", "Callback instances", type(cb).__name__, TypeError)
-        x, y = self._prepare_xy(x, y, "fit")
+        x, y = self._prepare_xy(x, y, "fit", comm)
         w = self._sample_weights(y, sample_weight, class_weight, "fit")
         val = None
         if validation_data is not None:

@@ -51,6 +51,10 @@ CASES = {
     "bn_dropout": (bn_dropout, lambda: fnn.optimizers.SGD(0.05, momentum=0.9), (8,), 64, 8, 4, "float64", {}),
     "cnn_bn_flip": (cnn_bn, lambda: fnn.optimizers.Adam(0.01), (1, 6, 6), 48, 6, 3, "float64", {}),
     # 101 samples at 8 per rank: 7 steps, the last global batch of 5 split 2 + 3
+    # planned steps (fastnn._step_plan): Dropout offsets by global sample position, uneven parts
+    "dropout_101": (lambda opt: ([L.Dense(16, activation="relu"), L.Dropout(0.3), L.Dense(3, activation="softmax")],
+                                 opt), lambda: fnn.optimizers.SGD(0.05, momentum=0.9), (8,), 101, 8, 3, "float64",
+                    {"shuffle": True}),
     "uneven_101": (bn_dropout, lambda: fnn.optimizers.SGD(0.05, momentum=0.9), (8,), 101, 8, 3, "float64", {}),
     # 17 samples at 8 per rank: the last global batch has one sample, rank 0's part is empty
     "empty_part": (bn_dropout, lambda: fnn.optimizers.Adam(0.01), (8,), 17, 8, 3, "float64", {}),
@@ -224,10 +228,31 @@ def plain(out_path):
         json.dump({"same_weights": crc(a) == crc(b), "same_history": ha.history == hb.history}, f)
 
 
+def nan(out_path):
+    """A NaN in the last sample on rank 1 only: each process checks its share of the samples, and
+    every one must raise ValueError (rank 0 sees none itself)."""
+    from mpi4py import MPI
+    rank = MPI.COMM_WORLD.rank
+    x, y, global_batch, kwargs = fit_args("adam", 2)
+    if rank == 1:
+        x = x.copy()
+        x[-1, 0] = np.nan
+    model = build("adam", 3)
+    try:
+        model.fit(x, y, batch_size=global_batch // 2, distributed=True, **kwargs)
+        got = "no error"
+    except ValueError as err:
+        got = str(err)
+    got = MPI.COMM_WORLD.allgather(got)
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(got, f)
+
+
 def three(out_path):
     """Three processes (the shared-memory sum of more than two buffers; an empty part on two)."""
     checks(out_path, cases=["bn_dropout", "cnn_bn_flip", "empty_part", "uneven_101"], extra=False)
 
 
 if __name__ == "__main__":
-    {"checks": checks, "fail": fail, "gpu": gpu, "plain": plain, "three": three}[sys.argv[1]](sys.argv[2])
+    {"checks": checks, "fail": fail, "gpu": gpu, "plain": plain, "three": three, "nan": nan}[sys.argv[1]](sys.argv[2])

@@ -60,6 +60,14 @@ def _launch(mode, folder, ranks=2, timeout=120, allreduce="auto"):
     return proc.returncode, time.perf_counter() - start, proc.stdout + proc.stderr, out
 
 
+def _results(mode, folder, **launch):
+    """Launch the worker; it must succeed: its result file's contents."""
+    rc, _, output, out = _launch(mode, folder, **launch)
+    assert rc == 0, output
+    with open(out) as f:
+        return json.load(f)
+
+
 @pytest.fixture(scope="module", params=["shared", "mpi"])
 def checks(request, tmp_path_factory):
     """One launch of every case, with the gradients summed in shared memory or by MPI_Allreduce."""
@@ -78,7 +86,7 @@ TOL = {"float64": 1e-9, "float32": 1e-5}
 
 @needs_mpi
 @pytest.mark.parametrize("case", ["sgd_momentum", "adam", "adam_float32", "bn_dropout", "cnn_bn_flip", "uneven_101",
-                                  "empty_part", "shuffled_weighted", "sample_weight_l2"])
+                                  "dropout_101", "empty_part", "shuffled_weighted", "sample_weight_l2"])
 def test_two_ranks_train_as_one_process_at_twice_the_batch(checks, case):
     result = checks[0]["cases"][case]
     tol = TOL[result["dtype"]]
@@ -94,10 +102,7 @@ def test_two_ranks_train_as_one_process_at_twice_the_batch(checks, case):
 
 @needs_mpi
 def test_three_ranks_train_as_one_process_at_three_times_the_batch(tmp_path):
-    rc, _, output, out = _launch("three", tmp_path, ranks=3)
-    assert rc == 0, output
-    with open(out) as f:
-        results = json.load(f)
+    results = _results("three", tmp_path, ranks=3)
     assert results["size"] == 3
     for case, result in results["cases"].items():
         assert result["weights_rel_diff"] < TOL[result["dtype"]], case
@@ -131,11 +136,15 @@ def test_an_exception_on_one_rank_ends_the_job(tmp_path):
 
 
 @needs_mpi
+def test_bad_data_on_one_rank_raises_on_every_rank(tmp_path):
+    messages = _results("nan", tmp_path, timeout=60)
+    assert "on another process" in messages[0]
+    assert "1 NaN or infinite value" in messages[1]
+
+
+@needs_mpi
 def test_gpu_model_all_reduces_through_the_host(tmp_path):
-    rc, _, output, out = _launch("gpu", tmp_path, timeout=180)
-    assert rc == 0, output
-    with open(out) as f:
-        results = json.load(f)
+    results = _results("gpu", tmp_path, timeout=180)
     for case, result in results.items():
         assert result["device"] == "cuda"
         assert result["weights_rel_diff"] < 1e-9, case
@@ -144,10 +153,7 @@ def test_gpu_model_all_reduces_through_the_host(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="needs mpi4py")
 def test_distributed_in_one_process_is_plain_fit(tmp_path):
-    rc, _, output, out = _launch("plain", tmp_path, ranks=0)
-    assert rc == 0, output
-    with open(out) as f:
-        assert json.load(f) == {"same_weights": True, "same_history": True}
+    assert _results("plain", tmp_path, ranks=0) == {"same_weights": True, "same_history": True}
 
 
 # ---- without MPI -------------------------------------------------------------------------------
