@@ -32,18 +32,14 @@ def embedding_fwd(const int64_t[::1] idx, const floating[:, ::1] w, floating[:, 
 
 def embedding_bwd(const int64_t[::1] idx, const floating[:, ::1] dy, floating[:, ::1] dw, int n_threads=1):
     """dw = 0; dw[idx[i]] += dy[i] for i in order (the sum does not depend on n_threads)."""
-    _no_capture("embedding_bwd")
     cdef int64_t n = idx.shape[0], v = dw.shape[0], d = dw.shape[1]
     if dy.shape[0] != n or dy.shape[1] != d:
         raise ValueError(f"embedding: output gradient has shape ({dy.shape[0]}, {dy.shape[1]}), expected ({n}, {d})")
     if v == 0 or d == 0:
         return
-    cdef const int64_t *pi = &idx[0] if n > 0 else NULL
-    cdef const floating *pdy = &dy[0, 0] if n > 0 else NULL
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_embedding_bwd_f32(n, v, d, pi, pdy, &dw[0, 0], n_threads)
-        else:
-            status = c.fnn_embedding_bwd_f64(n, v, d, pi, pdy, &dw[0, 0], n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.n_threads = _OP_EMBED_BWD, floating is double, n_threads
+    o.m, o.k, o.n, o.out = n, v, d, &dw[0, 0]
+    o.idx = <void *>&idx[0] if n > 0 else NULL
+    o.a = &dy[0, 0] if n > 0 else NULL
+    _exec(&o, (idx, dy, dw))

@@ -26,31 +26,23 @@ def batchnorm_fwd_train(const floating[:, :, ::1] x not None, const floating[::1
     """y = gamma * (x - mean) / sqrt(var + eps) + beta with batch statistics (biased variance)
     per channel of (outer, ch, inner); saves mean and 1/sqrt(var + eps); updates the moving ones;
     with relu, y = max(y, 0) (a ReLU layer after it, fused)."""
-    _no_capture("batchnorm_fwd_train")
     _bn_sizes(x, y, "batchnorm_fwd_train")
     cdef Py_ssize_t ch = x.shape[1]
     if x.shape[0] == 0:
         raise ValueError("batchnorm_fwd_train: batch statistics need at least one sample")
     if not eps > 0 or not 0 <= momentum <= 1:
         raise ValueError(f"batchnorm_fwd_train: expected eps > 0 and 0 <= momentum <= 1, got {eps}, {momentum}")
-    cdef const void *pg = _vec(gamma, ch, "batchnorm gamma")
-    cdef const void *pb = _vec(beta, ch, "batchnorm beta")
-    cdef void *psm = <void *>_vec(save_mean, ch, "batchnorm saved mean")
-    cdef void *psi = <void *>_vec(save_invstd, ch, "batchnorm saved invstd")
-    cdef void *pmm = <void *>_vec(moving_mean, ch, "batchnorm moving mean")
-    cdef void *pmv = <void *>_vec(moving_var, ch, "batchnorm moving variance")
-    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
-    with nogil:
-        if floating is float:
-            status = c.fnn_batchnorm_fwd_train_f32(flags, x.shape[0], ch, x.shape[2], <float>momentum, <float>eps,
-                                                   &x[0, 0, 0], <const float *>pg, <const float *>pb, &y[0, 0, 0],
-                                                   <float *>psm, <float *>psi, <float *>pmm, <float *>pmv, n_threads)
-        else:
-            status = c.fnn_batchnorm_fwd_train_f64(flags, x.shape[0], ch, x.shape[2], momentum, eps, &x[0, 0, 0],
-                                                   <const double *>pg, <const double *>pb, &y[0, 0, 0],
-                                                   <double *>psm, <double *>psi, <double *>pmm, <double *>pmv,
-                                                   n_threads)
-    _check(status)
+    cdef _op o
+    o.kind, o.f64, o.flags, o.n_threads = _OP_BN_TRAIN, floating is double, c.FNN_EPI_RELU if relu else 0, n_threads
+    o.m, o.n, o.k, o.alpha, o.beta = x.shape[0], ch, x.shape[2], eps, momentum
+    o.a, o.out = &x[0, 0, 0], &y[0, 0, 0]
+    o.b = _vec(gamma, ch, "batchnorm gamma")
+    o.c = _vec(beta, ch, "batchnorm beta")
+    o.ws = <void *>_vec(save_mean, ch, "batchnorm saved mean")
+    o.idx = <void *>_vec(save_invstd, ch, "batchnorm saved invstd")
+    o.d = _vec(moving_mean, ch, "batchnorm moving mean")
+    o.e = _vec(moving_var, ch, "batchnorm moving variance")
+    _exec(&o, (x, gamma, beta, y, save_mean, save_invstd, moving_mean, moving_var))
 
 
 def batchnorm_fwd_infer(const floating[:, :, ::1] x not None, const floating[::1] gamma, const floating[::1] beta,
@@ -80,7 +72,6 @@ def batchnorm_bwd(const floating[:, :, ::1] x not None, const floating[::1] gamm
                   int n_threads=1):
     """dgamma, dbeta (each may be None) and dx (skipped when None) of the training forward; with
     relu, dy is the gradient of the fused ReLU's output y (the forward's) and is masked by y > 0."""
-    _no_capture("batchnorm_bwd")
     _bn_sizes(x, dy, "batchnorm_bwd")
     if relu:
         if y is None:
@@ -91,24 +82,43 @@ def batchnorm_bwd(const floating[:, :, ::1] x not None, const floating[::1] gamm
     cdef Py_ssize_t ch = x.shape[1]
     if x.shape[0] == 0:
         raise ValueError("batchnorm_bwd: expected at least one sample")
-    cdef const void *pg = _vec(gamma, ch, "batchnorm gamma")
-    cdef const void *pm = _vec(mean, ch, "batchnorm saved mean")
-    cdef const void *pi = _vec(invstd, ch, "batchnorm saved invstd")
-    cdef void *pdg = <void *>_vec(dgamma, ch, "batchnorm dgamma")
-    cdef void *pdb = <void *>_vec(dbeta, ch, "batchnorm dbeta")
-    cdef void *pdx = <void *>&dx[0, 0, 0] if dx is not None else NULL
-    cdef const void *py = <const void *>&y[0, 0, 0] if relu else NULL
-    cdef int status, flags = c.FNN_EPI_RELU if relu else 0
-    with nogil:
+    cdef _op o
+    o.kind, o.f64, o.flags, o.n_threads = _OP_BN_BWD, floating is double, c.FNN_EPI_RELU if relu else 0, n_threads
+    o.m, o.n, o.k = x.shape[0], ch, x.shape[2]
+    o.a, o.ws = &x[0, 0, 0], <void *>&dy[0, 0, 0]
+    o.b = _vec(gamma, ch, "batchnorm gamma")
+    o.c = _vec(mean, ch, "batchnorm saved mean")
+    o.d = _vec(invstd, ch, "batchnorm saved invstd")
+    o.e = &y[0, 0, 0] if relu else NULL
+    o.out = &dx[0, 0, 0] if dx is not None else NULL
+    o.idx = <void *>_vec(dgamma, ch, "batchnorm dgamma")
+    o.ext[0] = <void *>_vec(dbeta, ch, "batchnorm dbeta")
+    _exec(&o, (x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta))
+
+
+cdef int _run_norm_embed(const _op *o, floating *tag) noexcept nogil:
+    """_OP_BN_TRAIN, _OP_BN_BWD and _OP_EMBED_BWD (fastnn/_embed.pxi) in the training kinds' switch."""
+    cdef const floating *a = <const floating *>o.a
+    if o.kind == _OP_EMBED_BWD:
         if floating is float:
-            status = c.fnn_batchnorm_bwd_f32(flags, x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const float *>pg,
-                                             <const float *>pm, <const float *>pi, <const float *>py, &dy[0, 0, 0],
-                                             <float *>pdx, <float *>pdg, <float *>pdb, n_threads)
-        else:
-            status = c.fnn_batchnorm_bwd_f64(flags, x.shape[0], ch, x.shape[2], &x[0, 0, 0], <const double *>pg,
-                                             <const double *>pm, <const double *>pi, <const double *>py,
-                                             &dy[0, 0, 0], <double *>pdx, <double *>pdg, <double *>pdb, n_threads)
-    _check(status)
+            return c.fnn_embedding_bwd_f32(o.m, o.k, o.n, <const int64_t *>o.idx, a, <float *>o.out, o.n_threads)
+        return c.fnn_embedding_bwd_f64(o.m, o.k, o.n, <const int64_t *>o.idx, a, <double *>o.out, o.n_threads)
+    if o.kind == _OP_BN_TRAIN:
+        if floating is float:
+            return c.fnn_batchnorm_fwd_train_f32(o.flags, o.m, o.n, o.k, <float>o.beta, <float>o.alpha, a,
+                                                 <const float *>o.b, <const float *>o.c, <float *>o.out,
+                                                 <float *>o.ws, <float *>o.idx, <float *>o.d, <float *>o.e,
+                                                 o.n_threads)
+        return c.fnn_batchnorm_fwd_train_f64(o.flags, o.m, o.n, o.k, o.beta, o.alpha, a, <const double *>o.b,
+                                             <const double *>o.c, <double *>o.out, <double *>o.ws, <double *>o.idx,
+                                             <double *>o.d, <double *>o.e, o.n_threads)
+    if floating is float:
+        return c.fnn_batchnorm_bwd_f32(o.flags, o.m, o.n, o.k, a, <const float *>o.b, <const float *>o.c,
+                                       <const float *>o.d, <const float *>o.e, <const float *>o.ws, <float *>o.out,
+                                       <float *>o.idx, <float *>o.ext[0], o.n_threads)
+    return c.fnn_batchnorm_bwd_f64(o.flags, o.m, o.n, o.k, a, <const double *>o.b, <const double *>o.c,
+                                   <const double *>o.d, <const double *>o.e, <const double *>o.ws, <double *>o.out,
+                                   <double *>o.idx, <double *>o.ext[0], o.n_threads)
 
 
 # The split training kernels of data-parallel training (fastnn.distributed): sums over this

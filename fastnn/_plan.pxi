@@ -58,6 +58,12 @@ cdef enum:
     _OP_SGD = 61                          # optimizer updates: n, alpha lr, t step (set_step moves
     _OP_ADAM = 62                         # both), a grad, out param, hyper and flags per kernel,
     _OP_RMSPROP = 63                      # state buffers in d, e, ws (see the bindings)
+    _OP_BN_TRAIN = 64                     # m outer, n channels, k inner, alpha eps, beta momentum
+    _OP_BN_BWD = 65                       # (the pointer slots of these: see their bindings)
+    _OP_RNN_BWD = 66                      # code cell, m batch, t steps, n features, h units
+    _OP_EMBED_BWD = 67                    # m indices, k rows, n columns
+    _OP_TABLE_FWD = 68                    # recurrent on an embedding table: k rows, lda its stride
+    _OP_TABLE_BWD = 69
 
 
 cdef enum:
@@ -80,6 +86,7 @@ cdef struct _op:
     void *idx
     c.fnn_conv2d_shape conv
     c.fnn_pool2d_shape pool
+    void *ext[3]                             # pointers beyond a..idx (training kinds with many arrays)
 
 
 cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
@@ -144,6 +151,10 @@ cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
                                           <float *>o.d, <float *>o.e, o.n_threads)
         return c.fnn_rmsprop_step_f64(o.flags, o.n, o.alpha, o.beta, o.hyper[0], o.hyper[1], o.hyper[2], a, out,
                                       <double *>o.ws, <double *>o.d, <double *>o.e, o.n_threads)
+    if o.kind == _OP_BN_TRAIN or o.kind == _OP_BN_BWD or o.kind == _OP_EMBED_BWD:
+        return _run_norm_embed(o, tag)
+    if _OP_RNN_BWD == o.kind or _OP_TABLE_FWD <= o.kind <= _OP_TABLE_BWD:
+        return _run_recurrent_train(o, tag)
     if o.kind == _OP_DROPOUT:
         if floating is float:
             return c.fnn_dropout_fwd_f32(o.n, o.alpha, o.seed, o.offset, a, out, prob, o.n_threads)
@@ -251,7 +262,7 @@ cdef int _run_f64(const _op *o) noexcept nogil:
 
 
 cdef inline int _run(const _op *o) noexcept nogil:
-    if _OP_BIAS_GRAD <= o.kind <= _OP_RMSPROP:
+    if _OP_BIAS_GRAD <= o.kind <= _OP_TABLE_BWD:
         return _run_train(o, <double *>NULL) if o.f64 else _run_train(o, <float *>NULL)
     return _run_f64(o) if o.f64 else _run_f32(o)
 

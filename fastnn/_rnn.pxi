@@ -100,7 +100,6 @@ def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
     """Gradients of sum(dy * y) for the forward that filled ws: dW_x, dW_h, db_x, db_h and,
     unless dx is None, dx (n, t, f). bf16 as the forward's: the products dG W_x^T, dG W_h^T and
     the weight gradients on bf16-rounded inputs; the bias gradients float32 sums."""
-    _no_capture("recurrent_bwd")
     cdef int64_t n = x.shape[0], t = x.shape[1], f = x.shape[2], h = wh.shape[0]
     name = _CELL_NAMES[cell] if 0 <= cell <= 2 else "recurrent"
     _check_weights(cell, f, h, (wx.shape[0], wx.shape[1]), (wh.shape[0], wh.shape[1]), dbx.shape[0],
@@ -127,38 +126,64 @@ def recurrent_bwd(int cell, const floating[:, :, ::1] x, const floating[:, ::1] 
         raise ValueError(f"{name}: forward workspace has {ws.shape[0]} elements, needs {need_f}")
     if bws.shape[0] < need_b:
         raise ValueError(f"{name}: backward workspace has {bws.shape[0]} elements, needs {need_b}")
-    cdef const floating *px = &x[0, 0, 0] if n > 0 and f > 0 else NULL
-    cdef const floating *pwx = &wx[0, 0] if f > 0 else NULL
-    cdef floating *pdwx = &dwx[0, 0] if f > 0 else NULL
-    cdef const floating *pws = &ws[0] if ws.shape[0] > 0 else NULL
-    cdef const floating *pdy = &dy[0, 0] if n > 0 else NULL
-    cdef floating *pbws = &bws[0] if bws.shape[0] > 0 else NULL
-    cdef floating *pdx = NULL
-    cdef int status
-    if dx is not None and n > 0 and f > 0:
-        pdx = &dx[0, 0, 0]
-    with nogil:
+    cdef _op o
+    o.kind, o.f64, o.code, o.flags, o.n_threads = _OP_RNN_BWD, floating is double, cell, flags, n_threads
+    o.m, o.t, o.n, o.h = n, t, f, h
+    o.a = &x[0, 0, 0] if n > 0 and f > 0 else NULL
+    o.b = &wx[0, 0] if f > 0 else NULL
+    o.out = &dwx[0, 0] if f > 0 else NULL
+    o.c = &ws[0] if ws.shape[0] > 0 else NULL
+    o.e = &dy[0, 0] if n > 0 else NULL
+    o.d, o.idx, o.ws, o.ext[0] = &wh[0, 0], &dwh[0, 0], &dbx[0], &dbh[0]
+    o.ext[1] = &dx[0, 0, 0] if dx is not None and n > 0 and f > 0 else NULL
+    o.ext[2] = &bws[0] if bws.shape[0] > 0 else NULL
+    _exec(&o, (x, wx, wh, ws, dy, dwx, dwh, dbx, dbh, dx, bws))
+
+
+cdef int _run_recurrent_train(const _op *o, floating *tag) noexcept nogil:
+    """_OP_RNN_BWD, _OP_TABLE_FWD and _OP_TABLE_BWD in the training kinds' switch."""
+    cdef const floating *x = <const floating *>o.a
+    cdef const floating *wx = <const floating *>o.b
+    cdef const floating *ws = <const floating *>o.c
+    cdef const floating *wh = <const floating *>o.d
+    cdef const floating *e = <const floating *>o.e
+    cdef floating *out = <floating *>o.out
+    cdef floating *dwh = <floating *>o.idx
+    cdef floating *dbx = <floating *>o.ws
+    cdef floating *dbh = <floating *>o.ext[0]
+    cdef floating *dx = <floating *>o.ext[1]
+    cdef floating *bws = <floating *>o.ext[2]
+    cdef const int64_t *idx = <const int64_t *>o.idx
+    if o.kind == _OP_TABLE_FWD:       # a: the table (lda its stride), e: b_h, out: y, ws: workspace
         if floating is float:
-            if cell == 0:
-                status = c.fnn_rnn_bwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
-                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
-            elif cell == 1:
-                status = c.fnn_lstm_bwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
-                                            &dbx[0], &dbh[0], pdx, pbws, n_threads)
-            else:
-                status = c.fnn_gru_bwd_f32(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
-                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
-        else:
-            if cell == 0:
-                status = c.fnn_rnn_bwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
-                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
-            elif cell == 1:
-                status = c.fnn_lstm_bwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
-                                            &dbx[0], &dbh[0], pdx, pbws, n_threads)
-            else:
-                status = c.fnn_gru_bwd_f64(flags, n, t, f, h, px, pwx, &wh[0, 0], pws, pdy, pdwx, &dwh[0, 0],
-                                           &dbx[0], &dbh[0], pdx, pbws, n_threads)
-    _check(status)
+            return c.fnn_recurrent_table_fwd_f32(o.code, o.flags, o.m, o.t, o.h, o.k, idx, x, o.lda, wh, e, out,
+                                                 <float *>o.ws, o.n_threads)
+        return c.fnn_recurrent_table_fwd_f64(o.code, o.flags, o.m, o.t, o.h, o.k, idx, x, o.lda, wh, e, out,
+                                             <double *>o.ws, o.n_threads)
+    if o.kind == _OP_TABLE_BWD:       # e: dy, out: dW_h, ws: db_x, ext: db_h, the table's gradient, bws
+        if floating is float:
+            return c.fnn_recurrent_table_bwd_f32(o.code, o.flags, o.m, o.t, o.h, o.k, idx, wh, ws, e, out, dbx, dbh,
+                                                 dx, o.lda, bws, o.n_threads)
+        return c.fnn_recurrent_table_bwd_f64(o.code, o.flags, o.m, o.t, o.h, o.k, idx, wh, ws, e, out, dbx, dbh,
+                                             dx, o.lda, bws, o.n_threads)
+    # _OP_RNN_BWD: e: dy, out: dW_x, idx: dW_h, ws: db_x, ext: db_h, dx, bws
+    if floating is float:
+        if o.code == 0:
+            return c.fnn_rnn_bwd_f32(o.flags, o.m, o.t, o.n, o.h, x, wx, wh, ws, e, out, dwh, dbx, dbh, dx, bws,
+                                     o.n_threads)
+        if o.code == 1:
+            return c.fnn_lstm_bwd_f32(o.flags, o.m, o.t, o.n, o.h, x, wx, wh, ws, e, out, dwh, dbx, dbh, dx, bws,
+                                      o.n_threads)
+        return c.fnn_gru_bwd_f32(o.flags, o.m, o.t, o.n, o.h, x, wx, wh, ws, e, out, dwh, dbx, dbh, dx, bws,
+                                 o.n_threads)
+    if o.code == 0:
+        return c.fnn_rnn_bwd_f64(o.flags, o.m, o.t, o.n, o.h, x, wx, wh, ws, e, out, dwh, dbx, dbh, dx, bws,
+                                 o.n_threads)
+    if o.code == 1:
+        return c.fnn_lstm_bwd_f64(o.flags, o.m, o.t, o.n, o.h, x, wx, wh, ws, e, out, dwh, dbx, dbh, dx, bws,
+                                  o.n_threads)
+    return c.fnn_gru_bwd_f64(o.flags, o.m, o.t, o.n, o.h, x, wx, wh, ws, e, out, dwh, dbx, dbh, dx, bws,
+                             o.n_threads)
 
 
 cdef void _check_table_call(str name, int cell, int64_t n, int64_t t, int64_t h, tuple idx, tuple p, tuple wh,
@@ -187,7 +212,6 @@ def recurrent_table_fwd(int cell, const int64_t[:, ::1] idx, const floating[:, :
                         int n_threads=1):
     """The recurrent forward with input projections gathered from the table p = E W_x + b_x by
     the indices idx (n, t); ws as recurrent_workspace(cell, n, t, 0, h)[0]."""
-    _no_capture("recurrent_table_fwd")
     _cell_gates(cell)
     cdef int64_t n = idx.shape[0], t = idx.shape[1], h = wh.shape[0], v = p.shape[0]
     name = _CELL_NAMES[cell]
@@ -198,16 +222,13 @@ def recurrent_table_fwd(int cell, const int64_t[:, ::1] idx, const floating[:, :
                          f"({n}, {t * h if seq else h})")
     if n == 0:
         return
-    cdef int flags = c.FNN_RNN_SEQ if seq else 0
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_recurrent_table_fwd_f32(cell, flags, n, t, h, v, &idx[0, 0], &p[0, 0], p.shape[1],
-                                                   &wh[0, 0], &bh[0], &y[0, 0], &ws[0], n_threads)
-        else:
-            status = c.fnn_recurrent_table_fwd_f64(cell, flags, n, t, h, v, &idx[0, 0], &p[0, 0], p.shape[1],
-                                                   &wh[0, 0], &bh[0], &y[0, 0], &ws[0], n_threads)
-    _check(status)
+    cdef _op o       # idx: the indices, a: the table, d: W_h, e: b_h, out: y, ws: workspace
+    o.kind, o.f64, o.code, o.n_threads = _OP_TABLE_FWD, floating is double, cell, n_threads
+    o.flags = c.FNN_RNN_SEQ if seq else 0
+    o.m, o.t, o.h, o.k, o.lda = n, t, h, v, p.shape[1]
+    o.idx, o.a, o.d, o.e = <void *>&idx[0, 0], &p[0, 0], &wh[0, 0], &bh[0]
+    o.out, o.ws = &y[0, 0], &ws[0]
+    _exec(&o, (idx, p, wh, bh, y, ws))
 
 
 def recurrent_table_bwd(int cell, const int64_t[:, ::1] idx, const floating[:, ::1] wh, const floating[::1] ws,
@@ -215,7 +236,6 @@ def recurrent_table_bwd(int cell, const int64_t[:, ::1] idx, const floating[:, :
                         floating[:, ::1] dp, floating[::1] bws, bint seq=False, int n_threads=1):
     """Gradients of sum(dy * y) for the recurrent_table_fwd that filled ws: dW_h, db_x, db_h and
     dp (v, kh), the gradient of the table (each row the sum of its indices' x-side gate gradients)."""
-    _no_capture("recurrent_table_bwd")
     _cell_gates(cell)
     cdef int64_t n = idx.shape[0], t = idx.shape[1], h = wh.shape[0], v = dp.shape[0]
     name = _CELL_NAMES[cell]
@@ -228,17 +248,13 @@ def recurrent_table_bwd(int cell, const int64_t[:, ::1] idx, const floating[:, :
     if dy.shape[0] != n or dy.shape[1] != (t * h if seq else h):
         raise ValueError(f"{name}: output gradient has shape ({dy.shape[0]}, {dy.shape[1]}), expected "
                          f"({n}, {t * h if seq else h})")
-    cdef int flags = c.FNN_RNN_SEQ if seq else 0
-    cdef const int64_t *pidx = &idx[0, 0] if n > 0 else NULL
-    cdef const floating *pws = &ws[0] if ws.shape[0] > 0 else NULL
-    cdef const floating *pdy = &dy[0, 0] if n > 0 else NULL
-    cdef floating *pbws = &bws[0] if bws.shape[0] > 0 else NULL
-    cdef int status
-    with nogil:
-        if floating is float:
-            status = c.fnn_recurrent_table_bwd_f32(cell, flags, n, t, h, v, pidx, &wh[0, 0], pws, pdy, &dwh[0, 0],
-                                                   &dbx[0], &dbh[0], &dp[0, 0], dp.shape[1], pbws, n_threads)
-        else:
-            status = c.fnn_recurrent_table_bwd_f64(cell, flags, n, t, h, v, pidx, &wh[0, 0], pws, pdy, &dwh[0, 0],
-                                                   &dbx[0], &dbh[0], &dp[0, 0], dp.shape[1], pbws, n_threads)
-    _check(status)
+    cdef _op o       # idx, d: W_h, c: workspace, e: dy, out: dW_h, ws: db_x, ext: db_h, dp, bws
+    o.kind, o.f64, o.code, o.n_threads = _OP_TABLE_BWD, floating is double, cell, n_threads
+    o.flags = c.FNN_RNN_SEQ if seq else 0
+    o.m, o.t, o.h, o.k, o.lda = n, t, h, v, dp.shape[1]
+    o.idx = <void *>&idx[0, 0] if n > 0 else NULL
+    o.c = &ws[0] if ws.shape[0] > 0 else NULL
+    o.e = &dy[0, 0] if n > 0 else NULL
+    o.d, o.out, o.ws, o.ext[0], o.ext[1] = &wh[0, 0], &dwh[0, 0], &dbx[0], &dbh[0], &dp[0, 0]
+    o.ext[2] = &bws[0] if bws.shape[0] > 0 else NULL
+    _exec(&o, (idx, wh, ws, dy, dwh, dbx, dbh, dp, bws))

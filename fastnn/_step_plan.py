@@ -13,9 +13,10 @@ all-reduce run after the plan, unchanged.
 A plan is built only where every computation of the step is a kernel call whose arguments are
 the same every step: every layer ``train_capturable`` (Dense and Conv2D outside "mixed_bfloat16",
 whose bf16 weight copies are refreshed only when the weights changed, and without Conv2D's channel
-softmax; activations; Flatten; pooling; Dropout, whose random stream offset the plan sets each
-step from the layer's own counter), a fused loss (cross-entropy on logits, or mean squared error),
-the CPU backend. Other layers (normalization, recurrent, embedding, augmentation: their training
+softmax; activations; Flatten; pooling; BatchNormalization outside data-parallel steps, where it
+all-reduces its statistics; SimpleRNN, LSTM, GRU and Embedding, with their table fusion; Dropout,
+whose random stream offset the plan sets each step from the layer's own counter), a fused loss
+(cross-entropy on logits, or mean squared error), the CPU backend. Augmentation layers (their
 kernels are not captured yet) leave their models to the layer-by-layer step. Plans are per model,
 batch shape, loss weights (or none), thread count and data-parallel part; replacing parameter
 arrays (``params_epoch``) or the gradient buffer drops them. ``FASTNN_STEP_PLANS=0`` turns them off.
@@ -36,10 +37,10 @@ def enabled() -> bool:
     return os.environ.get("FASTNN_STEP_PLANS", "1") != "0"
 
 
-def plannable(model, fused: bool) -> bool:
+def plannable(model, fused: bool, part) -> bool:
     """Whether the training steps of the model can be captured (see the module docstring)."""
-    return (model.device == "cpu" and all(layer.train_capturable for layer in model.layers)
-            and model.loss.kernel_only(fused))
+    return (model.device == "cpu" and model.loss.kernel_only(fused)
+            and all(layer.train_capturable and (part is None or not layer.collective) for layer in model.layers))
 
 
 class StepPlan:
@@ -102,7 +103,7 @@ def get(model, x, y, w, part, fused: bool):
         if len(plans) >= PLAN_MAX_COUNT:
             plans.clear()
         plan = None
-        if plannable(model, fused):
+        if plannable(model, fused, part):
             try:
                 plan = StepPlan(model, x, y, w, part, fused)
             except RuntimeError:

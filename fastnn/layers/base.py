@@ -72,6 +72,9 @@ class Layer:
     #: arguments stay the same from step to step (no NumPy arithmetic, no per-step random seeds or
     #: collectives), so a training step plan may capture them (fastnn._step_plan)
     train_capturable: bool = False
+    #: whether a data-parallel training step reduces over processes inside the layer (no step
+    #: plan can capture that)
+    collective: bool = False
     #: this process's part of the global batch in a data-parallel training step
     #: (``fastnn.distributed``): None outside one, else an object with ``offset`` (the part's
     #: first sample in the global batch), ``total`` (the global batch's samples) and

@@ -74,6 +74,7 @@ class Embedding(Layer):
     """
 
     capturable = True
+    train_capturable = True
     #: the model keeps its inputs integer (int64) for this layer instead of converting them
     integer_input = True
 

@@ -41,6 +41,9 @@ class BatchNormalization(Layer):
     """
 
     capturable = True
+    train_capturable = True
+    #: a data-parallel training step all-reduces its statistics (no step plan then)
+    collective = True
 
     def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None):
         super().__init__(name)

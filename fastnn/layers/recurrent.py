@@ -33,6 +33,7 @@ class _Recurrent(Layer):
     """
 
     capturable = True
+    train_capturable = True
 
     cell = ""
     gates = 1
