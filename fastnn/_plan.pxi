@@ -64,6 +64,9 @@ cdef enum:
     _OP_EMBED_BWD = 67                    # m indices, k rows, n columns
     _OP_TABLE_FWD = 68                    # recurrent on an embedding table: k rows, lda its stride
     _OP_TABLE_BWD = 69
+    _OP_FLIP = 70                         # random streams (as _OP_DROPOUT): m, n, k, t = n, c, h, w,
+    _OP_TRANSLATE = 71                    # code flags or adjoint, h, lda the largest shifts, alpha fill
+    _OP_NOISE = 72                        # n, alpha stddev
 
 
 cdef enum:
@@ -155,6 +158,20 @@ cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
         return _run_norm_embed(o, tag)
     if _OP_RNN_BWD == o.kind or _OP_TABLE_FWD <= o.kind <= _OP_TABLE_BWD:
         return _run_recurrent_train(o, tag)
+    if o.kind == _OP_FLIP:
+        if floating is float:
+            return c.fnn_random_flip_f32(o.m, o.n, o.k, o.t, o.code, o.seed, o.offset, a, out, o.n_threads)
+        return c.fnn_random_flip_f64(o.m, o.n, o.k, o.t, o.code, o.seed, o.offset, a, out, o.n_threads)
+    if o.kind == _OP_TRANSLATE:
+        if floating is float:
+            return c.fnn_random_translate_f32(o.m, o.n, o.k, o.t, o.h, o.lda, o.seed, o.offset, o.code,
+                                              <float>o.alpha, a, out, o.n_threads)
+        return c.fnn_random_translate_f64(o.m, o.n, o.k, o.t, o.h, o.lda, o.seed, o.offset, o.code, o.alpha, a,
+                                          out, o.n_threads)
+    if o.kind == _OP_NOISE:
+        if floating is float:
+            return c.fnn_gaussian_noise_f32(o.n, o.alpha, o.seed, o.offset, a, out, o.n_threads)
+        return c.fnn_gaussian_noise_f64(o.n, o.alpha, o.seed, o.offset, a, out, o.n_threads)
     if o.kind == _OP_DROPOUT:
         if floating is float:
             return c.fnn_dropout_fwd_f32(o.n, o.alpha, o.seed, o.offset, a, out, prob, o.n_threads)
@@ -261,8 +278,12 @@ cdef int _run_f64(const _op *o) noexcept nogil:
     return c.FNN_ERR_ARG
 
 
+cdef inline bint _seeded(int kind) noexcept nogil:
+    return kind == _OP_DROPOUT or _OP_FLIP <= kind <= _OP_NOISE
+
+
 cdef inline int _run(const _op *o) noexcept nogil:
-    if _OP_BIAS_GRAD <= o.kind <= _OP_TABLE_BWD:
+    if _OP_BIAS_GRAD <= o.kind <= _OP_NOISE:
         return _run_train(o, <double *>NULL) if o.f64 else _run_train(o, <float *>NULL)
     return _run_f64(o) if o.f64 else _run_f32(o)
 
@@ -333,12 +354,13 @@ cdef class Plan:
         return self.results[i]
 
     def seeded_ops(self):
-        """The indices of the calls that draw from a random stream (Dropout's), in call order."""
-        return [i for i in range(self.n_ops) if self.ops[i].kind == _OP_DROPOUT]
+        """[(index, seed), ...] of the calls that draw from a random stream (Dropout and
+        augmentation), in call order."""
+        return [(i, self.ops[i].seed) for i in range(self.n_ops) if _seeded(self.ops[i].kind)]
 
     def set_offset(self, Py_ssize_t i, uint64_t offset):
         """Set the stream offset of seeded call i (each step draws new numbers)."""
-        if not 0 <= i < self.n_ops or self.ops[i].kind != _OP_DROPOUT:
+        if not 0 <= i < self.n_ops or not _seeded(self.ops[i].kind):
             raise IndexError(f"plan: call {i} draws no random numbers")
         self.ops[i].offset = offset
 

@@ -14,10 +14,9 @@ A plan is built only where every computation of the step is a kernel call whose 
 the same every step: every layer ``train_capturable`` (Dense and Conv2D outside "mixed_bfloat16",
 whose bf16 weight copies are refreshed only when the weights changed, and without Conv2D's channel
 softmax; activations; Flatten; pooling; BatchNormalization outside data-parallel steps, where it
-all-reduces its statistics; SimpleRNN, LSTM, GRU and Embedding, with their table fusion; Dropout,
-whose random stream offset the plan sets each step from the layer's own counter), a fused loss
-(cross-entropy on logits, or mean squared error), the CPU backend. Augmentation layers (their
-kernels are not captured yet) leave their models to the layer-by-layer step. Plans are per model,
+all-reduces its statistics; SimpleRNN, LSTM, GRU and Embedding, with their table fusion; Dropout
+and the augmentation layers, whose random stream offset the plan sets each step from the layer's
+own counter), a fused loss (cross-entropy on logits, or mean squared error), the CPU backend. Plans are per model,
 batch shape, loss weights (or none), thread count and data-parallel part; replacing parameter
 arrays (``params_epoch``) or the gradient buffer drops them. ``FASTNN_STEP_PLANS=0`` turns them off.
 """
@@ -54,6 +53,8 @@ class StepPlan:
         # captured on the plan's own input buffers: the caller's may be views of user data
         x, y = x.copy(), y.copy()
         w = None if w is None else w.copy()
+        streams = [layer for layer in model.layers if hasattr(layer, "_advance")]
+        counters = [layer.counter for layer in streams]
         from .models import training_plan  # here: models imports this module
         with training_plan(model.layers, part):
             _core.capture_begin(self.calls)
@@ -63,12 +64,18 @@ class StepPlan:
                 _core.capture_end()
         if self.calls.n_results != 1:
             raise RuntimeError(f"step plan: expected one loss value, the step returns {self.calls.n_results}")
-        # Dropout: each step draws at the stream offset the layer's own counter gives
-        drawing = [layer for layer in model.layers if hasattr(layer, "_advance") and layer._per_sample()]
+        # Dropout and augmentation: each step draws at the offset the layer's own counter gives
+        # (the same for a layer's forward and backward calls), the calls told apart by seed
         seeded = self.calls.seeded_ops()
-        if len(seeded) != len(drawing):
-            raise RuntimeError(f"step plan: {len(drawing)} random layers made {len(seeded)} random calls")
-        self.random = list(zip(drawing, seeded))
+        self.random = []
+        for layer, before in zip(streams, counters):
+            calls = [i for i, seed in seeded if seed == layer.seed]
+            if bool(calls) != (layer.counter != before):
+                raise RuntimeError(f"step plan: {layer.name} drew {len(calls)} times, its counter disagrees")
+            if calls:
+                self.random.append((layer, calls))
+        if sum(len(calls) for _, calls in self.random) != len(seeded):
+            raise RuntimeError("step plan: random calls of no layer (or layers sharing a seed)")
         self.fresh = True      # the capture moved the counters already for the step it serves
         # the loss kernel's batch mean as this part's share of a data-parallel global mean
         self.factor = 1.0 if part is None else losses._share(1.0, x.shape[0], part.total)
@@ -79,12 +86,14 @@ class StepPlan:
         (loss, model output)."""
         self.calls.load(*(a for a in (x, y, w) if a is not None))
         if not self.fresh:
-            for layer, i in self.random:
+            for layer, calls in self.random:
                 layer._part = part
                 try:
-                    self.calls.set_offset(i, layer._advance(layer._per_sample(), x.shape[0]))
+                    offset = layer._advance(layer._per_sample(), x.shape[0])
                 finally:
                     layer._part = None
+                for i in calls:
+                    self.calls.set_offset(i, offset)
         self.fresh = False
         self.calls.run()
         return self.calls.result(0) * self.factor, self.out

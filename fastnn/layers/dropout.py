@@ -20,6 +20,9 @@ class _RandomLayer(Layer):
     """
 
     capturable = True     # the inference forward computes nothing (returns x)
+    #: its kernel calls draw at the offset ``_advance`` gives; a step plan matches them to the
+    #: layer by its seed and sets that offset each step (fastnn._step_plan)
+    train_capturable = True
 
     def __init__(self, name=None):
         super().__init__(name)
@@ -82,10 +85,6 @@ class Dropout(_RandomLayer):
 
     def get_config(self):
         return {"rate": self.rate, "name": self.name}
-
-    #: one dropout kernel call per training forward (when rate > 0), whose stream offset a step
-    #: plan moves each step with ``_advance`` (fastnn._step_plan)
-    train_capturable = True
 
     def _per_sample(self) -> int:
         # one counter value per element; none while the layer draws nothing (rate 0)
