@@ -36,10 +36,17 @@ def enabled() -> bool:
     return os.environ.get("FASTNN_STEP_PLANS", "1") != "0"
 
 
+def _ours(obj) -> bool:
+    """Whether obj's class is fastnn's own: a subclass defined elsewhere may compute in NumPy
+    what its fastnn base computes in kernels, and inherit the claim that it does not."""
+    return type(obj).__module__.startswith("fastnn.")
+
+
 def plannable(model, fused: bool, part) -> bool:
     """Whether the training steps of the model can be captured (see the module docstring)."""
-    return (model.device == "cpu" and model.loss.kernel_only(fused)
-            and all(layer.train_capturable and (part is None or not layer.collective) for layer in model.layers))
+    return (model.device == "cpu" and _ours(model.loss) and model.loss.kernel_only(fused)
+            and all(_ours(layer) and layer.train_capturable and (part is None or not layer.collective)
+                    for layer in model.layers))
 
 
 class StepPlan:

@@ -174,14 +174,17 @@ class Sequential:
         return {**self.__dict__, "_step_plans": {}}
 
     def __setstate__(self, state) -> None:
-        # A copy's layer weights are arrays of their own, no longer views into the copied flat
-        # buffer the optimizer updates: gather them into a new one (keeping the optimizer state).
+        # A deep copy's (or unpickled model's) layer weights are arrays of their own, no longer
+        # views into the copied flat buffer the optimizer updates: gather them into a new one
+        # (keeping the optimizer state). A shallow copy shares the layers and their views.
         self.__dict__.update(state)
         if self.built:
-            opt_state = None if self.optimizer is None else self.optimizer.state
-            self._flatten_params()
-            if opt_state is not None:
-                self.optimizer.state = opt_state
+            shares = backend.get(self.device).may_share_memory
+            if not all(shares(p, self._flat_params) for layer in self.layers for p in layer.params):
+                opt_state = None if self.optimizer is None else self.optimizer.state
+                self._flatten_params()
+                if opt_state is not None:
+                    self.optimizer.state = opt_state
 
     @property
     def dtype_policy(self) -> str:

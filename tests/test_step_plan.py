@@ -203,6 +203,8 @@ def test_a_trained_model_can_be_copied(monkeypatch, rng):
     model, _ = _fit(monkeypatch, True, lambda: _mlp(4, "softmax"), x, y, loss="sparse_categorical_crossentropy")
     # (a copy's weights were arrays of their own, not views into the buffer its optimizer updates)
     twins = [copy.deepcopy(model), pickle.loads(pickle.dumps(model))]
+    shallow = copy.copy(model)       # shares the layers: the model must keep training as before
+    assert shallow.layers[0] is model.layers[0]
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     for twin in twins:
         assert not twin._step_plans and not twin.optimizer._plans
@@ -237,6 +239,38 @@ def test_models_that_cannot_be_planned_train_as_before(monkeypatch, rng, name):
     planned = _fit(monkeypatch, True, layers, x, y, dtype, loss=loss, epochs=1)
     assert planned[0]._step_plans and not _plans(planned[0])
     _assert_same(planned, _fit(monkeypatch, False, layers, x, y, dtype, loss=loss, epochs=1))
+
+
+class _DoubledDense(L.Dense):
+    """A user's layer: fastnn's Dense plus NumPy arithmetic a capture would not record."""
+
+    def _forward(self, x, training, logits):
+        y = super()._forward(x, training, logits)
+        y *= 2
+        return y
+
+
+class _HalfStepSGD(fnn.optimizers.SGD):
+    """A user's optimizer: NumPy arithmetic around fastnn's kernel update."""
+
+    def _step(self, be, param, grad, prefix, lr):
+        grad *= 0.5
+        super()._step(be, param, grad, prefix, lr)
+
+
+def test_user_subclasses_are_not_planned(monkeypatch, rng):
+    x = rng.standard_normal((N, F)).astype(np.float32)
+    y = rng.integers(0, 3, N)
+    layers = lambda: [_DoubledDense(8, activation="relu"), L.Dense(3, activation="softmax")]  # noqa: E731
+    args = dict(loss="sparse_categorical_crossentropy", optimizer=fnn.optimizers.SGD(0.1))
+    planned = _fit(monkeypatch, True, layers, x, y, **args)
+    assert planned[0]._step_plans and not _plans(planned[0])
+    _assert_same(planned, _fit(monkeypatch, False, layers, x, y, **args))
+    layers = lambda: _mlp(3, "softmax")  # noqa: E731
+    planned = _fit(monkeypatch, True, layers, x, y, loss="sparse_categorical_crossentropy", optimizer=_HalfStepSGD(0.1))
+    assert _plans(planned[0]) and not planned[0].optimizer._plans
+    _assert_same(planned, _fit(monkeypatch, False, layers, x, y, loss="sparse_categorical_crossentropy",
+                               optimizer=_HalfStepSGD(0.1)))
 
 
 def test_captured_losses_fill_result_slots(rng):

@@ -120,7 +120,8 @@ class Optimizer:
         self.clip(grad_views)
         lr = self.learning_rate      # the schedule at the step count before this step
         self.iterations += 1
-        plan = self._plan(be, param, grad, lr) if planned else None
+        # only fastnn's own updates, which are one kernel call each (a subclass may compute more)
+        plan = self._plan(be, param, grad, lr) if planned and type(self)._step in _KERNEL_STEPS else None
         if plan is None:
             self._step(be, param, grad, "", lr)
         else:
@@ -269,6 +270,7 @@ class RMSprop(Optimizer):
         be.rmsprop_step(param, grad, sq, avg, buf, lr, self.rho, self.momentum, self.epsilon, self.weight_decay)
 
 
+_KERNEL_STEPS = (SGD._step, Adam._step, RMSprop._step)
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 REGISTRY = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW, "RMSprop": RMSprop}
 
