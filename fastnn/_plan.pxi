@@ -76,7 +76,7 @@ cdef struct _op:
     int kind, f64, flags, code, n_threads
     int64_t m, n, k, lda, ldb, ldc, ws_len   # GEMM sizes; n: elements (ACT), columns (SOFTMAX)
     int64_t t, h                             # RECURRENT: batch m, steps t, features n, units h
-    uint64_t seed, offset                    # a random stream's (DROPOUT; set_offset moves it)
+    uint64_t seed, offset                    # a random stream's (_seeded kinds; set_offset moves it)
     double alpha, beta
     double hyper[3]                          # optimizer hyper-parameters beyond alpha and beta
     const void *a
@@ -93,7 +93,7 @@ cdef struct _op:
 
 
 cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
-    """The training-step kinds (_OP_BIAS_GRAD.._OP_MSE); tag only selects the type."""
+    """The training-step kinds (_OP_BIAS_GRAD.._OP_NOISE); tag only selects the type."""
     cdef const floating *a = <const floating *>o.a
     cdef const floating *b = <const floating *>o.b
     cdef const floating *w = <const floating *>o.c
@@ -193,7 +193,9 @@ cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
             status = c.fnn_mse_f32(o.n, o.k, <float>o.alpha, a, b, w, &loss, out, o.n_threads)
         else:
             status = c.fnn_mse_f64(o.n, o.k, o.alpha, a, b, w, &loss, out, o.n_threads)
-    (<double *>o.ws)[0] = loss
+    else:
+        return c.FNN_ERR_ARG
+    (<double *>o.ws)[0] = loss         # the loss kinds' result slot
     return status
 
 
