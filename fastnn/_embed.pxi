@@ -7,6 +7,13 @@
 
 
 cdef int _run_embed(const _op *o) noexcept nogil:
+    """_OP_EMBED (the forward) and _OP_EMBED_BWD (a: dy, out: dw)."""
+    if o.kind == _OP_EMBED_BWD:
+        if o.f64:
+            return c.fnn_embedding_bwd_f64(o.m, o.k, o.n, <const int64_t *>o.idx, <const double *>o.a,
+                                           <double *>o.out, o.n_threads)
+        return c.fnn_embedding_bwd_f32(o.m, o.k, o.n, <const int64_t *>o.idx, <const float *>o.a, <float *>o.out,
+                                       o.n_threads)
     if o.f64:
         return c.fnn_embedding_fwd_f64(o.m, o.k, o.n, <const int64_t *>o.idx, <const double *>o.b,
                                        <double *>o.out, o.n_threads)

@@ -96,13 +96,9 @@ def batchnorm_bwd(const floating[:, :, ::1] x not None, const floating[::1] gamm
     _exec(&o, (x, gamma, mean, invstd, y, dy, dx, dgamma, dbeta))
 
 
-cdef int _run_norm_embed(const _op *o, floating *tag) noexcept nogil:
-    """_OP_BN_TRAIN, _OP_BN_BWD and _OP_EMBED_BWD (fastnn/_embed.pxi) in the training kinds' switch."""
+cdef int _run_norm(const _op *o, floating *tag) noexcept nogil:
+    """_OP_BN_TRAIN and _OP_BN_BWD in the training kinds' switch."""
     cdef const floating *a = <const floating *>o.a
-    if o.kind == _OP_EMBED_BWD:
-        if floating is float:
-            return c.fnn_embedding_bwd_f32(o.m, o.k, o.n, <const int64_t *>o.idx, a, <float *>o.out, o.n_threads)
-        return c.fnn_embedding_bwd_f64(o.m, o.k, o.n, <const int64_t *>o.idx, a, <double *>o.out, o.n_threads)
     if o.kind == _OP_BN_TRAIN:
         if floating is float:
             return c.fnn_batchnorm_fwd_train_f32(o.flags, o.m, o.n, o.k, <float>o.beta, <float>o.alpha, a,

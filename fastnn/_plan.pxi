@@ -154,8 +154,10 @@ cdef int _run_train(const _op *o, floating *tag) noexcept nogil:
                                           <float *>o.d, <float *>o.e, o.n_threads)
         return c.fnn_rmsprop_step_f64(o.flags, o.n, o.alpha, o.beta, o.hyper[0], o.hyper[1], o.hyper[2], a, out,
                                       <double *>o.ws, <double *>o.d, <double *>o.e, o.n_threads)
-    if o.kind == _OP_BN_TRAIN or o.kind == _OP_BN_BWD or o.kind == _OP_EMBED_BWD:
-        return _run_norm_embed(o, tag)
+    if o.kind == _OP_BN_TRAIN or o.kind == _OP_BN_BWD:
+        return _run_norm(o, tag)
+    if o.kind == _OP_EMBED_BWD:
+        return _run_embed(o)
     if _OP_RNN_BWD == o.kind or _OP_TABLE_FWD <= o.kind <= _OP_TABLE_BWD:
         return _run_recurrent_train(o, tag)
     if o.kind == _OP_FLIP:

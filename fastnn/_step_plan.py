@@ -44,9 +44,11 @@ def _ours(obj) -> bool:
 
 def plannable(model, fused: bool, part) -> bool:
     """Whether the training steps of the model can be captured (see the module docstring)."""
+    # (under "mixed_bfloat16" a layer's bf16 weight copy is refreshed only after the weights
+    # changed: a Python decision, not a kernel call)
     return (model.device == "cpu" and _ours(model.loss) and model.loss.kernel_only(fused)
             and all(_ours(layer) and layer.train_capturable and (part is None or not layer.collective)
-                    for layer in model.layers))
+                    and not (layer.mixed and layer.bf16_gemm) for layer in model.layers))
 
 
 class StepPlan:

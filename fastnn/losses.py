@@ -37,8 +37,8 @@ class Loss:
 
     def kernel_only(self, logits: bool) -> bool:
         """Whether ``compute`` (on logits when ``logits``) is one fused kernel call (no NumPy
-        arithmetic), so a training step plan may capture it."""
-        return False
+        arithmetic), so a training step plan may capture it: a cross-entropy on logits."""
+        return self.activation is not None and (logits or self.from_logits)
 
     def check_targets(self, y, out_shape: tuple, dtype, where: str):
         """Validate and convert targets for outputs of shape (N,) + out_shape."""
@@ -87,9 +87,6 @@ class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
     activation = "softmax"
 
-    def kernel_only(self, logits):
-        return logits or self.from_logits
-
     def check_targets(self, y, out_shape, dtype, where):
         if len(out_shape) != 1:
             fail(where, "model outputs of shape (N, K)", f"outputs (N, {', '.join(map(str, out_shape))})")
@@ -129,9 +126,6 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     activation = "softmax"
 
-    def kernel_only(self, logits):
-        return logits or self.from_logits
-
     def check_targets(self, y, out_shape, dtype, where):
         y = as_array(y, where, dtype=dtype)
         if y.ndim != 2 or (len(out_shape) == 1 and y.shape[1] != out_shape[0]):
@@ -160,9 +154,6 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
     activation = "sigmoid"
-
-    def kernel_only(self, logits):
-        return logits or self.from_logits
 
     def check_targets(self, y, out_shape, dtype, where):
         y = as_array(y, where, dtype=dtype)

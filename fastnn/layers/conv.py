@@ -97,8 +97,7 @@ class Conv2D(Layer):
 
     @property
     def train_capturable(self):
-        # "mixed_bfloat16" refreshes its bf16 weight copy only after the weights changed
-        return self.activation != "softmax" and not self.mixed
+        return self.capturable
 
     @property
     def output_activation(self):

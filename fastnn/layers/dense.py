@@ -34,11 +34,7 @@ class Dense(Layer):
     """
 
     capturable = True
-
-    @property
-    def train_capturable(self) -> bool:
-        # "mixed_bfloat16" refreshes its bf16 weight copy only after the weights changed
-        return not self.mixed
+    train_capturable = True
     bf16_gemm = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,

@@ -323,21 +323,7 @@ FNN_INLINE __m256 load_span_f32(const float *p, int n, const float *lo, const fl
 #define FNN_RMUL _mm256_mul_ps
 #define FNN_RADD _mm256_add_ps
 #define FNN_RMAX _mm256_max_ps
-#include "gemm_avx2_rows.h"
-#undef FNN_RT
-#undef FNN_RV
-#undef FNN_RL
-#undef FNN_RMR
-#undef FNN_RS
-#undef FNN_RZERO
-#undef FNN_RLOADU
-#undef FNN_RSTOREU
-#undef FNN_RBCAST
-#undef FNN_RSET1
-#undef FNN_RFMA
-#undef FNN_RMUL
-#undef FNN_RADD
-#undef FNN_RMAX
+#include "gemm_avx2_rows.h"     /* (it undefines the FNN_R* parameters) */
 
 /* ---- double: 6 x 8 (same structure, 4 lanes per ymm) ------------------------------------ */
 #define MR_F64 6
@@ -513,21 +499,7 @@ FNN_INLINE __m256d load_span_f64(const double *p, int n, const double *lo, const
 #define FNN_RMUL _mm256_mul_pd
 #define FNN_RADD _mm256_add_pd
 #define FNN_RMAX _mm256_max_pd
-#include "gemm_avx2_rows.h"
-#undef FNN_RT
-#undef FNN_RV
-#undef FNN_RL
-#undef FNN_RMR
-#undef FNN_RS
-#undef FNN_RZERO
-#undef FNN_RLOADU
-#undef FNN_RSTOREU
-#undef FNN_RBCAST
-#undef FNN_RSET1
-#undef FNN_RFMA
-#undef FNN_RMUL
-#undef FNN_RADD
-#undef FNN_RMAX
+#include "gemm_avx2_rows.h"     /* (it undefines the FNN_R* parameters) */
 
 /* ---- packing ----------------------------------------------------------------------------
  * Vector packers for the full panels (w == W) that dominate; the edge panels and the kc tail

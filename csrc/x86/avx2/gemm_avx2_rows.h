@@ -4,7 +4,7 @@
  * FNN_RL (lanes per vector), FNN_RMR (the tile's rows), FNN_RS(x) (x with the type's suffix, for
  * the helpers load_part, load_span, store_part and the names defined here) and the vector
  * operations FNN_RZERO, FNN_RLOADU, FNN_RSTOREU, FNN_RBCAST, FNN_RSET1, FNN_RFMA, FNN_RMUL,
- * FNN_RADD, FNN_RMAX defined.
+ * FNN_RADD, FNN_RMAX defined; it undefines them at its end, ready for the next type.
  */
 FNN_INLINE void FNN_RS(kern_rows)(const int R, const int V, int64_t k, const FNN_RT *restrict a, const int64_t a_rs,
                               const int64_t a_cs, const FNN_RT *restrict b, const int64_t *restrict boff,
@@ -93,3 +93,18 @@ static void FNN_RS(ukg)(int64_t k, const FNN_RT *a, int64_t a_rs, int64_t a_cs, 
     }
 #undef FNN_KG
 }
+
+#undef FNN_RT
+#undef FNN_RV
+#undef FNN_RL
+#undef FNN_RMR
+#undef FNN_RS
+#undef FNN_RZERO
+#undef FNN_RLOADU
+#undef FNN_RSTOREU
+#undef FNN_RBCAST
+#undef FNN_RSET1
+#undef FNN_RFMA
+#undef FNN_RMUL
+#undef FNN_RADD
+#undef FNN_RMAX
