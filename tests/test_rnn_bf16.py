@@ -240,24 +240,31 @@ def test_same_bits_for_one_and_two_threads(rng, cell, n):
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_numpy_ref_computes_the_same_rounded_products(rng, cell):
     """numpy_ref's bf16 recurrence in float64 against the C's: end to end (no teacher forcing), so a
-    rounding may flip; the gap must still be far below the gap to float32 numerics."""
+    rounding may flip and carry through the later steps; the gap must still be far below the gap to
+    float32 numerics. A flip is rare (the gap ratio reached 0.1 in 0.75 % of 400 draws for GRU, at
+    most 0.52), so over 5 draws at most one may reach 0.1 and none the float32 gap."""
     n, t, f, h = 4, 5, 6, 7
-    x, wx, wh, bx, bh = _inputs(rng, cell, n, t, f, h)
-    dy = rng.standard_normal((n, t, h)).astype(np.float32)
-    y, _, got, _ = _c_run(cell, x, wx, wh, bx, bh, dy, True)
-    ref = {}
-    for bf16 in (True, False):
-        a = [v.astype(np.float64) for v in (x, wx, wh, bx, bh)]
-        ws = np.zeros(numpy_ref.recurrent_workspace(cell, n, t, f, h)[0])
-        yr = numpy_ref.recurrent_fwd(cell, *a, np.empty((n, t, h)), ws, True, bf16=bf16)
-        g = {k: np.empty(v.shape) for k, v in got.items()}
-        numpy_ref.recurrent_bwd(cell, a[0], a[1], a[2], ws, dy.astype(np.float64), g["wx"], g["wh"], g["bx"],
-                                g["bh"], g["x"], None, True, bf16=bf16)
-        ref[bf16] = {"y": yr.reshape(n, -1), **g}
-    have = {"y": y, **got}
-    for k, v in have.items():
-        near, far = np.abs(v - ref[True][k]).max(), np.abs(v - ref[False][k]).max()
-        assert near < 0.1 * far, (k, near, far)
+    flipped = 0
+    for _ in range(5):
+        x, wx, wh, bx, bh = _inputs(rng, cell, n, t, f, h)
+        dy = rng.standard_normal((n, t, h)).astype(np.float32)
+        y, _, got, _ = _c_run(cell, x, wx, wh, bx, bh, dy, True)
+        ref = {}
+        for bf16 in (True, False):
+            a = [v.astype(np.float64) for v in (x, wx, wh, bx, bh)]
+            ws = np.zeros(numpy_ref.recurrent_workspace(cell, n, t, f, h)[0])
+            yr = numpy_ref.recurrent_fwd(cell, *a, np.empty((n, t, h)), ws, True, bf16=bf16)
+            g = {k: np.empty(v.shape) for k, v in got.items()}
+            numpy_ref.recurrent_bwd(cell, a[0], a[1], a[2], ws, dy.astype(np.float64), g["wx"], g["wh"], g["bx"],
+                                    g["bh"], g["x"], None, True, bf16=bf16)
+            ref[bf16] = {"y": yr.reshape(n, -1), **g}
+        ratio = 0.0
+        for k, v in {"y": y, **got}.items():
+            near, far = np.abs(v - ref[True][k]).max(), np.abs(v - ref[False][k]).max()
+            assert near < far, (k, near, far)
+            ratio = max(ratio, near / far)
+        flipped += ratio >= 0.1
+    assert flipped <= 1
 
 
 def test_float64_and_table_reject_bf16(rng):
